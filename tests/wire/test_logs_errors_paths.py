@@ -1,0 +1,35 @@
+import logging
+
+from wire.errors import CommandError, ConfigError, Go2AliyunError, TrustError
+from wire.logs import RedactingFilter, redact, register_secret
+from wire.paths import target_path
+
+
+def test_redact_patterns_without_registration():
+    assert "hunter22" not in redact('{"secret_key": "hunter22"}')
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIabc\n-----END PRIVATE KEY-----"
+    assert "MIIabc" not in redact("key: " + pem)
+
+
+def test_filter_masks_registered_secret_in_args():
+    register_secret("tok-1234567890")
+    rec = logging.LogRecord("x", logging.INFO, __file__, 1, "token is %s",
+                            ("tok-1234567890",), None)
+    RedactingFilter().filter(rec)
+    assert rec.getMessage() == "token is ***"
+
+
+def test_error_families_have_distinct_exit_codes():
+    assert ConfigError("x").exit_code == 3
+    assert TrustError("x").exit_code == 7
+    assert CommandError("x").exit_code == 5
+    e = Go2AliyunError("bad", code="thing.bad", hint="do y")
+    assert e.to_dict() == {"code": "thing.bad", "message": "bad", "hint": "do y"}
+    assert str(e) == "bad (do y)"
+
+
+def test_target_path_stays_under_root():
+    assert target_path("/mnt/t", "/etc/fstab") == "/mnt/t/etc/fstab"
+    assert target_path("/mnt/t", "../../etc/passwd") == "/mnt/t/etc/passwd"
+    assert target_path("/", "etc", "os-release") == "/etc/os-release"
+    assert target_path("/mnt/t") == "/mnt/t"
