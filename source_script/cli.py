@@ -2,13 +2,15 @@
 the work, and turn errors into exit codes in :func:`main` only."""
 
 import json
+import os
 import sys
 
 import click
 
 from source_script import __version__
+from source_script.overrides import config_options
 from wire.errors import Go2AliyunError
-from wire.logs import redact
+from wire.logs import REDACTED, redact
 
 WORKDIR_HELP = ("work folder holding user_config.json, client_data, Excludes/ and logs/ "
                 "(default: the current folder)")
@@ -43,10 +45,208 @@ def inventory(root, as_json):
         click.echo(inv.render_text(manifest))
 
 
+@cli.command()
+@click.option("--config", "config_path", metavar="FILE", default=None,
+              help="user_config.json to use (default: WORKDIR/user_config.json)")
+@click.option("--workdir", default=".", metavar="DIR", help=WORKDIR_HELP)
+@click.option("--root", "root", default="/", metavar="DIR", help=ROOT_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="print the findings, the rsync filters per disk and the plan as JSON")
+@config_options
+def check(config_path, workdir, root, as_json, overrides, legacy):
+    """Preflight: is this server ready to migrate? Exit 0 when nothing blocks,
+    3 for a configuration error, 4 when something blocks."""
+    from source_script import check as chk
+    from wire.errors import ConfigError
+
+    try:
+        report = chk.run(config_path=config_path, workdir=workdir, root=root,
+                         overrides=overrides)
+    except ConfigError as e:
+        if as_json:
+            click.echo(redact(json.dumps({"ok": False, "error": e.to_dict()}, indent=2)))
+        raise
+    if as_json:
+        click.echo(redact(json.dumps(report, indent=2, ensure_ascii=False)))
+    else:
+        click.echo(chk.render_table(report))
+    if not report["ok"]:
+        raise chk.failure(report)
+
+
+@cli.command()
+@click.option("--workdir", default=".", metavar="DIR", help=WORKDIR_HELP)
+def init(workdir):
+    """Create the work folder: user_config.json (the seed's template, mode 0600),
+    Excludes/rsync_excludes_linux.txt and logs/. Existing files are kept."""
+    from source_script import config as cfg
+    from source_script import excludes
+
+    os.makedirs(os.path.join(workdir, "logs"), mode=0o700, exist_ok=True)
+    path = os.path.join(workdir, cfg.CONFIG_NAME)
+    click.echo("%s %s" % ("wrote" if cfg.write_template(path) else "kept ", path))
+    exdir = os.path.join(workdir, excludes.EXCLUDES_DIR)
+    click.echo("%s %s" % ("wrote" if excludes.write_template(exdir) else "kept ",
+                          os.path.join(exdir, excludes.SYSTEM_FILE)))
+    click.echo("Edit %s (image_name at least), then run: go2aliyun check --workdir %s"
+               % (path, workdir))
+
+
+
+TOKEN_HELP = " ".join([
+    "the one-time token printed by the receiver; it shows in the process list, so",
+    "prefer the GO2ALIYUN_TOKEN environment variable or receiver.token in client_data"])
+
+
+@cli.command()
+@click.option("--config", "config_path", metavar="FILE", default=None,
+              help="user_config.json to use (default: WORKDIR/user_config.json)")
+@click.option("--workdir", default=".", metavar="DIR", help=WORKDIR_HELP)
+@click.option("--root", "root", default="/", metavar="DIR", help=ROOT_HELP)
+@click.option("--receiver", metavar="ADDR",
+              help="the receiver (intermediate instance): HOST or HOST:PORT (default port 8080)")
+@click.option("--token", metavar="T", envvar="GO2ALIYUN_TOKEN", show_envvar=True,
+              help=TOKEN_HELP)
+@click.option("--fingerprint", metavar="FP",
+              help="SHA-256 fingerprint of the receiver's certificate (as it printed it)")
+@click.option("--sync-only", "sync_only", is_flag=True,
+              help="run one delta pass and stop; repeat while the server keeps working")
+@click.option("--cutover", is_flag=True,
+              help="the final pass (stop applications first), then make the image")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.option("--io-timeout", default=300, type=int, hidden=True,
+              help="seconds without progress before a transfer counts as broken")
+@click.option("--retries", default=3, type=int, hidden=True,
+              help="how often a broken transfer is retried within one run")
+@config_options
+@click.pass_context
+def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_only, cutover,
+            yes, io_timeout, retries, overrides, legacy):
+    """Migrate this server: send the manifest, push every disk, make the image.
+
+    Reruns continue where the last run stopped (state in WORKDIR/client_data). The
+    receiver address, fingerprint and token may also come from client_data
+    (receiver.address, receiver.fingerprint, receiver.token); the token may come from
+    the GO2ALIYUN_TOKEN environment variable so it need not appear in argv.
+    """
+    from source_script import clientdata
+    from source_script import migrate as mig
+
+    if sync_only and cutover:
+        raise click.UsageError("--sync-only and --cutover exclude each other")
+    if legacy.get("clear_data"):
+        clientdata.clear(workdir)
+    mode = mig.SYNC_ONLY if sync_only else (mig.CUTOVER if cutover else mig.FULL)
+    opts = mig.Options(
+        workdir=workdir, config=config_path, root=root, receiver=receiver, token=token,
+        fingerprint=fingerprint, mode=mode, yes=yes or legacy.get("no_enter_key"),
+        progressfile=legacy.get("progress_file"), io_timeout=io_timeout, retries=retries,
+        overrides=overrides, echo=lambda text: click.echo(text, err=True),
+        confirm=lambda q: click.confirm(q, default=False, err=True))
+    try:
+        outcome = mig.migrate(opts, verbose=ctx.obj.get("verbose"))
+    except Go2AliyunError as e:
+        click.echo(mig.NOT_FINISHED)
+        click.echo("reason [%s]: %s" % (e.code, redact(str(e))))
+        click.echo("log: %s" % getattr(e, "log_path", "-"))
+        raise click.exceptions.Exit(e.exit_code) from None
+    if outcome.finished:
+        click.echo(mig.FINISHED)
+        click.echo(outcome.message)
+    else:
+        click.echo(outcome.message)
+    click.echo("log: %s" % outcome.log_path)
+
+
+@cli.command()
+@click.option("--workdir", default=".", metavar="DIR", help=WORKDIR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print client_data and the receiver's "
+              "migration document as JSON")
+@click.option("--offline", is_flag=True, help="do not ask the receiver, show client_data only")
+def status(workdir, as_json, offline):
+    """Show where the migration stands (client_data and, if reachable, the receiver)."""
+    from source_script import clientdata
+    from source_script import session as sess
+
+    data = clientdata.load(workdir)
+    doc = None
+    problem = None
+    sdir = clientdata.session_dir(workdir)
+    recv = data.get("receiver") or {}
+    cert = os.path.join(sdir, sess.CERT_FILE)
+    if not offline and data.get("migration_id") and os.path.exists(cert):
+        try:
+            client = sess.Client(recv.get("address"), recv.get("fingerprint"), cert=cert,
+                                 key=os.path.join(sdir, sess.KEY_FILE), timeout=10)
+            doc = client.migration()
+        except Go2AliyunError as e:
+            problem = "%s [%s]" % (e, e.code)
+    if as_json:
+        shown = dict(data)
+        if shown.get("receiver"):
+            shown["receiver"] = dict(shown["receiver"])
+            if shown["receiver"].get("token"):
+                shown["receiver"]["token"] = REDACTED
+        click.echo(json.dumps({"client_data": shown, "receiver": doc, "problem": problem},
+                              indent=2, sort_keys=True))
+        return
+    if not data:
+        click.echo("No migration yet (client_data is empty).")
+        return
+    click.echo("migration: %s" % (data.get("migration_id") or "-"))
+    click.echo("receiver:  %s" % (recv.get("address") or "-"))
+    click.echo("status:    %s" % (data.get("status") or "-"))
+    cp = data.get("current_pass")
+    if cp:
+        click.echo("pass:      %s%s%s" % (cp.get("number"), " (final)" if cp.get("final") else "",
+                                          "" if cp.get("finished") else " (unfinished)"))
+    for disk, d in sorted((data.get("disks") or {}).items()):
+        click.echo("disk %-8s %s, %s files, %s bytes (pass %s)" % (
+            disk, d.get("state"), d.get("files", "-"), d.get("bytes", "-"), d.get("number")))
+    if doc is not None:
+        p = doc.get("progress") or {}
+        click.echo("receiver state: %s %s%% %s" % (doc.get("state"), p.get("percent", 0),
+                                                   p.get("message") or ""))
+        if doc.get("error"):
+            click.echo("receiver error: %s" % json.dumps(doc["error"]))
+    elif problem:
+        click.echo("receiver: not reachable: %s" % problem)
+
+
+@cli.command()
+@click.option("--workdir", default=".", metavar="DIR", help=WORKDIR_HELP)
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+def clear(workdir, yes):
+    """Reset client_data and forget the session (the seed's --cleardata)."""
+    from source_script import clientdata
+
+    if not yes:
+        click.confirm("Forget the migration recorded in %s?" % clientdata.path_in(workdir),
+                      abort=True, err=True)
+    clientdata.clear(workdir)
+    click.echo("client_data cleared.")
+
+
+@cli.command("tls-bridge", hidden=True)
+@click.argument("host")
+@click.option("--port", type=int, default=None, help="data port (env GO2ALIYUN_BRIDGE_PORT)")
+@click.option("--fingerprint", default=None, help="pin (env GO2ALIYUN_BRIDGE_FINGERPRINT)")
+@click.option("--cert", default=None, help="client certificate (env GO2ALIYUN_BRIDGE_CERT)")
+@click.option("--key", default=None, help="client key (env GO2ALIYUN_BRIDGE_KEY)")
+def tls_bridge(host, port, fingerprint, cert, key):
+    """rsync's RSYNC_CONNECT_PROG: relay stdin/stdout to the receiver's data channel."""
+    from source_script import tlsbridge
+
+    code = tlsbridge.run_bridge(host, port=port, fingerprint=fingerprint, cert=cert, key=key)
+    if code:
+        raise click.exceptions.Exit(code)
+
 def main(argv=None):
     """Entry point: run the click group and map our errors to exit codes."""
     try:
-        cli.main(args=argv, prog_name="go2aliyun", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="go2aliyun", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv  # click returns the code of a click.exceptions.Exit here
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130

@@ -38,6 +38,9 @@ class Result(object):
         return "Result(argv=%r, returncode=%r)" % (self.argv, self.returncode)
 
 
+DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
+
 # The process factory. Tests swap it for one that refuses (tests/conftest.py).
 _popen = subprocess.Popen
 

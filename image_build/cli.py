@@ -1,0 +1,254 @@
+"""The ``go2aliyun-cloud`` command (click): launch the intermediate instance, build the
+image from it after the receiver has verified the copy, clean up. Thin: read settings,
+call launch/finish, turn errors into exit codes in :func:`main` only."""
+
+import json
+import os
+import sys
+
+import click
+
+from wire.errors import ConfigError, Go2AliyunError
+from wire.logs import redact, register_secret, setup
+
+CONFIG_NAME = "user_config.json"
+
+
+def _read_json(path, what):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise ConfigError("cannot read %s %s: %s" % (what, path, e.strerror),
+                          code="config.missing",
+                          hint="run in the work folder or pass --workdir/--config") from e
+    except ValueError as e:
+        raise ConfigError("%s %s is not valid JSON: %s" % (what, path, e),
+                          code="config.invalid_json", hint="check it against RFC 7159") from e
+
+
+def load_user_config(path):
+    cfg = _read_json(path, "the configuration")
+    if not isinstance(cfg, dict):
+        raise ConfigError("%s must hold a JSON object" % path, code="config.invalid_json")
+    register_secret(cfg.get("secret_key"))
+    return cfg
+
+
+def user_supplied_network(workdir):
+    """vpc_id / vswitch_id / security_group_id set by hand in client_data (the seed's way
+    of reusing a VPC for the intranet mode)."""
+    from source_script import clientdata
+
+    data = clientdata.load(workdir)
+    return {k: data[k] for k in ("vpc_id", "vswitch_id", "security_group_id") if data.get(k)}
+
+
+def make_cloud_from(ctx, cfg, region_id=None):
+    from image_build.cloud import make_cloud
+
+    o = ctx.obj
+    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID") or cfg.get("access_id")
+    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET") or cfg.get("secret_key")
+    return make_cloud(
+        o["provider"], region_id=region_id or cfg.get("region_id"), access_key_id=key_id,
+        access_key_secret=secret,
+        security_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN"),
+        ram_role=o["ram_role_credentials"], use_ram_role=o["use_ram_role"],
+        endpoint=o["endpoint"], protocol=o["protocol"],
+        metadata_endpoint=o["metadata_endpoint"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workdir", default=".", show_default=True, metavar="DIR",
+              help="work folder with user_config.json, client_data and cloud_state.json "
+                   "(the record of every cloud resource made for this migration)")
+@click.option("--provider", default="aliyun", show_default=True, type=click.Choice(["aliyun"]),
+              help="which cloud to talk to")
+@click.option("--endpoint", default=None, metavar="HOST[:PORT]",
+              help="API endpoint for both ECS and VPC instead of the regional default "
+                   "(a proxy, a test server)")
+@click.option("--protocol", default="https", show_default=True,
+              type=click.Choice(["https", "http"]), help="protocol for --endpoint")
+@click.option("--use-ram-role", is_flag=True,
+              help="take temporary keys from this ECS instance's RAM role (metadata service) "
+                   "instead of access_id/secret_key")
+@click.option("--ram-role-name", "ram_role_credentials", default=None, metavar="ROLE",
+              help="with --use-ram-role: the role name (default: ask the metadata service)")
+@click.option("--metadata-endpoint", default=None, hidden=True,
+              help="reach the metadata service through this HTTP proxy (tests)")
+@click.option("-v", "--verbose", is_flag=True, help="show debug messages on the terminal")
+@click.pass_context
+def cli(ctx, workdir, provider, endpoint, protocol, use_ram_role, ram_role_credentials,
+        metadata_endpoint, verbose):
+    """Alibaba Cloud side of go2aliyun: start the intermediate instance
+    (INSTANCE_FOR_GOTOALIYUN) that receives the migration, build the custom image, clean up.
+
+    Keys come from user_config.json (access_id, secret_key), from the environment
+    (ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET and, for an STS token,
+    ALIBABA_CLOUD_SECURITY_TOKEN) or, on an ECS instance, from its RAM role
+    (--use-ram-role). The RAM user needs AliyunECSFullAccess and AliyunVPCFullAccess.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(workdir=workdir, provider=provider, endpoint=endpoint, protocol=protocol,
+                   use_ram_role=use_ram_role, ram_role_credentials=ram_role_credentials,
+                   metadata_endpoint=metadata_endpoint, verbose=verbose)
+
+
+def _state(ctx):
+    """The state file; also starts the debug log (not for --help)."""
+    from image_build.state import StateFile
+
+    workdir = ctx.obj["workdir"]
+    setup(logfile=os.path.join(workdir, "logs", "go2aliyun-cloud.log"),
+          verbose=ctx.obj["verbose"])
+    return StateFile.in_workdir(workdir)
+
+
+@cli.command()
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="user_config.json (default: the one in --workdir)")
+@click.option("--receiver-image", required=True, metavar="IMAGE_ID",
+              help="the receiver appliance image to start (made by build-image)")
+@click.option("--source-cidr", required=True, metavar="ADDR[/N]",
+              help="address of the server being migrated: the only one admitted to ports "
+                   "8080 and 8703 (its private address with --private)")
+@click.option("--instance-type", default="ecs.g7.large", show_default=True,
+              help="instance type of the intermediate instance")
+@click.option("--zone", default=None, help="zone (default: the first that offers instances)")
+@click.option("--vpc-id", default=None, help="reuse this VPC (never deleted by go2aliyun)")
+@click.option("--vswitch-id", default=None, help="reuse this vSwitch (with --vpc-id)")
+@click.option("--security-group-id", default=None,
+              help="reuse this security group (8080/8703 from --source-cidr are added)")
+@click.option("--private", is_flag=True,
+              help="VPC intranet: no public address; needs --vpc-id and --vswitch-id (or the "
+                   "same keys in client_data)")
+@click.option("--bandwidth", default=100, show_default=True, metavar="MBIT",
+              help="public outbound bandwidth of the instance, Mbit/s")
+@click.option("--ram-role", default=None, metavar="ROLE",
+              help="RAM role for the instance, so the receiver can snapshot and create the "
+                   "image itself")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def launch(ctx, config_path, receiver_image, source_cidr, instance_type, zone, vpc_id,
+           vswitch_id, security_group_id, private, bandwidth, ram_role, as_json):
+    """Start the intermediate instance for this migration (resumable).
+
+    Creates or reuses a VPC, a vSwitch and a security group, refuses an image_name that is
+    already taken before creating anything, runs INSTANCE_FOR_GOTOALIYUN with one data
+    disk for the target system disk and one per data disk of user_config.json, and hands
+    the receiver its one-time token and TLS identity through cloud-init user-data. Every
+    resource id is written to cloud_state.json before the next call: if this stops
+    half-way, run it again and it goes on without duplicates.
+    """
+    from image_build import launch as launching
+
+    workdir = ctx.obj["workdir"]
+    cfg = load_user_config(config_path or os.path.join(workdir, CONFIG_NAME))
+    reuse = user_supplied_network(workdir)
+    settings = launching.LaunchSettings(
+        region_id=cfg.get("region_id"), image_name=cfg.get("image_name"),
+        receiver_image_id=receiver_image, source_cidr=source_cidr,
+        system_disk_size=cfg.get("system_disk_size") or 40,
+        data_disks=[(d.get("data_disk_index", 1), d.get("data_disk_size"))
+                    for d in cfg.get("data_disks") or []],
+        platform=cfg.get("platform") or "", architecture=cfg.get("architecture") or "x86_64",
+        instance_type=instance_type, zone_id=zone,
+        vpc_id=vpc_id or reuse.get("vpc_id"), vswitch_id=vswitch_id or reuse.get("vswitch_id"),
+        security_group_id=security_group_id or reuse.get("security_group_id"),
+        private=private, bandwidth_mbit=bandwidth, ram_role=ram_role)
+    cloud = make_cloud_from(ctx, cfg)
+    result = launching.launch(cloud, _state(ctx), settings)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    click.echo("intermediate instance: %s" % result["instance_id"])
+    click.echo("address:     %s" % result["address"])
+    click.echo("token:       %s" % result["token"])
+    click.echo("fingerprint: %s" % result["fingerprint"])
+    click.echo("on the source: go2aliyun migrate --receiver %s --token %s --fingerprint %s" % (
+        result["address"], result["token"], result["fingerprint"]))
+
+
+@cli.command()
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="user_config.json (default: the one in --workdir)")
+@click.option("--boot-mode", default="BIOS", show_default=True,
+              type=click.Choice(["BIOS", "UEFI"]), help="boot mode of the image")
+@click.option("--keep-instance", is_flag=True, help="do not release the instance afterwards")
+@click.pass_context
+def finish(ctx, config_path, boot_mode, keep_instance):
+    """Snapshot the target disks of the launched instance, create the image, release.
+
+    Normally the receiver does this itself once the copy is verified; run it here when
+    the receiver has no RAM role. Resumable like launch.
+    """
+    from image_build import finish as finishing
+
+    workdir = ctx.obj["workdir"]
+    cfg = load_user_config(config_path or os.path.join(workdir, CONFIG_NAME))
+    state = _state(ctx)
+    if not state.get("instance_id"):
+        raise ConfigError("no intermediate instance is recorded in %s" % state.path,
+                          code="config.no_instance", hint="run launch first")
+    cloud = make_cloud_from(ctx, cfg, region_id=state.get("region_id"))
+    image_id = finishing.build_image(
+        cloud, state, state.get("instance_id"), cfg.get("image_name") or state.get(
+            "image_name"), platform=cfg.get("platform") or "Others Linux",
+        architecture=cfg.get("architecture") or "x86_64", boot_mode=boot_mode,
+        progress=lambda m: click.echo(m, err=True))
+    if not keep_instance:
+        finishing.release(cloud, state)
+    click.echo("image: %s" % image_id)
+
+
+@cli.command()
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="user_config.json (default: the one in --workdir)")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+def cleanup(ctx, config_path, yes):
+    """Release everything recorded for this migration in cloud_state.json.
+
+    Deletes the intermediate instance and the security group, vSwitch and VPC that launch
+    made (never ones you supplied), and snapshots left over when no image was made.
+    The image itself is kept.
+    """
+    from image_build import finish as finishing
+
+    workdir = ctx.obj["workdir"]
+    state = _state(ctx)
+    if not state.get("migration_id"):
+        click.echo("nothing recorded in %s" % state.path)
+        return
+    cfg_path = config_path or os.path.join(workdir, CONFIG_NAME)
+    cfg = load_user_config(cfg_path) if os.path.exists(cfg_path) else {}
+    if not yes:
+        click.confirm("release the resources recorded for %s?" % state.get("migration_id"),
+                      abort=True)
+    cloud = make_cloud_from(ctx, cfg, region_id=state.get("region_id"))
+    released = finishing.cleanup(cloud, state)
+    click.echo("released: %s" % (", ".join(sorted(k for k, v in released.items() if v))
+                                 or "nothing"))
+
+
+def main(argv=None):
+    """Entry point: run the click group and map our errors to exit codes."""
+    try:
+        cli.main(args=argv, prog_name="go2aliyun-cloud", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2 if isinstance(e, click.UsageError) else e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except Go2AliyunError as e:
+        click.echo("error [%s]: %s" % (e.code, redact(str(e))), err=True)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Launch the intermediate instance (INSTANCE_FOR_GOTOALIYUN) as resumable steps.
+
+Every step first looks at the state file; every id the cloud returns is written there
+before the next call; every create sends a ClientToken derived from the migration id
+and the step. So a run that dies after any call, rerun, makes no second resource and
+ends in the same place.
+
+Steps: identity (migration id, one-time token, TLS material) -> refuse a duplicate image
+name -> zone -> VPC -> vSwitch -> security group (8080 and 8703 from the source only)
+-> RunInstances (data disks for the target system disk and each target data disk,
+user-data from ``cloud-init/``) -> wait until Running -> address.
+"""
+
+import datetime
+import ipaddress
+import logging
+import secrets
+
+from image_build import tlsmaterial, userdata
+from image_build.cloud import INSTANCE_NAME, RECEIVER_PORTS, InstanceSpec, client_token
+from wire.errors import CloudError, ConfigError, UsageError
+from wire.logs import register_secret
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VPC_CIDR = "172.16.0.0/16"
+DEFAULT_VSWITCH_CIDR = "172.16.0.0/24"
+TARGET_SYSTEM_DISK = "go2aliyun-target-system"
+
+
+def target_disk_name(index):
+    return "go2aliyun-target-disk%d" % int(index)
+
+
+class LaunchSettings(object):
+    """What `launch` needs, from user_config.json and flags."""
+
+    def __init__(self, region_id, image_name, receiver_image_id, source_cidr=None,
+                 system_disk_size=40, data_disks=(), platform="", architecture="x86_64",
+                 instance_type="ecs.g7.large", zone_id=None, vpc_id=None, vswitch_id=None,
+                 security_group_id=None, private=False, bandwidth_mbit=100, ram_role=None,
+                 receiver_disk_gib=40):
+        self.region_id = region_id
+        self.image_name = image_name
+        self.receiver_image_id = receiver_image_id
+        self.source_cidr = normalize_cidr(source_cidr) if source_cidr else None
+        self.system_disk_size = int(system_disk_size)
+        self.data_disks = sorted((int(i), int(s)) for i, s in data_disks)
+        self.platform = platform
+        self.architecture = architecture
+        self.instance_type = instance_type
+        self.zone_id = zone_id
+        self.vpc_id = vpc_id
+        self.vswitch_id = vswitch_id
+        self.security_group_id = security_group_id
+        self.private = private
+        self.bandwidth_mbit = 0 if private else int(bandwidth_mbit)
+        self.ram_role = ram_role
+        self.receiver_disk_gib = receiver_disk_gib
+        self.check()
+
+    def check(self):
+        if not self.image_name:
+            raise ConfigError("image_name is empty", code="config.image_name",
+                              hint="set image_name in user_config.json")
+        if not self.receiver_image_id:
+            raise UsageError("no receiver appliance image given",
+                             hint="pass --receiver-image IMAGE_ID (made by build-image)")
+        if self.private and not (self.vpc_id and self.vswitch_id):
+            raise UsageError("--private needs the VPC and vSwitch the source reaches",
+                             hint="pass --vpc-id and --vswitch-id (or set vpc_id/vswitch_id "
+                                  "in client_data)")
+        if self.vpc_id and not self.vswitch_id:
+            raise UsageError("--vpc-id needs --vswitch-id too",
+                             hint="name the vSwitch of that VPC the instance should use")
+        if not self.source_cidr:
+            raise UsageError("the source's address is needed for the security group",
+                             hint="pass --source-cidr with the public (or, with --private, "
+                                  "the private) address of the server being migrated")
+        if not 20 <= self.system_disk_size <= 500:
+            raise ConfigError("system_disk_size %s is outside 20..500 GiB" %
+                              self.system_disk_size, code="config.system_disk_size")
+        for index, size in self.data_disks:
+            if not 1 <= index <= 16 or not 20 <= size <= 32768:
+                raise ConfigError("data disk %s of %s GiB: index must be 1..16 and size "
+                                  "20..32768" % (index, size), code="config.data_disk")
+
+    def cloud_config(self, migration_id):
+        """What the receiver needs to snapshot and build the image itself."""
+        return {"provider": "aliyun", "migration_id": migration_id,
+                "region_id": self.region_id, "ram_role": self.ram_role,
+                "image": {"name": self.image_name, "platform": self.platform,
+                          "architecture": self.architecture},
+                "target_disks": [TARGET_SYSTEM_DISK] + [target_disk_name(i)
+                                                        for i, _ in self.data_disks]}
+
+
+def normalize_cidr(value):
+    try:
+        net = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError as e:
+        raise UsageError("--source-cidr %r is not an address or CIDR" % value,
+                         hint="e.g. 203.0.113.7 or 203.0.113.0/28") from e
+    if net.prefixlen == 0:
+        raise UsageError("--source-cidr %s would open the receiver to everyone" % value,
+                         hint="give the source's own address")
+    return str(net)
+
+
+def new_migration_id():
+    return "m-%s-%s" % (datetime.datetime.utcnow().strftime("%Y%m%d"), secrets.token_hex(3))
+
+
+def ensure_identity(state):
+    """Migration id, one-time token and TLS material: made once, kept in the state file
+    (the user-data must be identical on a rerun, or RunInstances' ClientToken would not
+    match)."""
+    if "migration_id" not in state:
+        state.set("migration_id", new_migration_id())
+    if "token" not in state:
+        state.set("token", secrets.token_urlsafe(24))
+    if "tls" not in state:
+        state.set("tls", tlsmaterial.make_receiver_identity())
+    register_secret(state.get("token"))
+    register_secret(state.get("tls")["key"])
+    return state.get("migration_id")
+
+
+def refuse_duplicate_image(cloud, state, name):
+    if state.get("image_id"):
+        return  # ours, from an earlier run of this migration
+    found = cloud.find_images_by_name(name)
+    if found:
+        raise CloudError(
+            "an image called %r already exists in %s (%s)" % (
+                name, getattr(cloud, "region_id", "the region"),
+                ", ".join(i["id"] for i in found)),
+            code="cloud.InvalidImageName.Duplicated",
+            hint="choose another image_name in user_config.json or delete the old image; "
+                 "nothing was created", api_code="InvalidImageName.Duplicated")
+
+
+def ensure_zone(cloud, state, settings):
+    if state.get("zone_id"):
+        return state.get("zone_id")
+    if settings.vswitch_id:
+        vsw = cloud.vswitch(settings.vswitch_id)
+        if vsw is None:
+            raise CloudError("vSwitch %s does not exist in %s" % (
+                settings.vswitch_id, settings.region_id), code="cloud.vswitch_missing",
+                hint="check --vswitch-id and the region")
+        zone = vsw["zone_id"]
+    elif settings.zone_id:
+        zone = settings.zone_id
+    else:
+        zones = cloud.zones()
+        if not zones:
+            raise CloudError("no zone of %s offers instances and vSwitches" %
+                             settings.region_id, code="cloud.no_zone")
+        zone = zones[0]
+    state.set("zone_id", zone)
+    return zone
+
+
+def ensure_vpc(cloud, state, settings, mid):
+    vpc_id = state.get("vpc_id")
+    if not vpc_id:
+        if settings.vpc_id:
+            if cloud.vpc(settings.vpc_id) is None:
+                raise CloudError("VPC %s does not exist in %s" % (
+                    settings.vpc_id, settings.region_id), code="cloud.vpc_missing",
+                    hint="check --vpc-id and the region")
+            state.update(vpc_id=settings.vpc_id, created=_created(state, vpc=False))
+            return settings.vpc_id
+        vpc_id = cloud.create_vpc(DEFAULT_VPC_CIDR, "go2aliyun-" + mid,
+                                  client_token(mid, "vpc"))
+        state.update(vpc_id=vpc_id, created=_created(state, vpc=True))
+    if _created(state).get("vpc"):
+        cloud.wait_vpc_available(vpc_id)
+    elif cloud.vpc(vpc_id) is None:
+        raise CloudError("the VPC %s recorded for this migration is gone" % vpc_id,
+                         code="cloud.vanished", hint="run `go2aliyun-cloud cleanup`, then "
+                                                     "launch again")
+    return vpc_id
+
+
+def ensure_vswitch(cloud, state, settings, mid, vpc_id, zone):
+    vsw_id = state.get("vswitch_id")
+    if not vsw_id:
+        if settings.vswitch_id:
+            vsw = cloud.vswitch(settings.vswitch_id)
+            if vsw is None or vsw["vpc_id"] != vpc_id:
+                raise CloudError("vSwitch %s is not in VPC %s" % (settings.vswitch_id, vpc_id),
+                                 code="cloud.vswitch_mismatch",
+                                 hint="pass a vSwitch of the given VPC")
+            state.update(vswitch_id=settings.vswitch_id, created=_created(state, vswitch=False))
+            return settings.vswitch_id
+        vsw_id = cloud.create_vswitch(vpc_id, zone, DEFAULT_VSWITCH_CIDR, "go2aliyun-" + mid,
+                                      client_token(mid, "vswitch"))
+        state.update(vswitch_id=vsw_id, created=_created(state, vswitch=True))
+    cloud.wait_vswitch_available(vsw_id)
+    return vsw_id
+
+
+def ensure_security_group(cloud, state, settings, mid, vpc_id):
+    sg_id = state.get("security_group_id")
+    if not sg_id:
+        if settings.security_group_id:
+            sg_id = settings.security_group_id
+            state.update(security_group_id=sg_id, created=_created(state, security_group=False))
+        else:
+            sg_id = cloud.create_security_group(vpc_id, "go2aliyun-" + mid,
+                                                client_token(mid, "security-group"))
+            state.update(security_group_id=sg_id, created=_created(state, security_group=True))
+    if not state.get("ingress_allowed"):
+        cloud.allow_ingress(sg_id, RECEIVER_PORTS, settings.source_cidr,
+                            client_token(mid, "ingress-" + settings.source_cidr))
+        state.set("ingress_allowed", settings.source_cidr)
+    return sg_id
+
+
+def ensure_instance(cloud, state, settings, mid, vsw_id, sg_id):
+    inst_id = state.get("instance_id")
+    if not inst_id:
+        tls = state.get("tls")
+        text = userdata.render_user_data(state.get("token"), tls["certificate"], tls["key"],
+                                         settings.cloud_config(mid))
+        disks = [(TARGET_SYSTEM_DISK, settings.system_disk_size)] + [
+            (target_disk_name(i), size) for i, size in settings.data_disks]
+        spec = InstanceSpec(settings.receiver_image_id, settings.instance_type, vsw_id, sg_id,
+                            text, system_disk_gib=settings.receiver_disk_gib,
+                            data_disks=disks, public_bandwidth_mbit=settings.bandwidth_mbit,
+                            name=INSTANCE_NAME, ram_role=settings.ram_role,
+                            tags={"go2aliyun:migration": mid})
+        inst_id = cloud.run_instance(spec, client_token(mid, "instance"))
+        state.set("instance_id", inst_id)
+    inst = cloud.wait_instance_running(inst_id)
+    address = inst.private_ip if settings.private else (inst.public_ip or inst.private_ip)
+    state.update(address=address, public_ip=inst.public_ip, private_ip=inst.private_ip)
+    return inst
+
+
+def _created(state, **changes):
+    created = dict(state.get("created") or {})
+    created.update(changes)
+    return created
+
+
+def launch(cloud, state, settings):
+    """Run (or resume) the launch. Returns ``{"migration_id", "instance_id", "address",
+    "token", "fingerprint"}``."""
+    state.update(region_id=settings.region_id, image_name=settings.image_name,
+                 net_mode=2 if settings.private else 0)
+    mid = ensure_identity(state)
+    if not state.get("instance_id"):
+        refuse_duplicate_image(cloud, state, settings.image_name)
+    zone = ensure_zone(cloud, state, settings)
+    vpc_id = ensure_vpc(cloud, state, settings, mid)
+    vsw_id = ensure_vswitch(cloud, state, settings, mid, vpc_id, zone)
+    sg_id = ensure_security_group(cloud, state, settings, mid, vpc_id)
+    inst = ensure_instance(cloud, state, settings, mid, vsw_id, sg_id)
+    state.set("status", "Launched")
+    log.info("intermediate instance %s runs at %s", inst.id, state.get("address"))
+    return {"migration_id": mid, "instance_id": inst.id, "address": state.get("address"),
+            "token": state.get("token"), "fingerprint": state.get("tls")["fingerprint"]}

@@ -1,0 +1,297 @@
+"""A sample source server: Debian 12 made with debootstrap onto loop disk images.
+
+Used by the demo (the README's first command) and by the end-to-end tests: it is the
+kind of server operators migrate, laid out the old-fashioned way the seed's users have
+it (MBR, a separate ``/boot``, swap, fstab by ``/dev/sdX`` names, a data disk at
+``/mnt/disk1``), and it boots under qemu as it is.
+
+The debootstrap tree is cached as a tarball outside the repository, keyed by its
+inputs (suite, mirror, variant, packages), so a second run is fast; nothing depends
+on the cache existing.
+
+    python3 -m image_build.sample_server --out DIR [--cache DIR]
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+from wire import runner
+from wire.errors import CommandError, DiskError
+from wire.paths import target_path
+
+log = logging.getLogger(__name__)
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("GO2ALIYUN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+VARIANT = "minbase"
+PACKAGES = (
+    "linux-image-amd64", "grub-pc", "systemd-sysv", "initramfs-tools", "udev", "kmod",
+    "e2fsprogs", "ifupdown", "isc-dhcp-client", "iproute2", "netbase",
+)
+MIB = 1024 * 1024
+
+
+def default_cache_dir():
+    return os.environ.get("GO2ALIYUN_CACHE", "/var/cache/go2aliyun")
+
+
+# The layout: pure data. Partition sizes in MiB; None takes the rest of the disk.
+LAYOUT = {
+    "system": {
+        "file": "system.img", "size_mib": 3072, "table": "dos", "device": "/dev/sda",
+        "partitions": [
+            {"size_mib": 256, "type": "83", "bootable": True, "fs": "ext4", "label": "boot",
+             "mount": "/boot"},
+            {"size_mib": None, "type": "83", "fs": "ext4", "label": "root", "mount": "/"},
+            {"size_mib": 256, "type": "82", "fs": "swap", "label": "swap", "mount": None},
+        ],
+    },
+    "disk1": {
+        "file": "disk1.img", "size_mib": 1024, "table": "dos", "device": "/dev/sdb",
+        "partitions": [
+            {"size_mib": None, "type": "83", "fs": "ext4", "label": "data1",
+             "mount": "/mnt/disk1"},
+        ],
+    },
+}
+
+
+def rootfs_key(suite=SUITE, mirror=MIRROR, variant=VARIANT, packages=PACKAGES):
+    blob = json.dumps([suite, mirror, variant, sorted(packages)]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def render_sfdisk(disk):
+    """sfdisk script for one disk of LAYOUT (pure).
+
+    The partition of size None takes what the fixed ones leave.
+    """
+    lines = ["label: %s" % disk["table"], "unit: sectors", ""]
+    parts = disk["partitions"]
+    total = disk["size_mib"] - 1  # 1 MiB for the label and alignment
+    sizes = [p["size_mib"] for p in parts]
+    rest = total - sum(s for s in sizes if s is not None)
+    if rest <= 0:
+        raise DiskError("sample layout does not fit %s MiB" % disk["size_mib"])
+    start = 2048
+    for i, p in enumerate(parts):
+        size = (sizes[i] if sizes[i] is not None else rest) * 2048
+        attrs = ", bootable" if p.get("bootable") else ""
+        lines.append("start=%d, size=%d, type=%s%s" % (start, size, p["type"], attrs))
+        start += size
+    return "\n".join(lines) + "\n"
+
+
+def render_fstab(layout):
+    """fstab by /dev/sdX names, as many long-lived servers have it (pure)."""
+    rows = ["# /etc/fstab of the go2aliyun sample server (device names on purpose)"]
+    entries = []
+    for disk in layout.values():
+        for n, p in enumerate(disk["partitions"], 1):
+            dev = "%s%d" % (disk["device"], n)
+            if p["fs"] == "swap":
+                entries.append((dev, "none", "swap", "sw", 0, 0))
+            elif p["mount"]:
+                passno = 1 if p["mount"] == "/" else 2
+                entries.append((dev, p["mount"], p["fs"], "defaults", 0, passno))
+    entries.sort(key=lambda e: (e[1] != "/", e[1]))
+    for e in entries:
+        rows.append("%-12s %-12s %-6s %-10s %d %d" % e)
+    return "\n".join(rows) + "\n"
+
+
+def ensure_rootfs(cache_dir=None):
+    """Return the path of the cached debootstrap tarball, making it when missing."""
+    cache_dir = cache_dir or default_cache_dir()
+    os.makedirs(cache_dir, exist_ok=True)
+    tarball = os.path.join(cache_dir, "debian-%s-%s.tar" % (SUITE, rootfs_key()))
+    if os.path.exists(tarball):
+        log.info("using cached root tree %s", tarball)
+        return tarball
+    work = tempfile.mkdtemp(prefix="debootstrap-", dir=cache_dir)
+    try:
+        tree = os.path.join(work, "root")
+        log.info("debootstrap %s into %s (about 2 minutes)", SUITE, tree)
+        runner.run(["debootstrap", "--variant=" + VARIANT, "--include=" + ",".join(PACKAGES),
+                    SUITE, tree, MIRROR], timeout=1800)
+        _configure_tree(tree)
+        tmp = tarball + ".part"
+        runner.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-C", tree, "-cf", tmp, "."],
+                   timeout=900)
+        os.rename(tmp, tarball)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return tarball
+
+
+def _configure_tree(tree):
+    with open(target_path(tree, "/etc/hostname"), "w") as f:
+        f.write("sample-server\n")
+    with open(target_path(tree, "/etc/network/interfaces"), "w") as f:
+        f.write("auto lo\niface lo inet loopback\n")
+    # No password login is needed: the boot check reads the serial console only.
+    apt_clean = target_path(tree, "/var/cache/apt/archives")
+    for name in os.listdir(apt_clean):
+        if name.endswith(".deb"):
+            os.unlink(os.path.join(apt_clean, name))
+
+
+def _wait_for(path, timeout=10.0):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        if time.time() > deadline:
+            raise DiskError("partition node %s did not appear" % path,
+                            hint="no udev here: partprobe/partx should create it")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def attached(image):
+    """Attach an image file as a loop device with partitions; always detached."""
+    dev = runner.run(["losetup", "-f", "--show", "-P", image]).stdout.strip()
+    try:
+        # No udev here: partprobe makes the kernel (devtmpfs) create the partition nodes.
+        runner.run(["partprobe", dev], ok_codes=None)
+        yield dev
+    finally:
+        runner.run(["losetup", "-d", dev], ok_codes=None)
+
+
+def _part(dev, n):
+    return "%sp%d" % (dev, n)
+
+
+def _mkfs(node, part):
+    if part["fs"] == "swap":
+        runner.run(["mkswap", "-L", part["label"], node])
+    else:
+        runner.run(["mkfs." + part["fs"], "-q", "-F", "-L", part["label"], node])
+
+
+def build(out_dir, cache_dir=None, data_files=True):
+    """Build the sample server's disk images in ``out_dir``; returns a description dict.
+
+    Idempotent: when ``out_dir/sample.json`` exists with the same key, nothing is done.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    desc_path = os.path.join(out_dir, "sample.json")
+    key = rootfs_key() + "-" + hashlib.sha256(
+        json.dumps(LAYOUT, sort_keys=True).encode()).hexdigest()[:8]
+    if os.path.exists(desc_path):
+        with open(desc_path) as f:
+            desc = json.load(f)
+        if desc.get("key") == key and all(
+                os.path.exists(os.path.join(out_dir, d["file"])) for d in LAYOUT.values()):
+            return desc
+    tarball = ensure_rootfs(cache_dir)
+    for d in LAYOUT.values():
+        path = os.path.join(out_dir, d["file"])
+        if os.path.exists(path):
+            os.unlink(path)
+        with open(path, "wb") as f:
+            f.truncate(d["size_mib"] * MIB)
+        runner.run(["sfdisk", "-q", path], input=render_sfdisk(d))
+    with contextlib.ExitStack() as stack:
+        devs = {}
+        for name, d in LAYOUT.items():
+            devs[name] = stack.enter_context(attached(os.path.join(out_dir, d["file"])))
+            for n, part in enumerate(d["partitions"], 1):
+                _wait_for(_part(devs[name], n))
+                _mkfs(_part(devs[name], n), part)
+        mnt = tempfile.mkdtemp(prefix="sample-mnt-")
+        stack.callback(os.rmdir, mnt)
+        mounts = []
+        for name, d in LAYOUT.items():
+            for n, part in enumerate(d["partitions"], 1):
+                if part["mount"]:
+                    mounts.append((part["mount"], _part(devs[name], n)))
+        mounts.sort(key=lambda m: m[0].count("/") if m[0] != "/" else 0)
+        for mountpoint, node in mounts:
+            where = target_path(mnt, mountpoint)
+            os.makedirs(where, exist_ok=True)
+            runner.run(["mount", node, where])
+            stack.callback(runner.run, ["umount", where], ok_codes=None)
+        runner.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-C", mnt, "-xf", tarball],
+                   timeout=900)
+        with open(target_path(mnt, "/etc/fstab"), "w") as f:
+            f.write(render_fstab(LAYOUT))
+        if data_files:
+            _write_data(mnt)
+        kver = _install_grub(mnt, devs["system"])
+    desc = {"key": key, "kernel": kver, "fstab": render_fstab(LAYOUT),
+            "disks": {name: {"file": d["file"], "device": d["device"]}
+                      for name, d in LAYOUT.items()}}
+    tmp = desc_path + ".part"
+    with open(tmp, "w") as f:
+        json.dump(desc, f, indent=2)
+    os.rename(tmp, desc_path)
+    return desc
+
+
+def _write_data(mnt):
+    d = target_path(mnt, "/mnt/disk1")
+    os.makedirs(os.path.join(d, "app"), exist_ok=True)
+    with open(os.path.join(d, "app", "README.txt"), "w") as f:
+        f.write("data disk of the go2aliyun sample server\n")
+    with open(os.path.join(d, "app", "blob.bin"), "wb") as f:
+        f.write(hashlib.sha256(b"go2aliyun").digest() * 4096)
+    os.link(os.path.join(d, "app", "blob.bin"), os.path.join(d, "app", "blob.hardlink"))
+    os.symlink("README.txt", os.path.join(d, "app", "readme.link"))
+    with open(target_path(mnt, "/etc/motd"), "w") as f:
+        f.write("migrated by go2aliyun\n")
+
+
+def _install_grub(mnt, system_dev):
+    """Install the tree's own GRUB for BIOS from a chroot, as Debian's installer would,
+    make grub.cfg with its update-grub and put ``root=UUID=`` in it (in a chroot over
+    a loop device without udev, grub-mkconfig writes /dev/loopNpM instead)."""
+    kernels = sorted(k for k in os.listdir(target_path(mnt, "/boot")) if k.startswith("vmlinuz-"))
+    if not kernels:
+        raise CommandError("no kernel in the sample tree")
+    kver = kernels[-1][len("vmlinuz-"):]
+    root_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value", _part(system_dev, 2)]).stdout.strip()
+    with _chroot(mnt):
+        runner.run(["chroot", mnt, "grub-install", "--target=i386-pc", system_dev], timeout=300)
+        runner.run(["chroot", mnt, "update-grub"], env={"GRUB_DISABLE_OS_PROBER": "true"},
+                   timeout=300)
+    cfg = target_path(mnt, "/boot/grub/grub.cfg")
+    with open(cfg) as f:
+        text = f.read()
+    text = text.replace("root=%s" % _part(system_dev, 2), "root=UUID=%s" % root_uuid)
+    with open(cfg, "w") as f:
+        f.write(text)
+    return kver
+
+
+@contextlib.contextmanager
+def _chroot(mnt):
+    done = []
+    try:
+        for src in ("/dev", "/proc", "/sys"):
+            runner.run(["mount", "--bind", src, target_path(mnt, src)])
+            done.append(target_path(mnt, src))
+        yield
+    finally:
+        for where in reversed(done):
+            runner.run(["umount", "-l", where], ok_codes=None)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="folder for the disk images")
+    ap.add_argument("--cache", default=None, help="cache folder (default %s)" % default_cache_dir())
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    desc = build(args.out, args.cache)
+    print(json.dumps(desc, indent=2))
+
+
+if __name__ == "__main__":
+    main()

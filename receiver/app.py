@@ -1,0 +1,433 @@
+"""The control API (docs/API.md): a Flask app served by gunicorn with TLS.
+
+``create_app(config)`` takes ``STATE_DIR`` (required) and optional ``MAX_CONTENT_LENGTH``.
+The long work never runs here: the API only moves the persisted state, which is the
+worker's job queue (``receiver.worker``).
+
+Authentication: ``POST /v1/session`` (token) is the only ``/v1`` call without a client
+certificate. gunicorn runs with ``cert_reqs`` optional and our certificate as the only
+CA, so OpenSSL already refuses foreign certificates in the handshake; here the app reads
+the peer certificate from the gunicorn socket and also checks that this receiver
+issued it (signature and serial) for this migration.
+"""
+
+import functools
+import json
+import logging
+import os
+
+import jsonschema
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from receiver import state as st
+from receiver import tls, tokens
+from receiver.state import State
+from wire.errors import Go2AliyunError, StateError, TrustError
+from wire.logs import redact
+
+log = logging.getLogger(__name__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WIRE = os.path.join(os.path.dirname(HERE), "wire")
+MAX_BODY = 8 * 1024 * 1024
+MAX_SESSION_BODY = 64 * 1024
+# Test-only: the Flask test client passes the peer certificate in this environ key.
+TEST_PEER_KEY = "go2aliyun.test_peer_cert"
+
+
+class RequestInvalid(Go2AliyunError):
+    code = "request.invalid"
+    exit_code = 2
+    http_status = 400
+
+
+class NotFound(Go2AliyunError):
+    code = "not_found"
+    exit_code = 2
+    http_status = 404
+
+
+class ManifestInvalid(Go2AliyunError):
+    code = "manifest.invalid"
+    exit_code = 3
+    http_status = 400
+
+
+class TooLarge(Go2AliyunError):
+    code = "request.too_large"
+    exit_code = 2
+    http_status = 413
+
+
+class ClientCertRequired(TrustError):
+    code = "auth.client_certificate_required"
+
+
+HTTP_CODES = {
+    400: "request.invalid",
+    401: "auth.client_certificate_required",
+    404: "not_found",
+    405: "request.method_not_allowed",
+    413: "request.too_large",
+    415: "request.invalid",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(path):
+    with open(path) as f:
+        schema = json.load(f)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def manifest_validator():
+    return _validator(os.path.join(WIRE, "manifest.schema.json"))
+
+
+def plan_validator():
+    return _validator(os.path.join(HERE, "plan.schema.json"))
+
+
+def json_path(prefix, parts):
+    out = prefix
+    for p in parts:
+        out += "[%d]" % p if isinstance(p, int) else ".%s" % p
+    return out
+
+
+def validate_document(validator, doc, prefix):
+    """Raise manifest.invalid naming the JSON path of the first (best) error."""
+    errors = list(validator.iter_errors(doc))
+    if not errors:
+        return
+    best = jsonschema.exceptions.best_match(errors)
+    where = json_path(prefix, best.absolute_path)
+    msg = best.message
+    if len(msg) > 300:
+        msg = msg[:300] + "..."
+    raise ManifestInvalid(
+        "%s: %s" % (where, msg), path=where,
+        hint="send what 'go2aliyun inventory --json' prints; schema %s"
+             % ("wire/manifest.schema.json" if prefix == "$.manifest"
+                else "receiver/plan.schema.json"),
+    )
+
+
+def error_response(err):
+    body = {"error": err.to_dict()}
+    body["error"]["message"] = redact(body["error"]["message"])
+    resp = jsonify(body)
+    resp.status_code = err.http_status
+    if isinstance(err, tokens.Throttled):
+        resp.headers["Retry-After"] = str(err.retry_after)
+    return resp
+
+
+def create_app(config=None):
+    config = dict(config or {})
+    if not config.get("STATE_DIR"):
+        raise Go2AliyunError("create_app needs STATE_DIR", code="config.invalid")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["JSON_SORT_KEYS"] = False
+    app.config.update(config)
+    store = st.Store(config["STATE_DIR"])
+    store.ensure()
+    app.extensions["go2aliyun.store"] = store
+
+    # --- errors --------------------------------------------------------------------
+
+    @app.errorhandler(Go2AliyunError)
+    def on_error(e):
+        if e.http_status >= 500:
+            log.error("%s %s: %s", request.method, request.path, e)
+        return error_response(e)
+
+    @app.errorhandler(HTTPException)
+    def on_http(e):
+        code = HTTP_CODES.get(e.code, "request.invalid" if e.code < 500 else "internal")
+        msg = e.description or e.name
+        if e.code == 413:
+            msg = "the request body is larger than %d bytes" % _limit()
+            return error_response(TooLarge(msg))
+        if e.code == 404:
+            msg = "no such call: %s %s" % (request.method, request.path[:200])
+        err = Go2AliyunError(msg, code=code)
+        err.http_status = e.code
+        resp = error_response(err)
+        if e.code == 405 and getattr(e, "valid_methods", None):
+            resp.headers["Allow"] = ", ".join(e.valid_methods)
+        return resp
+
+    @app.errorhandler(Exception)
+    def on_crash(e):
+        log.exception("internal error in %s %s", request.method, request.path)
+        return error_response(Go2AliyunError(
+            "internal error; see the receiver log", code="internal"))
+
+    def _limit():
+        return MAX_SESSION_BODY if request.path == "/v1/session" else app.config[
+            "MAX_CONTENT_LENGTH"]
+
+    # --- auth ----------------------------------------------------------------------
+
+    def peer_certificate():
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None and hasattr(sock, "getpeercert"):
+            return sock.getpeercert(binary_form=True)
+        if app.config.get("TESTING_PEER_CERT"):
+            return request.environ.get(TEST_PEER_KEY)
+        return None
+
+    def check_client(der):
+        if not der:
+            raise ClientCertRequired(
+                "this call needs the client certificate of the migration",
+                hint="run POST /v1/session with the token first and present the "
+                     "certificate it returns")
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            _, ca = tls.load_ca(store.dir)
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature) as e:
+            raise ClientCertRequired("the client certificate was not issued by this "
+                                     "receiver") from e
+        doc = store.load()
+        if tls.serial_hex(cert) not in (doc.get("_clients") or []):
+            raise ClientCertRequired("the client certificate is not one this receiver "
+                                     "issued for migration %s" % doc["id"])
+
+    @app.before_request
+    def limits_and_auth():
+        if request.path == "/v1/session":
+            n = request.content_length
+            if n is not None and n > MAX_SESSION_BODY:
+                _too_large(MAX_SESSION_BODY)
+            return
+        if request.path.startswith("/v1/") or request.path == "/v1":
+            check_client(peer_certificate())
+
+    # --- helpers -------------------------------------------------------------------
+
+    def body(allow_empty=True, limit=None):
+        raw = request.get_data(cache=True)
+        if limit is not None and len(raw) > limit:
+            _too_large(limit)
+        if not raw.strip():
+            if allow_empty:
+                return {}
+            raise RequestInvalid("the request needs a JSON object body")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RequestInvalid("the request body is not JSON: %s" % e,
+                                 hint="send a JSON object") from e
+        if not isinstance(data, dict):
+            raise RequestInvalid("the request body must be a JSON object, not %s"
+                                 % type(data).__name__)
+        return data
+
+    def doc_response(doc, status=200):
+        resp = jsonify(st.public(doc))
+        resp.status_code = status
+        return resp
+
+    def target_modules():
+        roots = store.config().get("target_roots") or {}
+        return {n: {"module": n, "path": p} for n, p in sorted(roots.items())}
+
+    # --- routes --------------------------------------------------------------------
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    @app.post("/v1/session")
+    def session():
+        data = body(allow_empty=False, limit=MAX_SESSION_BODY)
+        token, csr = data.get("token"), data.get("csr")
+        if not isinstance(token, str) or not token:
+            raise RequestInvalid("field 'token' must be the one-time token (a string)",
+                                 hint="copy it from the receiver's console or status")
+        if not isinstance(csr, str) or not csr:
+            raise RequestInvalid("field 'csr' must be a PEM certificate signing request")
+        tls.parse_csr(csr)  # a bad CSR does not spend the token
+        tokens.redeem(store, token)
+        mid = store.load()["id"]
+        cert_pem, serial = tls.sign_csr(store.dir, csr, mid)
+
+        def add(doc):
+            doc.setdefault("_clients", []).append(serial)
+            del doc["_clients"][:-20]
+
+        store.update(add)
+        with open(tls.cert_path(store.dir)) as f:
+            ca_pem = f.read()
+        log.info("issued client certificate %s for migration %s", serial, mid)
+        resp = jsonify({
+            "migration_id": mid,
+            "client_certificate": cert_pem,
+            "ca_certificate": ca_pem,
+            "data_port": int(store.config().get("data_port") or 8703),
+            "modules": target_modules(),
+        })
+        resp.status_code = 201
+        return resp
+
+    @app.get("/v1/migration")
+    def migration():
+        return doc_response(store.load())
+
+    @app.put("/v1/migration/manifest")
+    def manifest():
+        data = body(allow_empty=False)
+        for key in ("manifest", "plan"):
+            if not isinstance(data.get(key), dict):
+                raise RequestInvalid("field '%s' must be a JSON object" % key,
+                                     hint="send {\"manifest\": {...}, \"plan\": {...}}")
+        validate_document(manifest_validator(), data["manifest"], "$.manifest")
+        validate_document(plan_validator(), data["plan"], "$.plan")
+
+        def fn(doc):
+            if doc["state"] not in (State.NEW.value, State.PLANNED.value):
+                raise st.conflict(doc["state"], "the manifest can change only before "
+                                  "the disks are prepared")
+            st.move(doc, State.PLANNED)
+            store.write("manifest.json", data["manifest"])
+            store.write("plan.json", data["plan"])
+            doc["progress"] = {"percent": 0, "message": "plan received"}
+
+        return doc_response(store.update(fn))
+
+    @app.post("/v1/migration/prepare")
+    def prepare():
+        body()
+
+        def fn(doc):
+            if doc["state"] != State.PLANNED.value:
+                raise st.conflict(doc["state"], "prepare needs PLANNED (send the manifest)")
+            st.move(doc, State.PREPARING)
+            doc["progress"] = {"percent": 0, "message": "queued"}
+
+        return doc_response(store.update(fn), 202)
+
+    @app.post("/v1/migration/syncs")
+    def start_sync():
+        data = body()
+        final = data.get("final", False)
+        if not isinstance(final, bool):
+            raise RequestInvalid("field 'final' must be true or false")
+
+        def fn(doc):
+            if doc["state"] not in (State.READY_FOR_DATA.value, State.SYNCING.value):
+                raise st.conflict(doc["state"], "a sync pass cannot start now")
+            st.move(doc, State.SYNCING)
+            now = st.now_iso()
+            for p in doc["passes"]:
+                if p.get("finished_at") is None and not p.get("abandoned_at"):
+                    p["abandoned_at"] = now
+            n = len(doc["passes"]) + 1
+            doc["passes"].append({"pass": n, "final": final, "started_at": now,
+                                  "finished_at": None})
+            doc["progress"] = {"percent": 0, "message": "sync pass %d running" % n}
+            return {"pass": n, "final": final, "modules": doc.get("modules") or {}}
+
+        resp = jsonify(store.update(fn))
+        resp.status_code = 201
+        return resp
+
+    @app.post("/v1/migration/syncs/<int:n>/finished")
+    def finish_sync(n):
+        data = body()
+        stats = data.get("stats", {})
+        _check_stats(stats)
+
+        def fn(doc):
+            passes = {p["pass"]: p for p in doc["passes"]}
+            if n not in passes:
+                raise NotFound("there is no sync pass %d (passes: %d)" % (n, len(passes)))
+            p = passes[n]
+            if p.get("finished_at") is not None:
+                return None  # reported twice: nothing to do
+            if doc["state"] != State.SYNCING.value or n != len(doc["passes"]):
+                raise st.conflict(doc["state"], "sync pass %d is not the running pass" % n)
+            p["finished_at"] = st.now_iso()
+            p["stats"] = stats
+            if p.get("final"):
+                st.move(doc, State.CONVERTING)
+                doc["progress"] = {"percent": 0, "message": "queued"}
+            else:
+                st.move(doc, State.READY_FOR_DATA)
+                doc["progress"] = {"percent": 100,
+                                   "message": "sync pass %d finished" % n}
+            return None
+
+        return doc_response(store.update(fn))
+
+    @app.post("/v1/migration/finalize")
+    def finalize():
+        body()
+
+        def fn(doc):
+            if doc["state"] != State.READY_FOR_DATA.value:
+                raise st.conflict(doc["state"], "finalize needs READY_FOR_DATA")
+            if not any(p.get("finished_at") for p in doc["passes"]):
+                raise StateError(
+                    "no sync pass has finished yet; there is nothing to convert",
+                    hint="push the data first (POST /v1/migration/syncs)",
+                    state=doc["state"], allowed=st.CALLS[State(doc["state"])])
+            st.move(doc, State.CONVERTING)
+            doc["progress"] = {"percent": 0, "message": "queued"}
+
+        return doc_response(store.update(fn), 202)
+
+    @app.post("/v1/migration/retry")
+    def retry():
+        body()
+
+        def fn(doc):
+            if doc["state"] != State.FAILED.value:
+                raise st.conflict(doc["state"], "only a FAILED migration can be retried")
+            step = (doc.get("error") or {}).get("step") or doc["step"]
+            st.move(doc, State(step))
+            doc["progress"] = {"percent": 0, "message": "retry queued"}
+
+        return doc_response(store.update(fn), 202)
+
+    @app.get("/v1/openapi.yaml")
+    def openapi():
+        with open(os.path.join(HERE, "openapi.yaml")) as f:
+            return Response(f.read(), mimetype="application/yaml")
+
+    return app
+
+
+def _too_large(limit):
+    raise TooLarge("the request body is larger than %d bytes" % limit,
+                   hint="the limit is %d bytes" % limit)
+
+
+def _check_stats(stats):
+    if not isinstance(stats, dict):
+        raise RequestInvalid("field 'stats' must be an object {disk: {bytes, files}}")
+    for disk, s in stats.items():
+        if not isinstance(s, dict):
+            raise RequestInvalid("stats.%s must be an object {bytes, files}" % disk[:64])
+        for k in ("bytes", "files"):
+            v = s.get(k, 0)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise RequestInvalid("stats.%s.%s must be a whole number >= 0, not %r"
+                                     % (disk[:64], k, v))
+
+
+def serve_app(state_dir):
+    """The gunicorn entry: ``receiver.app:serve_app('/var/lib/go2aliyun')``."""
+    from wire import logs
+
+    logs.setup(logfile=os.path.join(state_dir, "logs", "api.log"))
+    return create_app({"STATE_DIR": state_dir})

@@ -1,0 +1,225 @@
+"""The worker: a separate process that runs the long steps of the migration.
+
+The API never does long work: it moves the migration into a worker state
+(``PREPARING``, ``CONVERTING``, ``VERIFYING``, ``SNAPSHOTTING``, ``IMAGE_READY``) and
+that state is the job. The worker polls the state folder, runs the registered step
+function for the current state and moves the migration to the next state, or to
+``FAILED`` with the step and the reason. Because the job is the persisted state, a
+worker killed in the middle of a step runs the step again after a restart: step
+functions must be idempotent.
+
+Later parts plug in the real steps with :func:`register_step`; a step is
+``fn(ctx) -> None`` and reports with ``ctx.progress(percent, message)``. In this build:
+
+* ``PREPARING`` maps the ``--target-root NAME=DIR`` folders to rsync modules;
+* ``CONVERTING`` has no implementation and FAILS honestly with
+  ``conversion.unavailable`` ("conversion not available in this build"), so nothing
+  after it ever pretends success.
+"""
+
+import logging
+import os
+import signal
+import time
+import traceback
+
+from receiver import state as st
+from receiver.state import State
+from wire.errors import ConversionError, DiskError, Go2AliyunError
+
+log = logging.getLogger(__name__)
+
+# After a step succeeds, where the migration goes.
+NEXT = {
+    State.PREPARING: State.READY_FOR_DATA,
+    State.CONVERTING: State.VERIFYING,
+    State.VERIFYING: State.SNAPSHOTTING,
+    State.SNAPSHOTTING: State.IMAGE_READY,
+    State.IMAGE_READY: State.RELEASED,
+}
+
+STEPS = {}
+
+# Hooks run after a step succeeds (e.g. the data channel re-renders rsyncd.conf).
+AFTER_STEP = []
+
+
+def register_step(state, fn=None):
+    """Register ``fn`` as the step run in ``state``; usable as a decorator."""
+    state = State(state)
+    if state not in NEXT:
+        raise ValueError("%s is not a worker state" % state.value)
+
+    def deco(f):
+        STEPS[state] = f
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+class StepContext(object):
+    """What a step gets: the store, the serve config, the migration, the manifest and
+    plan, and a progress reporter."""
+
+    def __init__(self, store, doc):
+        self.store = store
+        self.doc = doc
+        self.config = store.config()
+        self.state = State(doc["state"])
+
+    @property
+    def manifest(self):
+        return self.store.read("manifest.json", {})
+
+    @property
+    def plan(self):
+        return self.store.read("plan.json", {})
+
+    def progress(self, percent, message):
+        percent = max(0, min(100, int(percent)))
+
+        def fn(doc):
+            if doc["state"] != self.state.value:
+                return
+            doc["progress"] = {"percent": percent, "message": str(message)}
+
+        self.store.update(fn)
+
+    def set(self, **fields):
+        """Save public fields of the migration document (modules, plan_review, image)."""
+
+        def fn(doc):
+            doc.update(fields)
+
+        self.store.update(fn)
+
+
+# --- the steps of this build -------------------------------------------------------
+
+
+def module_names_for_plan(plan):
+    """The rsync modules a plan needs: ``system`` plus ``disk<index>`` per data disk."""
+    names = ["system"]
+    for d in (plan or {}).get("data_disks") or []:
+        if isinstance(d, dict) and "index" in d:
+            names.append("disk%d" % int(d["index"]))
+    return names
+
+
+def plan_folder_modules(target_roots, plan):
+    """Pure: the modules document for folder target roots, or a DiskError naming the
+    disk that has no target root."""
+    modules = {}
+    for name in module_names_for_plan(plan):
+        if name not in target_roots:
+            raise DiskError(
+                "the plan needs a target for %s but the receiver has no target root %r"
+                % (name, name),
+                code="disk.missing",
+                hint="start the receiver with --target-root %s=DIR" % name,
+            )
+        modules[name] = {"module": name, "path": target_roots[name]}
+    return modules
+
+
+def prepare_folders(ctx):
+    """PREPARING for ``--target-root`` folders: check each one and open its module."""
+    roots = ctx.config.get("target_roots") or {}
+    modules = plan_folder_modules(roots, ctx.plan)
+    for i, (name, m) in enumerate(sorted(modules.items())):
+        ctx.progress(100 * i // max(1, len(modules)), "preparing %s (%s)" % (name, m["path"]))
+        path = m["path"]
+        os.makedirs(path, exist_ok=True)
+        if not os.path.isdir(path):
+            raise DiskError("target root %s=%s is not a folder" % (name, path),
+                            code="disk.missing", hint="give a folder to --target-root")
+        if not os.access(path, os.W_OK):
+            raise DiskError("target root %s=%s is not writable" % (name, path),
+                            code="disk.not_writable", hint="fix its permissions")
+    ctx.set(modules=modules)
+    ctx.progress(100, "ready for data")
+
+
+def conversion_unavailable(ctx):
+    raise ConversionError(
+        "conversion not available in this build: the copy was received but cannot be "
+        "made bootable or imaged yet",
+        code="conversion.unavailable",
+        hint="the data stays in the target roots; a later version converts it",
+    )
+
+
+register_step(State.PREPARING, prepare_folders)
+register_step(State.CONVERTING, conversion_unavailable)
+
+
+# --- running -----------------------------------------------------------------------
+
+
+def run_step(store, doc=None):
+    """Run the step of the current state once. Returns the state it ended in, or
+    None when there was nothing to do."""
+    doc = doc or store.load()
+    current = State(doc["state"])
+    if current not in NEXT:
+        return None
+    fn = STEPS.get(current)
+    ctx = StepContext(store, doc)
+    log.info("step %s starts", current.value)
+    try:
+        if fn is None:
+            raise Go2AliyunError("step %s is not available in this build" % current.value,
+                                 code="step.unavailable")
+        fn(ctx)
+    except Go2AliyunError as e:
+        log.error("step %s failed: %s", current.value, e)
+        return _end(store, current, error=e)
+    except Exception as e:  # noqa: BLE001 - a step's bug must become FAILED, not a crash
+        log.error("step %s crashed:\n%s", current.value, traceback.format_exc())
+        err = Go2AliyunError(
+            "internal error in step %s (%s); see the receiver log" % (current.value,
+                                                                       type(e).__name__),
+            code="internal")
+        return _end(store, current, error=err)
+    for hook in AFTER_STEP:
+        hook(store, current)
+    return _end(store, current)
+
+
+def _end(store, current, error=None):
+    def fn(doc):
+        if doc["state"] != current.value:  # someone moved it meanwhile; leave it
+            return State(doc["state"])
+        if error is not None:
+            st.fail(doc, current, error.code, str(error))
+        else:
+            st.move(doc, NEXT[current])
+            doc["progress"] = {"percent": 100 if NEXT[current] is State.RELEASED else 0,
+                               "message": "%s done" % current.value}
+        return State(doc["state"])
+
+    return store.update(fn)
+
+
+def serve(store, interval=0.5, once=False):
+    """The worker process's loop: run whatever step the state asks for."""
+    stop = {"now": False}
+
+    def on_term(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    log.info("worker up for %s", store.dir)
+    while not stop["now"]:
+        try:
+            ended = run_step(store)
+        except Go2AliyunError as e:
+            log.error("worker: %s", e)
+            ended = None
+        if once:
+            return ended
+        if ended is None:
+            time.sleep(interval)
+    log.info("worker stops")
+    return None

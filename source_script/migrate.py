@@ -1,0 +1,473 @@
+"""``go2aliyun migrate``: the whole flow on the source, resumable from ``client_data``.
+
+1. check the configuration and that rsync is installed;
+2. open (or resume) the session: pin the fingerprint, trade the token once;
+3. send the manifest (inventory) and the plan, ask the receiver to prepare its
+   disks and wait for ``READY_FOR_DATA``;
+4. run a sync pass: rsync each disk through the TLS bridge, report it finished;
+   ``--sync-only`` stops after a non-final pass (repeatable), ``--cutover`` (and the
+   default run) makes the pass final, after which the receiver converts, verifies and
+   snapshots;
+5. wait for ``IMAGE_READY``/``RELEASED`` and print ``Goto Aliyun Finished!``.
+
+Every step reads the receiver's state first, so a rerun after any interruption
+(SIGKILL of this script, a restart of the receiver, a cut link) continues where the
+migration stands; rsync then sends only what is missing.
+"""
+
+import fcntl
+import logging
+import os
+import sys
+import time
+
+from source_script import clientdata, push, tlsbridge
+from source_script import session as sess
+from wire import DATA_PORT, runner
+from wire import logs as wlogs
+from wire.errors import (
+    CommandNotFound,
+    ConfigError,
+    NetworkError,
+    ReceiverError,
+    StateError,
+)
+from wire.logs import register_secret
+from wire.paths import target_path
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "GO2ALIYUN_TOKEN"  # noqa: S105 - the name of the variable, not a token
+FULL, SYNC_ONLY, CUTOVER = "full", "sync-only", "cutover"
+DONE_STATES = ("IMAGE_READY", "RELEASED")
+WORK_STATES = ("CONVERTING", "VERIFYING", "SNAPSHOTTING")
+FINISHED = "Goto Aliyun Finished!"
+NOT_FINISHED = "Goto Aliyun Not Finished!"
+
+
+class Options(object):
+    """What ``go2aliyun migrate`` was asked to do."""
+
+    def __init__(self, workdir=".", config=None, root="/", receiver=None, token=None,
+                 fingerprint=None, mode=FULL, yes=False, progressfile=None, io_timeout=300,
+                 retries=3, overrides=None, echo=None, confirm=None, poll_interval=2.0):
+        self.workdir = os.path.abspath(workdir or ".")
+        self.config = config
+        self.root = os.path.abspath(root or "/")
+        self.receiver = receiver
+        self.token = token
+        self.fingerprint = fingerprint
+        self.mode = mode
+        self.yes = yes
+        self.progressfile = progressfile
+        self.io_timeout = int(io_timeout)
+        self.retries = int(retries)
+        self.overrides = overrides or {}
+        self.echo = echo or (lambda text: sys.stderr.write(text + "\n"))
+        self.confirm = confirm
+        self.poll_interval = poll_interval
+
+
+class Outcome(object):
+    def __init__(self, finished, message, image=None, log_path=None):
+        self.finished = finished
+        self.message = message
+        self.image = image
+        self.log_path = log_path
+
+
+# ------------------------------------------------------------- config + plan
+
+def load_plan(opts, manifest):
+    """The plan sent to the receiver (docs/ARCHITECTURE.md): ``user_config.json`` after
+    the flag overrides, secrets removed, with the exact rsync filter rules per disk
+    (``source_script.excludes``). Returns (plan, notes)."""
+    from source_script import config as cfg
+    from source_script import excludes
+    from source_script import overrides as ov
+
+    path = ov.resolve_config_path(opts.config, opts.workdir)
+    config = ov.effective_config(path, opts.overrides)
+    builder = getattr(cfg, "build_plan", None) or getattr(excludes, "build_plan", None)
+    user_rules, notes = excludes.read_user_excludes(
+        os.path.join(opts.workdir, excludes.EXCLUDES_DIR),
+        [d.index for d in config.data_disks])
+    filters, more = excludes.plan_filters(
+        config.data_disks, manifest, user_rules,
+        excludes.protect_paths(opts.root, opts.workdir, path))
+    notes = list(notes) + list(more)
+    if builder is not None:
+        return builder(config, filters), notes
+    return plan_from(config, filters), notes
+
+
+def plan_from(config, filters):
+    """Pure: the plan document from a validated config and the filter rules."""
+    return {
+        "image_name": config.image_name or None,
+        "platform": config.platform or None,
+        "architecture": config.architecture or None,
+        "system_disk_size": config.system_disk_size,
+        "bandwidth_limit": config.bandwidth_limit or 0,
+        "data_disks": [d.to_dict() for d in config.data_disks],
+        "filters": filters,
+    }
+
+
+def disk_sources(plan, root):
+    """[(disk name, source folder)] in push order: the system disk, then data disks."""
+    out = [("system", target_path(root, "/"))]
+    for d in sorted(plan.get("data_disks") or [], key=lambda d: int(d["index"])):
+        out.append(("disk%d" % int(d["index"]), target_path(root, d["src_path"])))
+    return out
+
+
+def collect_manifest(root):
+    from source_script import inventory
+
+    return inventory.collect(root)
+
+
+# ------------------------------------------------------------------ helpers
+
+class Terminal(object):
+    """Progress on the terminal: one rewritten line on a tty, a line every 10 s if not."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last = 0.0
+        self._open = False
+
+    def progress(self, text):
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text)
+            self._open = True
+        elif time.time() - self._last >= 10:
+            self.stream.write(text + "\n")
+            self._last = time.time()
+        self.stream.flush()
+
+    def end(self):
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+def _lock(workdir):
+    path = os.path.join(workdir, ".go2aliyun.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError("another `go2aliyun migrate` runs in %s" % workdir,
+                          code="config.busy", hint="wait for it or stop it first") from None
+    return fd
+
+
+def _receiver_settings(opts, data):
+    recv = dict(data.get("receiver") or {})
+    address = opts.receiver or recv.get("address")
+    fingerprint = opts.fingerprint or recv.get("fingerprint")
+    token = opts.token or os.environ.get(TOKEN_ENV) or recv.get("token")
+    if token:
+        register_secret(token)
+    if not address:
+        raise ConfigError("no receiver address", code="config.receiver_missing",
+                          hint="pass --receiver ADDR or set receiver.address in client_data")
+    sess.parse_address(address)
+    if not fingerprint:
+        raise ConfigError("no receiver fingerprint", code="config.fingerprint_missing",
+                          hint="pass --fingerprint FP (printed by the receiver with the token)")
+    fingerprint = sess.normalize_fingerprint(fingerprint)
+    if data.get("migration_id") and (
+            (recv.get("address") and recv["address"] != address)
+            or (recv.get("fingerprint") and
+                sess.normalize_fingerprint(recv["fingerprint"]) != fingerprint)):
+        raise ConfigError(
+            "client_data belongs to the migration %s with receiver %s; you named %s"
+            % (data["migration_id"], recv.get("address"), address),
+            code="config.receiver_changed",
+            hint="run `go2aliyun clear` to start a new migration with this receiver")
+    return address, fingerprint, token
+
+
+# --------------------------------------------------------------------- flow
+
+class Migration(object):
+    def __init__(self, opts):
+        self.opts = opts
+        self.workdir = opts.workdir
+        self.term = Terminal()
+        self.client = None
+        self.session = {}
+        self.host = None
+
+    def say(self, text):
+        self.term.end()
+        log.info("%s", text)
+        self.opts.echo(text)
+
+    def stage(self, stage, percent):
+        push.write_progressfile(self.opts.progressfile, stage, percent)
+
+    # -- session
+    def open(self):
+        data = clientdata.load(self.workdir)
+        address, fingerprint, token = _receiver_settings(self.opts, data)
+        self.host = sess.parse_address(address)[0]
+        recv = dict(data.get("receiver") or {})
+        recv.update({"address": address, "fingerprint": fingerprint})
+        sdir = clientdata.session_dir(self.workdir)
+        cert = os.path.join(sdir, sess.CERT_FILE)
+        key = os.path.join(sdir, sess.KEY_FILE)
+        if data.get("migration_id") and os.path.exists(cert) and os.path.exists(key):
+            recv.pop("token", None)
+            clientdata.update(self.workdir, receiver=recv)
+            self.client = sess.Client(address, fingerprint, cert=cert, key=key)
+            self.session = data.get("session") or {}
+            log.info("resuming migration %s with receiver %s", data["migration_id"], address)
+            return
+        self.say("Opening a session with the receiver %s ..." % address)
+        client, answer = sess.open_session(address, fingerprint, token, sdir)
+        recv.pop("token", None)
+        self.session = {"dir": clientdata.SESSION_DIR,
+                        "data_port": int(answer.get("data_port") or DATA_PORT),
+                        "modules": answer.get("modules") or {}}
+        clientdata.update(self.workdir, receiver=recv, migration_id=answer.get("migration_id"),
+                          session=self.session, status="Connected", started_at=clientdata.now())
+        self.client = client
+
+    def bridge(self):
+        sdir = clientdata.session_dir(self.workdir)
+        return tlsbridge.bridge_env(self.session.get("data_port") or DATA_PORT,
+                                    self.client.fingerprint,
+                                    os.path.join(sdir, sess.CERT_FILE),
+                                    os.path.join(sdir, sess.KEY_FILE),
+                                    timeout=min(60, self.opts.io_timeout))
+
+    def wait(self, done, what, stage=None):
+        def show(doc):
+            p = doc.get("progress") or {}
+            pct = p.get("percent") or 0
+            if stage:
+                self.stage(stage, min(99, int(pct)))
+            self.term.progress("%s: %s %s%% %s" % (what, doc.get("state"), pct,
+                                                   p.get("message") or ""))
+        doc = sess.wait_for(self.client, done, interval=self.opts.poll_interval,
+                            on_poll=show, patience=self.opts.io_timeout)
+        self.term.end()
+        return doc
+
+    def current(self):
+        """The migration document, waiting out a short receiver restart."""
+        start = time.time()
+        while True:
+            try:
+                return self.client.migration()
+            except NetworkError:
+                if time.time() - start > self.opts.io_timeout:
+                    raise
+                time.sleep(self.opts.poll_interval)
+
+    # -- steps
+    def plan_and_prepare(self, manifest, plan):
+        self.stage("PrepareForRsync", 0)
+        self.say("Sending the manifest and the plan ...")
+        doc = self.client.put_manifest(manifest, plan)
+        review = doc.get("plan_review")
+        if review:
+            self.say(review)
+        if not self.opts.yes and self.opts.confirm is not None and not self.opts.confirm(
+                "The receiver will prepare its target disks as above. Continue?"):
+            raise ConfigError("stopped before preparing the target disks", code="usage.aborted")
+        self.client.prepare()
+        self.say("The receiver prepares its disks ...")
+        self.wait(lambda d: d.get("state") not in ("PLANNED", "PREPARING"), "preparing")
+        self.stage("PrepareForRsync", 100)
+
+    def run_pass(self, plan, final):
+        sources = disk_sources(plan, self.opts.root)
+        answer = self.client.start_sync(final)
+        number = answer.get("pass")
+        modules = answer.get("modules") or self.session.get("modules") or {}
+        clientdata.update(self.workdir, status="Syncing",
+                          current_pass={"number": number, "final": bool(final),
+                                        "finished": False, "started_at": clientdata.now()})
+        self.say("Sync pass %s%s: %s" % (number, " (final)" if final else "",
+                                         ", ".join(d for d, _ in sources)))
+        progress = push.Progress([d for d, _ in sources], progressfile=self.opts.progressfile,
+                                 echo=self.term.progress)
+        self.stage("DoRsync", 0)
+        stats = {}
+        for disk, source in sources:
+            mod = (modules.get(disk) or {}).get("module")
+            if not mod:
+                raise ReceiverError("the receiver opened no module for %r (it has %s)"
+                                    % (disk, ", ".join(sorted(modules)) or "none"),
+                                    code="receiver.module_missing",
+                                    hint="check data_disks in user_config.json against the "
+                                         "target disks of the receiver")
+            clientdata.set_disk(self.workdir, disk, state="syncing", number=number)
+            began = time.time()
+            st = self.push_with_retries(disk, source, mod, plan, progress)
+            seconds = round(time.time() - began, 3)
+            progress.finished(disk)
+            self.term.end()
+            clientdata.set_disk(self.workdir, disk, state="synced", number=number,
+                                bytes=st.get("total_size", 0), files=st.get("files", 0),
+                                literal_bytes=st.get("literal_bytes", 0),
+                                transferred_files=st.get("transferred_files", 0),
+                                seconds=seconds)
+            stats[disk] = {"bytes": st.get("total_size", 0), "files": st.get("files", 0),
+                           "literal_bytes": st.get("literal_bytes", 0),
+                           "transferred_files": st.get("transferred_files", 0)}
+            self.say("  %s: %s files, %s sent" % (disk, st.get("files", 0),
+                                                  push.human_bytes(st.get("literal_bytes", 0))))
+        doc = self.retrying(lambda: self.client.finish_sync(number, stats))
+        clientdata.update(self.workdir, status="Synced" if not final else "Converting",
+                          current_pass={"number": number, "final": bool(final),
+                                        "finished": True, "finished_at": clientdata.now()})
+        self.stage("DoRsync", 100)
+        return doc
+
+    def retrying(self, call):
+        start = time.time()
+        while True:
+            try:
+                return call()
+            except NetworkError:
+                if time.time() - start > self.opts.io_timeout:
+                    raise
+                time.sleep(self.opts.poll_interval)
+
+    def push_with_retries(self, disk, source, module, plan, progress):
+        attempt = 0
+        while True:
+            try:
+                return push.push_disk(
+                    disk, source, self.host, module, self.bridge(),
+                    rules=(plan.get("filters") or {}).get(disk, []), workdir=self.workdir,
+                    bwlimit=plan.get("bandwidth_limit") or 0, timeout=self.opts.io_timeout,
+                    on_progress=progress.update)
+            except NetworkError as e:
+                attempt += 1
+                self.term.end()
+                if attempt > self.opts.retries:
+                    raise
+                log.warning("%s; retry %d of %d", e, attempt, self.opts.retries)
+                self.opts.echo("The transfer of %s was interrupted (%s); retrying ..."
+                               % (disk, e.code))
+                self.current()  # waits until the receiver answers again
+                time.sleep(min(30, 2 ** attempt))
+
+    def run(self):
+        opts = self.opts
+        if not runner.which("rsync"):
+            raise CommandNotFound("rsync is not installed on this server", argv=["rsync"],
+                                  hint="install it: `yum install -y rsync` or "
+                                       "`apt-get install -y rsync`")
+        manifest = collect_manifest(opts.root)
+        plan, notes = load_plan(opts, manifest)
+        for note in notes:
+            log.warning("excludes: %s", note.get("message") if isinstance(note, dict) else note)
+        data = clientdata.load(self.workdir)
+        self.open()
+        if data.get("status") == "Finished":
+            doc = self.current()
+            return Outcome(True, "this migration already finished (image %s); run "
+                           "`go2aliyun clear` to start a new one" % _image_text(doc.get("image")),
+                           image=doc.get("image"))
+        passes_done = 0
+        retried = False
+        first = True
+        while True:
+            doc = self.current()
+            state = doc.get("state")
+            log.info("receiver state: %s", state)
+            was_first, first = first, False
+            if state in ("NEW", "PLANNED"):
+                self.plan_and_prepare(manifest, plan)
+            elif state == "PREPARING":
+                self.wait(lambda d: d.get("state") != "PREPARING", "preparing")
+            elif state == "FAILED":
+                # retry a step that failed before this run (the seed: "run it again and
+                # it continues"); a failure that happens during this run ends it
+                if retried or not was_first:
+                    raise sess.failed_error(doc)
+                err = doc.get("error") or {}
+                self.say("The receiver's step %s had failed (%s); retrying it ..."
+                         % (err.get("step"), err.get("message") or err.get("code")))
+                retried = True
+                self.client.retry()
+            elif state in ("READY_FOR_DATA", "SYNCING"):
+                if opts.mode == SYNC_ONLY:
+                    if passes_done:
+                        return Outcome(False, "sync pass done; run `go2aliyun migrate "
+                                       "--sync-only` again for another delta pass, or "
+                                       "`go2aliyun migrate --cutover` with applications "
+                                       "stopped to finish", image=None)
+                    self.run_pass(plan, final=False)
+                    passes_done += 1
+                    continue
+                if passes_done and state == "READY_FOR_DATA":
+                    self.client.finalize()
+                    continue
+                self.run_pass(plan, final=True)
+                passes_done += 1
+            elif state in WORK_STATES:
+                self.stage("CreateImage", 0)
+                self.say("The receiver converts the copy and makes the image ...")
+                self.wait(lambda d: d.get("state") in DONE_STATES, "image", "CreateImage")
+            elif state in DONE_STATES:
+                clientdata.update(self.workdir, status="Finished", image=doc.get("image"),
+                                  finished_at=clientdata.now())
+                self.stage("Finished", 100)
+                return Outcome(True, "image %s" % _image_text(doc.get("image")),
+                               image=doc.get("image"))
+            else:
+                raise StateError("the receiver is in an unknown state %r" % state,
+                                 code="state.unknown")
+
+
+def _image_text(image):
+    if not image:
+        return "(no id reported)"
+    if isinstance(image, dict):
+        return image.get("id") or image.get("image_id") or image.get("path") or str(image)
+    return str(image)
+
+
+def start_logging(workdir, verbose=False):
+    logdir = os.path.join(workdir, "logs")
+    path = os.path.join(logdir, "go2aliyun-%s-%d.log" % (time.strftime("%Y%m%d-%H%M%S"),
+                                                         os.getpid()))
+    wlogs.setup(path, verbose=verbose)
+    return path
+
+
+def migrate(opts, verbose=False):
+    """Run the flow; returns an :class:`Outcome` or raises with ``log_path`` set."""
+    if not os.path.isdir(opts.workdir):
+        raise ConfigError("the work folder %s does not exist" % opts.workdir,
+                          hint="pass --workdir DIR (the folder with user_config.json)")
+    if opts.token:
+        register_secret(opts.token)
+    if os.environ.get(TOKEN_ENV):
+        register_secret(os.environ[TOKEN_ENV])
+    log_path = start_logging(opts.workdir, verbose)
+    log.info("go2aliyun migrate: workdir %s root %s mode %s", opts.workdir, opts.root,
+             opts.mode)
+    lock = _lock(opts.workdir)
+    try:
+        outcome = Migration(opts).run()
+        outcome.log_path = log_path
+        return outcome
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - annotated and re-raised
+        log.error("not finished: %s", e, exc_info=not hasattr(e, "code"))
+        e.log_path = log_path
+        raise
+    finally:
+        os.close(lock)

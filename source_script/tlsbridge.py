@@ -1,0 +1,229 @@
+"""stdio <-> TLS relay: rsync's ``RSYNC_CONNECT_PROG`` for the data channel.
+
+rsync runs ``go2aliyun tls-bridge HOST`` (``%H``) and talks the rsync daemon
+protocol over the bridge's stdin/stdout. The bridge connects to the receiver's
+data port (8703), presents the session's client certificate, checks the pinned
+SHA-256 fingerprint of the receiver's certificate before relaying one byte, and
+then copies bytes both ways in one thread with non-blocking I/O (an SSL object
+must not be used by two threads at once).
+
+Settings come from options or, so that nothing needs quoting in the shell string
+rsync runs, from the environment (see :data:`ENV`). Errors go to stderr as
+``go2aliyun tls-bridge: error [CODE]: MESSAGE``, which :mod:`source_script.push`
+recognises in rsync's stderr.
+"""
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import select
+import shlex
+import signal
+import socket
+import ssl
+import sys
+
+from source_script.session import check_fingerprint, client_context, normalize_fingerprint
+from wire import DATA_PORT
+from wire.errors import ConfigError, Go2AliyunError, NetworkError, TrustError
+
+log = logging.getLogger(__name__)
+
+ENV = {
+    "port": "GO2ALIYUN_BRIDGE_PORT",
+    "fingerprint": "GO2ALIYUN_BRIDGE_FINGERPRINT",
+    "cert": "GO2ALIYUN_BRIDGE_CERT",
+    "key": "GO2ALIYUN_BRIDGE_KEY",
+    "timeout": "GO2ALIYUN_BRIDGE_TIMEOUT",
+}
+ERROR_PREFIX = "go2aliyun tls-bridge: error"
+CHUNK = 64 * 1024
+BUFFER = 512 * 1024
+
+
+def connect_prog(python=None):
+    """The ``RSYNC_CONNECT_PROG`` value and the environment it needs.
+
+    Runs this package's ``cli`` with the same interpreter; ``PYTHONPATH`` points at
+    the folder (or zipapp) holding ``source_script``. rsync runs the string with
+    ``sh -c`` and replaces ``%H`` by the host.
+    """
+    import source_script
+
+    base = os.path.dirname(os.path.dirname(os.path.abspath(source_script.__file__)))
+    prog = "%s -m source_script.cli tls-bridge %%H" % shlex.quote(python or sys.executable)
+    env = {"PYTHONPATH": base}
+    return prog, env
+
+
+def bridge_env(port, fingerprint, cert, key, timeout=30):
+    return {ENV["port"]: str(port), ENV["fingerprint"]: normalize_fingerprint(fingerprint),
+            ENV["cert"]: cert, ENV["key"]: key, ENV["timeout"]: str(timeout)}
+
+
+def _die_with_parent():
+    """Ask the kernel to SIGTERM us when rsync (our parent) dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001,S110 - best effort; EOF on stdin ends us as well
+        pass
+
+
+def open_channel(host, port, fingerprint, cert, key, timeout=30):
+    """Connect, handshake with our client certificate and check the pin. Returns the
+    TLS socket."""
+    if not cert or not key or not os.path.exists(cert) or not os.path.exists(key):
+        raise ConfigError("tls-bridge: the client certificate/key %r/%r does not exist"
+                          % (cert, key), hint="run `go2aliyun migrate` (it opens the session)")
+    where = "receiver %s:%s (data channel)" % (host, port)
+    try:
+        raw = socket.create_connection((host, int(port)), timeout=timeout)
+    except ConnectionRefusedError as e:
+        raise NetworkError("the receiver %s refused the connection on port %s (data channel)"
+                           % (host, port), code="network.refused",
+                           hint="does the security group admit TCP %s from this server?"
+                           % port) from e
+    except (socket.timeout, OSError) as e:
+        raise NetworkError("cannot reach the receiver %s on port %s (data channel): %s"
+                           % (host, port, e), code="network.unreachable",
+                           hint="check the route and that TCP %s is open" % port) from e
+    ctx = client_context(cert, key)
+    try:
+        tls = ctx.wrap_socket(raw)
+    except (ssl.SSLError, OSError) as e:
+        raw.close()
+        raise TrustError("TLS handshake with the %s failed: %s" % (where, e),
+                         code="auth.tls_failed") from e
+    try:
+        check_fingerprint(tls.getpeercert(binary_form=True), fingerprint, where)
+    except TrustError:
+        tls.close()
+        raise
+    return tls
+
+
+def _set_nonblocking(fd):
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+
+def relay(tls, in_fd=0, out_fd=1):
+    """Copy stdin -> TLS and TLS -> stdout until either side ends."""
+    _set_nonblocking(in_fd)
+    if out_fd != in_fd:
+        _set_nonblocking(out_fd)
+    tls.setblocking(False)
+    to_net = bytearray()
+    to_out = bytearray()
+    in_eof = net_eof = False
+    pending_send = 0  # length of an SSL write that must be retried as is
+    while True:
+        if in_eof and not to_net:
+            break
+        if net_eof and not to_out:
+            break
+        rlist, wlist = [], []
+        if not in_eof and len(to_net) < BUFFER:
+            rlist.append(in_fd)
+        can_read_net = not net_eof and len(to_out) < BUFFER
+        if can_read_net:
+            rlist.append(tls)
+        if to_net:
+            wlist.append(tls)
+        if to_out:
+            wlist.append(out_fd)
+        timeout = 0 if (can_read_net and tls.pending()) else None
+        readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        if can_read_net and (tls in readable or tls.pending()):
+            try:
+                while len(to_out) < BUFFER:
+                    data = tls.recv(CHUNK)
+                    if not data:
+                        net_eof = True
+                        break
+                    to_out += data
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except ssl.SSLError as e:
+                if "CERTIFICATE" in str(e).upper():
+                    raise TrustError("the receiver refused our client certificate on the "
+                                     "data channel: %s" % e, code="auth.certificate_refused",
+                                     hint="run `go2aliyun clear` and start again with a "
+                                          "fresh token") from e
+                net_eof = True
+            except OSError:
+                net_eof = True
+        if in_fd in readable:
+            try:
+                data = os.read(in_fd, CHUNK)
+                if data:
+                    to_net += data
+                else:
+                    in_eof = True
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    in_eof = True
+        if to_net and tls in writable:
+            size = pending_send or min(len(to_net), CHUNK)
+            try:
+                sent = tls.send(bytes(to_net[:size]))
+                del to_net[:sent]
+                pending_send = 0
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pending_send = size
+            except OSError as e:
+                raise NetworkError("the data channel closed while sending: %s" % e,
+                                   code="network.reset") from e
+        if to_out and out_fd in writable:
+            try:
+                n = os.write(out_fd, bytes(to_out[:CHUNK]))
+                del to_out[:n]
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break  # rsync went away
+    with contextlib.suppress(OSError):
+        tls.close()
+
+
+def run_bridge(host, port=None, fingerprint=None, cert=None, key=None, timeout=None):
+    """The whole bridge; returns an exit code and prints errors for rsync's stderr."""
+    env = os.environ
+    port = port or env.get(ENV["port"]) or DATA_PORT
+    fingerprint = fingerprint or env.get(ENV["fingerprint"])
+    cert = cert or env.get(ENV["cert"])
+    key = key or env.get(ENV["key"])
+    timeout = float(timeout or env.get(ENV["timeout"]) or 30)
+    _die_with_parent()
+    try:
+        tls = open_channel(host, port, normalize_fingerprint(fingerprint), cert, key, timeout)
+        relay(tls)
+    except Go2AliyunError as e:
+        sys.stderr.write("%s [%s]: %s\n" % (ERROR_PREFIX, e.code, e))
+        sys.stderr.flush()
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def parse_bridge_error(stderr_text):
+    """Find the bridge's error line in rsync's stderr: (code, message) or None."""
+    for line in (stderr_text or "").splitlines():
+        i = line.find(ERROR_PREFIX)
+        if i < 0:
+            continue
+        rest = line[i + len(ERROR_PREFIX):].strip()
+        if rest.startswith("[") and "]" in rest:
+            code = rest[1:rest.index("]")]
+            msg = rest[rest.index("]") + 1:].lstrip(": ").strip()
+            return code, msg
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(run_bridge(sys.argv[1]))

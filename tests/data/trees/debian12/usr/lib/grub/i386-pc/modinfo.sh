@@ -1,0 +1,16 @@
+#!/bin/sh
+
+# User-controllable options
+grub_modinfo_target_cpu=i386
+grub_modinfo_platform=pc
+grub_disk_cache_stats=0
+grub_boot_time_stats=0
+grub_have_font_source=1
+
+# Version
+grub_version="2.06"
+grub_package="grub"
+grub_package_string="GRUB 2.06-13+deb12u1"
+grub_package_version="2.06-13+deb12u1"
+grub_package_name="GRUB"
+grub_package_bugreport="bug-grub@gnu.org"

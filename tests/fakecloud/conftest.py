@@ -1,0 +1,1 @@
+from tests.fakecloud.fixtures import clock, cloud, fake  # noqa: F401

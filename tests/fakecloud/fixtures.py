@@ -1,0 +1,53 @@
+"""pytest fixtures around the fake cloud, shared by tests/fakecloud and tests/image_build
+(import them into a conftest.py)."""
+
+import pytest
+
+from tests.fakecloud.server import OPERATOR_KEY, FakeCloud
+
+REGION = "cn-hangzhou"
+
+
+class FakeClock(object):
+    """A clock that only moves when something sleeps: waits and backoffs cost nothing."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake():
+    cloud = FakeCloud().start()
+    try:
+        cloud.appliance_image = cloud.world.add_image("go2aliyun-receiver-0.1.0")
+        yield cloud
+    finally:
+        cloud.stop()
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+def aliyun_cloud(fake, clock, key=OPERATOR_KEY, **kw):
+    """The real SDK-based implementation, pointed at the fake cloud."""
+    from image_build.cloud import aliyun_from_settings
+
+    settings = dict(access_key_id=key[0], access_key_secret=key[1])
+    settings.update(kw)
+    return aliyun_from_settings(REGION, endpoint=fake.endpoint, protocol="http",
+                                sleep=clock.sleep, clock=clock, **settings)
+
+
+@pytest.fixture
+def cloud(fake, clock):
+    return aliyun_cloud(fake, clock)

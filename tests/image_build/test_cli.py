@@ -1,0 +1,97 @@
+"""``go2aliyun-cloud``: launch and cleanup against the fake cloud, the exit codes, and a
+real process killed with SIGKILL in the middle of a launch, then run again."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from image_build.cli import main
+from tests.fakecloud.server import OPERATOR_KEY
+from wire import runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    (tmp_path / "user_config.json").write_text(json.dumps({
+        "access_id": OPERATOR_KEY[0], "secret_key": OPERATOR_KEY[1],
+        "region_id": "cn-hangzhou", "image_name": "web01-migrated", "system_disk_size": 40,
+        "platform": "Debian", "architecture": "x86_64", "bandwidth_limit": 0,
+        "data_disks": [{"data_disk_index": 1, "data_disk_size": 50, "src_path": "/data"}]}))
+    for var in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                "ALIBABA_CLOUD_SECURITY_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def args(fake, workdir, *rest):
+    return ["--workdir", str(workdir), "--endpoint", fake.endpoint, "--protocol", "http"] + list(
+        rest)
+
+
+def launch_args(fake):
+    return ["launch", "--receiver-image", fake.appliance_image, "--source-cidr", "198.51.100.4"]
+
+
+def test_launch_prints_what_the_source_needs_then_cleanup(fake, workdir, capsys):
+    assert main(args(fake, workdir, *launch_args(fake), "--json")) == 0
+    out = json.loads(capsys.readouterr().out)
+    state = json.loads((workdir / "cloud_state.json").read_text())
+    assert out["address"] == state["public_ip"] and out["token"] == state["token"]
+    assert out["fingerprint"] == state["tls"]["fingerprint"]
+    assert fake.world.summary()["instances"] == 1
+    # the secret never reaches the log file
+    log = (workdir / "logs" / "go2aliyun-cloud.log").read_text()
+    assert OPERATOR_KEY[1] not in log and out["token"] not in log
+    assert main(args(fake, workdir, "cleanup", "--yes")) == 0
+    assert "released: instance, security_group, vpc, vswitch" in capsys.readouterr().out
+    summary = fake.world.summary()
+    assert (summary["instances"], summary["vpcs"], summary["security_groups"]) == (0, 0, 0)
+
+
+def test_duplicate_image_name_exits_10_with_the_hint(fake, workdir, capsys):
+    fake.world.add_image("web01-migrated")
+    assert main(args(fake, workdir, *launch_args(fake))) == 10
+    err = capsys.readouterr().err
+    assert "cloud.InvalidImageName.Duplicated" in err and "image_name" in err
+    assert fake.world.actions() == ["DescribeImages"]
+
+
+def test_missing_source_address_is_a_usage_error(fake, workdir, capsys):
+    assert main(args(fake, workdir, "launch", "--receiver-image", "m-1")) == 2
+    assert "--source-cidr" in capsys.readouterr().err
+
+
+def test_help_explains_the_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "launch" in out and "cleanup" in out and "AliyunECSFullAccess" in out
+
+
+@pytest.mark.commands
+@pytest.mark.parametrize("crash_call", [3, 11])  # after CreateVpc; after RunInstances
+def test_process_killed_mid_launch_then_rerun_makes_no_duplicates(fake, workdir, crash_call):
+    fake.world.crash_after_call(crash_call)
+    proc = runner.start([sys.executable, "-m", "image_build.cli"] + args(
+        fake, workdir, *launch_args(fake)), cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        assert fake.world.crash_event.wait(60), "the launch never reached call %d" % crash_call
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    fake.world.revive()
+    assert main(args(fake, workdir, *launch_args(fake))) == 0
+    summary = fake.world.summary()
+    assert (summary["vpcs"], summary["vswitches"], summary["security_groups"],
+            summary["instances"]) == (1, 1, 1, 1)
+    assert main(args(fake, workdir, "cleanup", "--yes")) == 0
+    assert fake.world.summary()["vpcs"] == 0 and fake.world.summary()["instances"] == 0

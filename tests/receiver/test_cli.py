@@ -1,0 +1,101 @@
+import json
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from receiver import cli, tokens
+from receiver import state as st
+from tests.receiver.conftest import read_text
+from wire.errors import UsageError
+
+
+def test_parse_target_roots():
+    assert cli.parse_target_roots(["system=/a", "disk1=/b/"]) == {"system": "/a",
+                                                                  "disk1": "/b"}
+    for bad in (["system"], ["system="], ["root=/a"], ["disk17=/a"], ["system=/a",
+                                                                      "system=/b"]):
+        with pytest.raises(UsageError):
+            cli.parse_target_roots(bad)
+
+
+def test_parse_duration():
+    assert cli.parse_duration("3600") == 3600
+    assert cli.parse_duration("90m") == 5400
+    assert cli.parse_duration("24h") == 86400
+    assert cli.parse_duration("2d") == 172800
+    for bad in ("", "0", "-5", "1w", "h"):
+        with pytest.raises(UsageError):
+            cli.parse_duration(bad)
+
+
+def test_host_port_and_address():
+    assert cli.host_port("::1", 8080) == "[::1]:8080"
+    assert cli.host_port("10.0.0.1", 8080) == "10.0.0.1:8080"
+    assert cli.guess_address("10.1.2.3") == "10.1.2.3"
+
+
+def test_child_argvs_carry_no_secret_and_bind_rsync_to_loopback(tmp_path):
+    argvs = dict(cli.child_argvs(str(tmp_path), "0.0.0.0", 8080, 8703, 40000))
+    assert set(argvs) == {"rsyncd", "datachannel", "worker", "api"}
+    assert "--address=127.0.0.1" in argvs["rsyncd"]
+    api = argvs["api"]
+    assert api[api.index("--cert-reqs") + 1] == "1"
+    assert api[api.index("--bind") + 1] == "0.0.0.0:8080"
+    assert "receiver.app:serve_app(%r)" % str(tmp_path) in api
+    assert api[-1] == "receiver.app:serve_app(%r)" % str(tmp_path)
+    from gunicorn.config import KNOWN_SETTINGS
+
+    if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS):
+        # one fixed $HOME path shared by every gunicorn on the host: must stay off
+        assert "--no-control-socket" in api
+
+
+def test_first_start_makes_token_status_and_console(tmp_path):
+    state = str(tmp_path / "state")
+    console = str(tmp_path / "console")
+    open(console, "w").close()
+    store, status = cli.prepare_state(state, "0.0.0.0", "192.0.2.10", 8080, 8703,
+                                      {"system": "/t"}, 3600, console)
+    assert stat.S_IMODE(os.stat(store.path("status.json")).st_mode) == 0o600
+    saved = json.loads(read_text(store.path("status.json")))
+    assert saved["token"] == status["token"] and len(status["token"]) >= 32
+    assert saved["address"] == "192.0.2.10"
+    assert len(saved["fingerprint"]) == 95
+    shown = read_text(console)
+    assert "token: %s" % status["token"] in shown
+    assert "fingerprint: %s" % status["fingerprint"] in shown
+    assert store.config()["target_roots"] == {"system": "/t"}
+    # a restart keeps the token and the migration
+    _, again = cli.prepare_state(state, "0.0.0.0", "192.0.2.10", 8080, 8703, {}, 3600, None)
+    assert again["token"] == status["token"]
+    assert again["migration_id"] == status["migration_id"]
+    tokens.redeem(st.Store(state), status["token"])
+
+
+def test_console_that_cannot_be_written_is_not_fatal(tmp_path):
+    cli.prepare_state(str(tmp_path / "s"), "127.0.0.1", "127.0.0.1", 1, 2, {}, 60,
+                      str(tmp_path / "no" / "console"))
+
+
+def test_token_new_and_status_commands(tmp_path):
+    state = str(tmp_path / "state")
+    _, first = cli.prepare_state(state, "127.0.0.1", "127.0.0.1", 8080, 8703, {}, 60, None)
+    r = CliRunner().invoke(cli.cli, ["token", "new", "--state", state, "--token-ttl", "1h"])
+    assert r.exit_code == 0, r.output
+    new = [x.split(": ", 1)[1] for x in r.output.splitlines() if x.startswith("token: ")][0]
+    assert new != first["token"]
+    assert json.loads(read_text(os.path.join(state, "status.json")))["token"] == new
+    assert "fingerprint: %s" % first["fingerprint"] in r.output
+    tokens.redeem(st.Store(state), new)
+    r = CliRunner().invoke(cli.cli, ["status", "--state", state])
+    assert r.exit_code == 0 and "NEW" in r.output
+    assert new not in r.output and first["token"] not in r.output
+    r = CliRunner().invoke(cli.cli, ["status", "--state", state, "--json"])
+    out = json.loads(r.output)
+    assert out["migration"]["state"] == "NEW" and "token" not in json.dumps(out)
+
+
+def test_token_new_without_receiver_is_a_config_error(tmp_path):
+    assert cli.main(["token", "new", "--state", str(tmp_path / "none")]) == 3

@@ -1,0 +1,45 @@
+"""Shared helpers for the inventory tests: captured real output (tests/data/inventory/,
+made by ``python3 -m tests.source_script.inventory.layouts capture``) and the
+fixture trees (tests/data/trees/<name>/)."""
+
+import json
+import os
+
+import pytest
+
+TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(TESTS, "data")
+CAPTURES = os.path.join(DATA, "inventory")
+TREES = os.path.join(DATA, "trees")
+SCHEMA = os.path.join(os.path.dirname(TESTS), "wire", "manifest.schema.json")
+
+
+def captured(name, mode="r"):
+    with open(os.path.join(CAPTURES, name), mode) as f:
+        return f.read()
+
+
+def tree_file(tree, rel):
+    with open(os.path.join(TREES, tree, rel.lstrip("/"))) as f:
+        return f.read()
+
+
+def validate(manifest):
+    import jsonschema
+
+    with open(SCHEMA) as f:
+        schema = json.load(f)
+    jsonschema.Draft202012Validator(schema).validate(manifest)
+
+
+@pytest.fixture
+def no_host_probes(monkeypatch):
+    """Stub the probes that read this host (mount table, rsync) with captured output,
+    so collect() over a fixture tree sees no disks and a known rsync."""
+    from source_script.inventory import probes
+
+    mountinfo = captured("mbr.mountinfo.txt")
+    monkeypatch.setattr(probes, "read_mountinfo", lambda: mountinfo)
+    rsync = captured("host.rsync-version.txt")
+    monkeypatch.setattr(probes, "run_rsync_version", lambda: ("/usr/bin/rsync", rsync))
+    return probes

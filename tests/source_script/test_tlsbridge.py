@@ -1,0 +1,134 @@
+"""source_script.tlsbridge: a real mutual-TLS relay between a socketpair (what rsync
+gives its connect program) and a TLS server that demands our client certificate."""
+
+import os
+import socket
+import ssl
+import sys
+import threading
+
+import pytest
+
+from source_script import session as sess
+from source_script import tlsbridge
+from wire import runner
+from wire.errors import TrustError
+
+from .test_session import _self_signed
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _client_cert(d, ca_key, ca_crt):
+    key, csr = sess.make_key_and_csr(os.path.join(d, "session"))
+    csr_path = os.path.join(d, "session", sess.CSR_FILE)
+    crt = os.path.join(d, "session", sess.CERT_FILE)
+    runner.run(["openssl", "x509", "-req", "-in", csr_path, "-CA", ca_crt, "-CAkey", ca_key,
+                "-CAcreateserial", "-out", crt, "-days", "2"])
+    return key, crt
+
+
+class EchoServer(object):
+    """mTLS server: upper-cases everything it gets, for one client."""
+
+    def __init__(self, key, crt):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(crt, key)
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.load_verify_locations(crt)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.got = 0
+        self.error = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.sock.accept()
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            while True:
+                data = tls.recv(65536)
+                if not data:
+                    break
+                self.got += len(data)
+                tls.sendall(data.upper())
+            tls.close()
+        except (OSError, ssl.SSLError) as e:
+            self.error = e
+        finally:
+            conn.close()
+            self.sock.close()
+
+
+@pytest.mark.commands
+def test_relay_moves_megabytes_both_ways(tmp_path):
+    d = str(tmp_path)
+    ca_key, ca_crt, fp = _self_signed(d, "receiver")
+    key, crt = _client_cert(d, ca_key, ca_crt)
+    server = EchoServer(ca_key, ca_crt)
+    tls = tlsbridge.open_channel("127.0.0.1", server.port, fp, crt, key)
+    ours, theirs = socket.socketpair()
+    t = threading.Thread(target=tlsbridge.relay, args=(tls, theirs.fileno(), theirs.fileno()),
+                         daemon=True)
+    t.start()
+    payload = os.urandom(3 * 1024 * 1024).hex().lower().encode()[:5 * 1024 * 1024]
+    back = []
+
+    def reader():
+        n = 0
+        while n < len(payload):
+            chunk = ours.recv(1 << 16)
+            if not chunk:
+                break
+            back.append(chunk)
+            n += len(chunk)
+
+    r = threading.Thread(target=reader, daemon=True)
+    r.start()
+    ours.sendall(payload)
+    r.join(60)
+    assert b"".join(back) == payload.upper()
+    ours.shutdown(socket.SHUT_WR)
+    t.join(30)
+    assert not t.is_alive()
+    server.thread.join(10)
+    assert server.got == len(payload)
+
+
+@pytest.mark.commands
+def test_wrong_pin_relays_nothing(tmp_path):
+    d = str(tmp_path)
+    ca_key, ca_crt, fp = _self_signed(d, "receiver")
+    key, crt = _client_cert(d, ca_key, ca_crt)
+    server = EchoServer(ca_key, ca_crt)
+    with pytest.raises(TrustError) as e:
+        tlsbridge.open_channel("127.0.0.1", server.port, "00" * 32, crt, key)
+    server.thread.join(10)
+    assert server.got == 0
+    assert e.value.code == "auth.fingerprint_mismatch"
+
+
+@pytest.mark.commands
+def test_bridge_command_reports_for_rsync(tmp_path):
+    d = str(tmp_path)
+    ca_key, ca_crt, fp = _self_signed(d, "receiver")
+    key, crt = _client_cert(d, ca_key, ca_crt)
+    server = EchoServer(ca_key, ca_crt)
+    prog, env = tlsbridge.connect_prog()
+    assert prog.endswith("-m source_script.cli tls-bridge %H")
+    env.update(tlsbridge.bridge_env(server.port, "11" * 32, crt, key))
+    r = runner.run([sys.executable, "-m", "source_script.cli", "tls-bridge", "127.0.0.1"],
+                   env=env, ok_codes=None, cwd=REPO, timeout=60)
+    assert r.returncode == 7
+    assert tlsbridge.parse_bridge_error(r.stderr)[0] == "auth.fingerprint_mismatch"
+    server.thread.join(10)
+    assert server.got == 0
+
+
+def test_parse_bridge_error():
+    text = "rsync: x\ngo2aliyun tls-bridge: error [network.refused]: refused on 8703\n"
+    assert tlsbridge.parse_bridge_error(text) == ("network.refused", "refused on 8703")
+    assert tlsbridge.parse_bridge_error("rsync: connection unexpectedly closed") is None
