@@ -14,25 +14,11 @@ from wire.logs import redact, register_secret, setup
 CONFIG_NAME = "user_config.json"
 
 
-def _read_json(path, what):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError as e:
-        raise ConfigError("cannot read %s %s: %s" % (what, path, e.strerror),
-                          code="config.missing",
-                          hint="run in the work folder or pass --workdir/--config") from e
-    except ValueError as e:
-        raise ConfigError("%s %s is not valid JSON: %s" % (what, path, e),
-                          code="config.invalid_json", hint="check it against RFC 7159") from e
-
-
 def load_user_config(path):
-    cfg = _read_json(path, "the configuration")
-    if not isinstance(cfg, dict):
-        raise ConfigError("%s must hold a JSON object" % path, code="config.invalid_json")
-    register_secret(cfg.get("secret_key"))
-    return cfg
+    """user_config.json, validated by the source's own rules (source_script.config)."""
+    from source_script import config
+
+    return config.load(path)
 
 
 def user_supplied_network(workdir):
@@ -45,18 +31,22 @@ def user_supplied_network(workdir):
 
 
 def make_cloud_from(ctx, cfg, region_id=None):
+    """``cfg``: a source_script.config.Config, or None (keys from the environment)."""
     from image_build.cloud import make_cloud
 
     o = ctx.obj
-    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID") or cfg.get("access_id")
-    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET") or cfg.get("secret_key")
+    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID") or (cfg.access_id if cfg else "")
+    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET") or (
+        cfg.secret_key if cfg else "")
+    register_secret(secret)
     return make_cloud(
-        o["provider"], region_id=region_id or cfg.get("region_id"), access_key_id=key_id,
+        o["provider"], region_id=region_id or (cfg.region_id if cfg else ""),
+        access_key_id=key_id,
         access_key_secret=secret,
         security_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN"),
         ram_role=o["ram_role_credentials"], use_ram_role=o["use_ram_role"],
         endpoint=o["endpoint"], protocol=o["protocol"],
-        metadata_endpoint=o["metadata_endpoint"])
+        metadata_endpoint=o["metadata_endpoint"], poll_interval=o["poll_interval"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,10 +67,12 @@ def make_cloud_from(ctx, cfg, region_id=None):
               help="with --use-ram-role: the role name (default: ask the metadata service)")
 @click.option("--metadata-endpoint", default=None, hidden=True,
               help="reach the metadata service through this HTTP proxy (tests)")
+@click.option("--poll-interval", default=5.0, show_default=True, metavar="SECONDS",
+              help="seconds between two status checks while waiting for the cloud")
 @click.option("-v", "--verbose", is_flag=True, help="show debug messages on the terminal")
 @click.pass_context
 def cli(ctx, workdir, provider, endpoint, protocol, use_ram_role, ram_role_credentials,
-        metadata_endpoint, verbose):
+        metadata_endpoint, poll_interval, verbose):
     """Alibaba Cloud side of go2aliyun: start the intermediate instance
     (INSTANCE_FOR_GOTOALIYUN) that receives the migration, build the custom image, clean up.
 
@@ -92,7 +84,8 @@ def cli(ctx, workdir, provider, endpoint, protocol, use_ram_role, ram_role_crede
     ctx.ensure_object(dict)
     ctx.obj.update(workdir=workdir, provider=provider, endpoint=endpoint, protocol=protocol,
                    use_ram_role=use_ram_role, ram_role_credentials=ram_role_credentials,
-                   metadata_endpoint=metadata_endpoint, verbose=verbose)
+                   metadata_endpoint=metadata_endpoint, poll_interval=poll_interval,
+                   verbose=verbose)
 
 
 def _state(ctx):
@@ -128,10 +121,14 @@ def _state(ctx):
 @click.option("--ram-role", default=None, metavar="ROLE",
               help="RAM role for the instance, so the receiver can snapshot and create the "
                    "image itself")
+@click.option("--no-wait-receiver", is_flag=True,
+              help="do not wait for the receiver to answer on 8080 (only for the instance "
+                   "to run)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def launch(ctx, config_path, receiver_image, source_cidr, instance_type, zone, vpc_id,
-           vswitch_id, security_group_id, private, bandwidth, ram_role, as_json):
+           vswitch_id, security_group_id, private, bandwidth, ram_role, no_wait_receiver,
+           as_json):
     """Start the intermediate instance for this migration (resumable).
 
     Creates or reuses a VPC, a vSwitch and a security group, refuses an image_name that is
@@ -146,17 +143,23 @@ def launch(ctx, config_path, receiver_image, source_cidr, instance_type, zone, v
     workdir = ctx.obj["workdir"]
     cfg = load_user_config(config_path or os.path.join(workdir, CONFIG_NAME))
     reuse = user_supplied_network(workdir)
+    unsized = [d.index for d in cfg.data_disks if not d.size_gib]
+    if unsized:
+        raise ConfigError("data disk %s has no data_disk_size" % ", ".join(map(str, unsized)),
+                          code="config.data_disk_size",
+                          hint="launch must know every target disk's size: set "
+                               "data_disk_size in user_config.json")
     settings = launching.LaunchSettings(
-        region_id=cfg.get("region_id"), image_name=cfg.get("image_name"),
+        region_id=cfg.region_id, image_name=cfg.image_name,
         receiver_image_id=receiver_image, source_cidr=source_cidr,
-        system_disk_size=cfg.get("system_disk_size") or 40,
-        data_disks=[(d.get("data_disk_index", 1), d.get("data_disk_size"))
-                    for d in cfg.get("data_disks") or []],
-        platform=cfg.get("platform") or "", architecture=cfg.get("architecture") or "x86_64",
+        system_disk_size=cfg.system_disk_size or 40,
+        data_disks=[(d.index, d.size_gib) for d in cfg.data_disks],
+        platform=cfg.platform or "", architecture=cfg.architecture or "x86_64",
         instance_type=instance_type, zone_id=zone,
         vpc_id=vpc_id or reuse.get("vpc_id"), vswitch_id=vswitch_id or reuse.get("vswitch_id"),
         security_group_id=security_group_id or reuse.get("security_group_id"),
-        private=private, bandwidth_mbit=bandwidth, ram_role=ram_role)
+        private=private, bandwidth_mbit=bandwidth, ram_role=ram_role,
+        wait_receiver=not no_wait_receiver)
     cloud = make_cloud_from(ctx, cfg)
     result = launching.launch(cloud, _state(ctx), settings)
     if as_json:
@@ -193,9 +196,9 @@ def finish(ctx, config_path, boot_mode, keep_instance):
                           code="config.no_instance", hint="run launch first")
     cloud = make_cloud_from(ctx, cfg, region_id=state.get("region_id"))
     image_id = finishing.build_image(
-        cloud, state, state.get("instance_id"), cfg.get("image_name") or state.get(
-            "image_name"), platform=cfg.get("platform") or "Others Linux",
-        architecture=cfg.get("architecture") or "x86_64", boot_mode=boot_mode,
+        cloud, state, state.get("instance_id"), cfg.image_name or state.get("image_name"),
+        platform=cfg.platform or "Others Linux", architecture=cfg.architecture or "x86_64",
+        boot_mode=boot_mode,
         progress=lambda m: click.echo(m, err=True))
     if not keep_instance:
         finishing.release(cloud, state)
@@ -222,7 +225,7 @@ def cleanup(ctx, config_path, yes):
         click.echo("nothing recorded in %s" % state.path)
         return
     cfg_path = config_path or os.path.join(workdir, CONFIG_NAME)
-    cfg = load_user_config(cfg_path) if os.path.exists(cfg_path) else {}
+    cfg = load_user_config(cfg_path) if os.path.exists(cfg_path) else None
     if not yes:
         click.confirm("release the resources recorded for %s?" % state.get("migration_id"),
                       abort=True)

@@ -8,17 +8,21 @@ ends in the same place.
 Steps: identity (migration id, one-time token, TLS material) -> refuse a duplicate image
 name -> zone -> VPC -> vSwitch -> security group (8080 and 8703 from the source only)
 -> RunInstances (data disks for the target system disk and each target data disk,
-user-data from ``cloud-init/``) -> wait until Running -> address.
+user-data from ``cloud-init/``) -> wait until Running -> wait until the receiver answers
+``/healthz`` with the pinned certificate -> address, token and fingerprint.
 """
 
 import datetime
+import hashlib
+import http.client
 import ipaddress
 import logging
 import secrets
+import ssl
 
 from image_build import tlsmaterial, userdata
 from image_build.cloud import INSTANCE_NAME, RECEIVER_PORTS, InstanceSpec, client_token
-from wire.errors import CloudError, ConfigError, UsageError
+from wire.errors import CloudError, ConfigError, TrustError, UsageError
 from wire.logs import register_secret
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,8 @@ class LaunchSettings(object):
                  system_disk_size=40, data_disks=(), platform="", architecture="x86_64",
                  instance_type="ecs.g7.large", zone_id=None, vpc_id=None, vswitch_id=None,
                  security_group_id=None, private=False, bandwidth_mbit=100, ram_role=None,
-                 receiver_disk_gib=40):
+                 receiver_disk_gib=40, wait_receiver=True, receiver_port=8080,
+                 receiver_timeout=900):
         self.region_id = region_id
         self.image_name = image_name
         self.receiver_image_id = receiver_image_id
@@ -57,6 +62,9 @@ class LaunchSettings(object):
         self.bandwidth_mbit = 0 if private else int(bandwidth_mbit)
         self.ram_role = ram_role
         self.receiver_disk_gib = receiver_disk_gib
+        self.wait_receiver = wait_receiver
+        self.receiver_port = receiver_port
+        self.receiver_timeout = receiver_timeout
         self.check()
 
     def check(self):
@@ -117,10 +125,9 @@ def ensure_identity(state):
     match)."""
     if "migration_id" not in state:
         state.set("migration_id", new_migration_id())
-    if "token" not in state:
-        state.set("token", secrets.token_urlsafe(24))
     if "tls" not in state:
-        state.set("tls", tlsmaterial.make_receiver_identity())
+        identity = tlsmaterial.make_receiver_identity()
+        state.update(token=identity.pop("token"), tls=identity)
     register_secret(state.get("token"))
     register_secret(state.get("tls")["key"])
     return state.get("migration_id")
@@ -223,7 +230,7 @@ def ensure_instance(cloud, state, settings, mid, vsw_id, sg_id):
     inst_id = state.get("instance_id")
     if not inst_id:
         tls = state.get("tls")
-        text = userdata.render_user_data(state.get("token"), tls["certificate"], tls["key"],
+        text = userdata.render_user_data(tls["certificate"], tls["key"], tls["tokens_json"],
                                          settings.cloud_config(mid))
         disks = [(TARGET_SYSTEM_DISK, settings.system_disk_size)] + [
             (target_disk_name(i), size) for i, size in settings.data_disks]
@@ -238,6 +245,46 @@ def ensure_instance(cloud, state, settings, mid, vsw_id, sg_id):
     address = inst.private_ip if settings.private else (inst.public_ip or inst.private_ip)
     state.update(address=address, public_ip=inst.public_ip, private_ip=inst.private_ip)
     return inst
+
+
+def _plain_fingerprint(text):
+    return text.replace(":", "").strip().lower()
+
+
+def probe_receiver(address, port, fingerprint, timeout=5.0):
+    """True when the receiver at ``address:port`` answers ``GET /healthz`` over TLS with the
+    certificate whose SHA-256 is ``fingerprint``; False when it does not answer (yet).
+    A different certificate raises :class:`TrustError`: someone else is there."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # pinned by fingerprint below, as the source does
+    conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=ctx)
+    try:
+        conn.connect()
+        der = conn.sock.getpeercert(binary_form=True)
+        seen = hashlib.sha256(der).hexdigest()
+        if seen != _plain_fingerprint(fingerprint):
+            raise TrustError("the server at %s:%d shows certificate %s, not the receiver's %s"
+                             % (address, port, seen, fingerprint),
+                             code="auth.fingerprint_mismatch",
+                             hint="something else answers on that address; check the "
+                                  "instance and its security group")
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        return resp.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def wait_for_receiver(cloud, state, settings):
+    address = state.get("address")
+    fingerprint = state.get("tls")["fingerprint"]
+    cloud.wait_for("the receiver on %s:%d to answer" % (address, settings.receiver_port),
+                   lambda: probe_receiver(address, settings.receiver_port, fingerprint),
+                   settings.receiver_timeout)
+    state.set("receiver_ready", True)
 
 
 def _created(state, **changes):
@@ -259,6 +306,8 @@ def launch(cloud, state, settings):
     vsw_id = ensure_vswitch(cloud, state, settings, mid, vpc_id, zone)
     sg_id = ensure_security_group(cloud, state, settings, mid, vpc_id)
     inst = ensure_instance(cloud, state, settings, mid, vsw_id, sg_id)
+    if settings.wait_receiver:
+        wait_for_receiver(cloud, state, settings)
     state.set("status", "Launched")
     log.info("intermediate instance %s runs at %s", inst.id, state.get("address"))
     return {"migration_id": mid, "instance_id": inst.id, "address": state.get("address"),

@@ -256,7 +256,8 @@ def _install_grub(mnt, system_dev):
     if not kernels:
         raise CommandError("no kernel in the sample tree")
     kver = kernels[-1][len("vmlinuz-"):]
-    root_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value", _part(system_dev, 2)]).stdout.strip()
+    root_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value",
+                            _part(system_dev, 2)]).stdout.strip()
     with _chroot(mnt):
         runner.run(["chroot", mnt, "grub-install", "--target=i386-pc", system_dev], timeout=300)
         runner.run(["chroot", mnt, "update-grub"], env={"GRUB_DISABLE_OS_PROBER": "true"},

@@ -14,6 +14,7 @@ CLOUD_INIT_DIR = os.environ.get("GO2ALIYUN_CLOUD_INIT_DIR") or os.path.join(
     os.path.dirname(_HERE), "cloud-init")
 TEMPLATE = "user-data.yaml.tmpl"
 UNIT = "go2aliyun-receiver.service"
+RECEIVER_STATE = "/var/lib/go2aliyun"
 
 
 def _b64(text):
@@ -31,15 +32,17 @@ def _read(name, folder):
                                "go2aliyun") from e
 
 
-def render_user_data(token, certificate, key, cloud_config, folder=None):
-    """``cloud_config``: what the receiver needs to build the image itself (migration id,
+def render_user_data(certificate, key, tokens_json, cloud_config, folder=None):
+    """``tokens_json``: the receiver's token file (hashes only, never the token).
+    ``cloud_config``: what the receiver needs to build the image itself (migration id,
     region, RAM role, image settings); never an AccessKey."""
     folder = folder or CLOUD_INIT_DIR
     for forbidden in ("access_key_secret", "secret_key", "access_id"):
         if forbidden in cloud_config:
             raise ValueError("cloud_config must not carry %s" % forbidden)
     text = string.Template(_read(TEMPLATE, folder)).substitute(
-        token_b64=_b64(token), certificate_b64=_b64(certificate), key_b64=_b64(key),
+        state_dir=RECEIVER_STATE, tokens_json_b64=_b64(tokens_json),
+        certificate_b64=_b64(certificate), key_b64=_b64(key),
         cloud_json_b64=_b64(json.dumps(cloud_config, sort_keys=True, indent=1)),
         unit_b64=_b64(_read(UNIT, folder)))
     size = len(text.encode("utf-8"))

@@ -37,9 +37,11 @@ FAILURES = [
      "systemd dropped to the emergency shell"),
     ("verify.initramfs_shell",
      re.compile(r"ALERT! .* does not exist|Dropping to a shell|\(initramfs\) |"
-                r"Entering emergency mode. Exit the shell to continue|dracut Warning: Could not boot"),
+                r"Entering emergency mode. Exit the shell to continue|"
+                r"dracut Warning: Could not boot"),
      "the initramfs could not find or mount the root filesystem"),
-    ("verify.mount_failed", re.compile(r"\[FAILED\] Failed to mount .*"), "a filesystem failed to mount"),
+    ("verify.mount_failed", re.compile(r"\[FAILED\] Failed to mount .*"),
+     "a filesystem failed to mount"),
     ("verify.bootloader",
      re.compile(r"grub rescue>|error: no such device|Boot failed: not a bootable disk|"
                 r"No bootable device|error: unknown filesystem|error: file .* not found"),

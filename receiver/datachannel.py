@@ -131,6 +131,7 @@ class Relay(object):
             if not self._allowed(der):
                 log.warning("data channel: refused %s (certificate not issued here)", peer)
                 return
+            _keepalive(writer.get_extra_info("socket"))
             doc = self.store.load()
             ensure_rsyncd_conf(self.state_dir, self.rsync_port, doc)
             up_reader, upstream = await asyncio.open_connection(
@@ -145,7 +146,9 @@ class Relay(object):
             )
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as e:
             log.info("data channel: %s ended: %s", peer, e)
-
+        except asyncio.CancelledError:
+            # the relay stops (SIGTERM): the connection ends with it; rsync resumes
+            log.info("data channel: %s cut by shutdown", peer)
         except Go2AliyunError as e:
             log.error("data channel: %s", e)
         finally:
@@ -155,8 +158,11 @@ class Relay(object):
                         w.close()
 
     async def start(self):
+        # "::" alone would be IPv6-only in asyncio; None listens on every address, as
+        # gunicorn does for "[::]"
+        host = None if self.bind in ("::", "") else self.bind
         return await asyncio.start_server(
-            self.handle, self.bind, self.port, ssl=self.ctx, limit=BUFFER,
+            self.handle, host, self.port, ssl=self.ctx, limit=BUFFER,
             ssl_handshake_timeout=20, reuse_address=True,
         )
 
@@ -177,6 +183,17 @@ class Relay(object):
             log.info("data channel stops")
 
         asyncio.run(main())
+
+
+def _keepalive(sock):
+    """Notice a source that vanished (link cut) within minutes, not hours."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 15)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 8)
 
 
 async def _pipe(reader, writer, half_close):

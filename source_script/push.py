@@ -276,7 +276,8 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
     err_chunks = []
 
     def drain():
-        for chunk in iter(lambda: proc.stderr.read(4096), b""):
+        # os.read returns what is there; a buffered read(n) would wait for n bytes
+        for chunk in iter(lambda: os.read(proc.stderr.fileno(), 65536), b""):
             err_chunks.append(chunk)
 
     t = threading.Thread(target=drain, daemon=True)
@@ -284,8 +285,7 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
     out_text = []
     buf = ""
     try:
-        for chunk in iter(lambda: proc.stdout.read1(8192) if hasattr(proc.stdout, "read1")
-                          else proc.stdout.read(8192), b""):
+        for chunk in iter(lambda: os.read(proc.stdout.fileno(), 65536), b""):
             text = chunk.decode("utf-8", "replace")
             out_text.append(text)
             lines, buf = split_progress(buf + text)
@@ -298,7 +298,7 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
         proc.kill()
         proc.wait()
         raise
-    t.join(10)
+    t.join(5)  # the bridge (rsync's child) shares the pipe; it ends with rsync
     stderr = b"".join(err_chunks).decode("utf-8", "replace")
     stdout = "".join(out_text)
     log.debug("rsync %s exit %s; stderr: %s", disk, rc, redact(stderr)[-4000:])

@@ -53,7 +53,9 @@ def connect_prog(python=None):
     import source_script
 
     base = os.path.dirname(os.path.dirname(os.path.abspath(source_script.__file__)))
-    prog = "%s -m source_script.cli tls-bridge %%H" % shlex.quote(python or sys.executable)
+    # "exec": sh replaces itself by the bridge, so the bridge is rsync's own child and
+    # PR_SET_PDEATHSIG ends it with rsync
+    prog = "exec %s -m source_script.cli tls-bridge %%H" % shlex.quote(python or sys.executable)
     env = {"PYTHONPATH": base}
     return prog, env
 
@@ -112,8 +114,9 @@ def _set_nonblocking(fd):
     fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
 
 
-def relay(tls, in_fd=0, out_fd=1):
-    """Copy stdin -> TLS and TLS -> stdout until either side ends."""
+def relay(tls, in_fd=0, out_fd=1, linger=30):
+    """Copy stdin -> TLS and TLS -> stdout until either side ends. After stdin ended,
+    what is still queued for the network gets ``linger`` seconds to leave."""
     _set_nonblocking(in_fd)
     if out_fd != in_fd:
         _set_nonblocking(out_fd)
@@ -137,8 +140,10 @@ def relay(tls, in_fd=0, out_fd=1):
             wlist.append(tls)
         if to_out:
             wlist.append(out_fd)
-        timeout = 0 if (can_read_net and tls.pending()) else None
+        timeout = 0 if (can_read_net and tls.pending()) else (linger if in_eof else None)
         readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        if in_eof and not readable and not writable and timeout:
+            break  # rsync is gone and the network takes nothing more
         if can_read_net and (tls in readable or tls.pending()):
             try:
                 while len(to_out) < BUFFER:
@@ -201,7 +206,7 @@ def run_bridge(host, port=None, fingerprint=None, cert=None, key=None, timeout=N
     _die_with_parent()
     try:
         tls = open_channel(host, port, normalize_fingerprint(fingerprint), cert, key, timeout)
-        relay(tls)
+        relay(tls, linger=timeout)
     except Go2AliyunError as e:
         sys.stderr.write("%s [%s]: %s\n" % (ERROR_PREFIX, e.code, e))
         sys.stderr.flush()

@@ -149,6 +149,7 @@ class World(object):
         self.dark = False        # after a simulated client crash: drop every request
         self.crashed_at = None
         self.crash_event = threading.Event()  # set when a simulated crash happened
+        self.public_ip = None    # give new instances this public address (e.g. 127.0.0.1)
         self._ips = itertools.count(10)
 
     # ------------------------------------------------------------------ helpers
@@ -426,7 +427,7 @@ class World(object):
             "VSwitchId": vsw["VSwitchId"], "VpcId": vsw["VpcId"],
             "SecurityGroupId": group["SecurityGroupId"],
             "PrivateIp": "172.16.0.%d" % n,
-            "PublicIp": "47.96.0.%d" % n if bandwidth > 0 else None,
+            "PublicIp": (self.public_ip or "47.96.0.%d" % n) if bandwidth > 0 else None,
             "RamRoleName": p.get("RamRoleName"), "UserData": raw,
             "Tags": _indexed(p, "Tag"), "_ticks": 0,
         }

@@ -30,12 +30,13 @@ def workdir(tmp_path, monkeypatch):
 
 
 def args(fake, workdir, *rest):
-    return ["--workdir", str(workdir), "--endpoint", fake.endpoint, "--protocol", "http"] + list(
-        rest)
+    return ["--workdir", str(workdir), "--endpoint", fake.endpoint, "--protocol", "http",
+            "--poll-interval", "0.01"] + list(rest)
 
 
 def launch_args(fake):
-    return ["launch", "--receiver-image", fake.appliance_image, "--source-cidr", "198.51.100.4"]
+    return ["launch", "--receiver-image", fake.appliance_image, "--source-cidr", "198.51.100.4",
+            "--no-wait-receiver"]
 
 
 def test_launch_prints_what_the_source_needs_then_cleanup(fake, workdir, capsys):
@@ -48,10 +49,24 @@ def test_launch_prints_what_the_source_needs_then_cleanup(fake, workdir, capsys)
     # the secret never reaches the log file
     log = (workdir / "logs" / "go2aliyun-cloud.log").read_text()
     assert OPERATOR_KEY[1] not in log and out["token"] not in log
+    assert main(args(fake, workdir, "finish", "--keep-instance")) == 0
+    image_id = capsys.readouterr().out.strip().split()[-1]
+    assert fake.world.images[image_id]["ImageName"] == "web01-migrated"
+    assert fake.world.images[image_id]["Status"] == "Available"
     assert main(args(fake, workdir, "cleanup", "--yes")) == 0
     assert "released: instance, security_group, vpc, vswitch" in capsys.readouterr().out
     summary = fake.world.summary()
-    assert (summary["instances"], summary["vpcs"], summary["security_groups"]) == (0, 0, 0)
+    assert (summary["instances"], summary["vpcs"], summary["security_groups"],
+            summary["snapshots"]) == (0, 0, 0, 2)  # the image keeps its snapshots
+
+
+def test_invalid_user_config_exits_3(fake, workdir, capsys):
+    (workdir / "user_config.json").write_text(json.dumps({"image_name": "1bad",
+                                                          "system_disk_size": 5}))
+    assert main(args(fake, workdir, *launch_args(fake))) == 3
+    err = capsys.readouterr().err
+    assert "image_name" in err and "system_disk_size" in err
+    assert fake.world.actions() == []
 
 
 def test_duplicate_image_name_exits_10_with_the_hint(fake, workdir, capsys):

@@ -20,7 +20,8 @@ EMPTY = {"vpcs": 0, "vswitches": 0, "security_groups": 0, "instances": 0, "disks
 def settings_for(fake, **kw):
     values = dict(region_id=REGION, image_name="web01-migrated",
                   receiver_image_id=fake.appliance_image, source_cidr=SOURCE,
-                  system_disk_size=40, data_disks=[(1, 100), (2, 20)], platform="Debian")
+                  system_disk_size=40, data_disks=[(1, 100), (2, 20)], platform="Debian",
+                  wait_receiver=False)
     values.update(kw)
     return launch.LaunchSettings(**values)
 
@@ -50,8 +51,9 @@ def test_full_life_cycle_leaves_only_the_image(fake, clock, tmp_path):
     # the receiver gets its token and TLS identity through cloud-init user-data
     ud = yaml.safe_load(inst["UserData"])
     files = {f["path"]: base64.b64decode(f["content"]).decode() for f in ud["write_files"]}
-    assert files["/etc/go2aliyun/token"] == result["token"]
-    assert files["/etc/go2aliyun/tls/receiver.crt"] == state.get("tls")["certificate"]
+    assert result["token"] not in inst["UserData"].decode()
+    assert files["/var/lib/go2aliyun/tokens.json"] == state.get("tls")["tokens_json"]
+    assert files["/var/lib/go2aliyun/tls/receiver.crt"] == state.get("tls")["certificate"]
     cloud_json = json.loads(files["/etc/go2aliyun/cloud.json"])
     assert cloud_json["migration_id"] == state.get("migration_id")
     assert "secret" not in json.dumps(cloud_json)
@@ -144,20 +146,24 @@ def test_receiver_side_build_with_its_ram_role_then_operator_releases_network(
     state = StateFile.in_workdir(str(tmp_path / "operator"))
     launch.launch(operator, state, settings_for(fake, ram_role=fake.role))
     fake.metadata_instance = state.get("instance_id")
+    # what launch put into the user-data for the receiver
+    inst = fake.world.instances[state.get("instance_id")]
+    files = {f["path"]: base64.b64decode(f["content"])
+             for f in yaml.safe_load(inst["UserData"])["write_files"]}
+    cloud_json = tmp_path / "cloud.json"
+    cloud_json.write_bytes(files["/etc/go2aliyun/cloud.json"])
 
-    from image_build.cloud import aliyun_from_settings
-    from image_build.cloud.credentials import Metadata
-
-    receiver_cloud = aliyun_from_settings(None, use_ram_role=True, endpoint=fake.endpoint,
-                                          protocol="http", metadata_endpoint=fake.endpoint,
-                                          sleep=clock.sleep, clock=clock)
-    recv_state = StateFile.in_workdir(str(tmp_path / "receiver"))
-    recv_state.update(migration_id=state.get("migration_id"),
-                      instance_id=Metadata(fake.endpoint).instance_id())
-    image_id = finish.build_image(receiver_cloud, recv_state, recv_state.get("instance_id"),
-                                  "web01-migrated", platform="Debian")
-    finish.release(receiver_cloud, recv_state, release_network=False)
-    assert fake.world.images[image_id]["Status"] == "Available"
+    on_receiver = finish.OnReceiver(
+        finish.receiver_state_path(str(tmp_path / "receiver")), str(cloud_json),
+        metadata_endpoint=fake.endpoint, endpoint=fake.endpoint, protocol="http",
+        sleep=clock.sleep, clock=clock)
+    image_id = on_receiver.build_image()
+    assert on_receiver.build_image() == image_id  # done is done
+    on_receiver.release_self()
+    assert set(fake.world.callers[-1:]) <= set(fake.sts_issued)
+    img = fake.world.images[image_id]
+    assert (img["ImageName"], img["Status"], img["Platform"]) == (
+        "web01-migrated", "Available", "Debian")
     assert fake.world.summary()["instances"] == 0 and fake.world.summary()["vpcs"] == 1
     finish.cleanup(operator, state)
     assert without_images(fake.world.summary()) == dict(EMPTY, snapshots=3)

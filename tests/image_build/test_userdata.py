@@ -25,26 +25,45 @@ def identity():
 
 
 def render(identity, **kw):
-    return userdata.render_user_data("tok-" + "x" * 30, identity["certificate"],
-                                     identity["key"], kw.get("cfg", CLOUD_CONFIG))
+    return userdata.render_user_data(identity["certificate"], identity["key"],
+                                     identity["tokens_json"], kw.get("cfg", CLOUD_CONFIG))
 
 
-def test_rendered_user_data_carries_token_tls_and_unit(identity):
+def written_files(text):
+    doc = yaml.safe_load(text)
+    files = {f["path"]: f for f in doc["write_files"]}
+    return doc, files, {p: base64.b64decode(f["content"]).decode() for p, f in files.items()}
+
+
+def test_rendered_user_data_carries_the_receiver_identity_and_unit(identity, tmp_path):
     text = render(identity)
     assert text.startswith("#cloud-config\n")
     assert len(text.encode()) < 32 * 1024
-    doc = yaml.safe_load(text)
-    files = {f["path"]: f for f in doc["write_files"]}
-    content = {p: base64.b64decode(f["content"]).decode() for p, f in files.items()}
-    assert content["/etc/go2aliyun/token"] == "tok-" + "x" * 30
-    assert files["/etc/go2aliyun/token"]["permissions"] == "0600"
-    assert files["/etc/go2aliyun/tls/receiver.key"]["permissions"] == "0600"
-    assert content["/etc/go2aliyun/tls/receiver.key"] == identity["key"]
+    assert identity["token"] not in text  # only its salted hash travels
+    doc, files, content = written_files(text)
+    state = "/var/lib/go2aliyun"
+    assert files[state + "/tls/receiver.key"]["permissions"] == "0600"
+    assert files[state + "/tokens.json"]["permissions"] == "0600"
+    assert content[state + "/tls/receiver.key"] == identity["key"]
     assert json.loads(content["/etc/go2aliyun/cloud.json"]) == CLOUD_CONFIG
+    # The receiver's own code accepts what was written: the certificate it would load has
+    # the printed fingerprint, and the token redeems against the token file.
+    from receiver import state as receiver_state
+    from receiver import tls, tokens
+
+    (tmp_path / "tls").mkdir()
+    for rel in ("tls/receiver.key", "tls/receiver.crt", "tokens.json"):
+        (tmp_path / rel).write_text(content[state + "/" + rel])
+    _, cert_path, created = tls.ensure_ca(str(tmp_path))
+    assert not created
+    with open(cert_path, "rb") as f:
+        assert tls.fingerprint(f.read()) == identity["fingerprint"]
+    store = receiver_state.Store(str(tmp_path))
+    assert tokens.redeem(store, identity["token"], spend=False)
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read_string(content["/etc/systemd/system/go2aliyun-receiver.service"])
     exec_start = unit["Service"]["ExecStart"]
-    assert "go2aliyun-receiver serve" in exec_start and "/etc/go2aliyun/token" in exec_start
+    assert exec_start.endswith("go2aliyun-receiver serve --state /var/lib/go2aliyun")
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     assert ["systemctl", "enable", "--now", "go2aliyun-receiver.service"] in doc["runcmd"]
 
@@ -62,12 +81,14 @@ def test_cloud_init_schema_accepts_it(identity, tmp_path):
 
 
 def test_fingerprint_is_the_sha256_of_the_certificate(identity):
+    import hashlib
+
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     cert = x509.load_pem_x509_certificate(identity["certificate"].encode())
     der = cert.public_bytes(serialization.Encoding.DER)
-    assert identity["fingerprint"] == tlsmaterial.fingerprint_of_der(der)
+    assert identity["fingerprint"].replace(":", "") == hashlib.sha256(der).hexdigest().upper()
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
@@ -78,9 +99,7 @@ def test_no_cloud_keys_and_no_oversize(identity, tmp_path):
     folder.mkdir()
     with open(os.path.join(userdata.CLOUD_INIT_DIR, userdata.UNIT)) as f:
         (folder / userdata.UNIT).write_text(f.read())
-    (folder / userdata.TEMPLATE).write_text("#cloud-config\n# " + "x" * 33000 + "\n${token_b64}"
-                                            "${certificate_b64}${key_b64}${cloud_json_b64}"
-                                            "${unit_b64}\n")
+    (folder / userdata.TEMPLATE).write_text("#cloud-config\n# " + "x" * 33000 + "\n")
     with pytest.raises(ConfigError) as e:
         userdata.render_user_data("t", "c", "k", {}, folder=str(folder))
     assert e.value.code == "config.user_data_too_large"

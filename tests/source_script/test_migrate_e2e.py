@@ -270,7 +270,6 @@ def test_receiver_restart_mid_transfer(world):
         assert r.returncode == 0, _show(r)
     else:
         assert "retrying" in out, out
-    print(out)
     assert world.faithful() == []
 
 
@@ -278,19 +277,28 @@ def test_link_cut_and_restored(world):
     sourcetree.add_bulk(world.root, "bulk", 8, 4 * 1024 * 1024)
     world.config["bandwidth_limit"] = 6144
     world.write_config()
-    p = world.start_migrate("--sync-only", "--retries", "0")
+    p = world.start_migrate("--sync-only", "--retries", "0", "--io-timeout", "6")
     _wait_bytes(world.target, 8 * 1024 * 1024, p)
+    t0 = time.time()
     world.net.link_down()
+    while p.poll() is None:
+        ps = runner.run(["ps", "-eo", "pid,ppid,stat,args"]).stdout
+        print("DBG %.1f" % (time.time() - t0), [l[:60] for l in ps.splitlines() if ("rsync -aHAXS" in l or "tls-bridge" in l) and "ps -eo" not in l])
+        time.sleep(1)
     try:
         out = p.communicate(timeout=120)[0].decode(errors="replace")
     finally:
         world.net.link_up()
+    print("DBG run ended after cut", time.time() - t0)
+    print(out)
     assert p.returncode != 0, out
     assert NOT_FINISHED in out and "log: " in out, out
     before = _target_bytes(world.target)
     world.config["bandwidth_limit"] = 0
     world.write_config()
+    t0 = time.time()
     r = world.migrate("--sync-only")
+    print("DBG rerun", time.time() - t0)
     assert r.returncode == 0, _show(r)
     assert world.faithful() == []
     stats = world.client_data()["disks"]["system"]
@@ -373,4 +381,5 @@ def test_bandwidth_limit(world):
     sent, took = stats["literal_bytes"], stats["seconds"]
     assert sent >= 200 * 1024 * 1024
     rate = sent / 1024.0 / took
+    print("bandwidth_limit %d KiB/s: %.0f KiB/s over %.1f s" % (limit, rate, took))
     assert 0.9 * limit <= rate <= 1.1 * limit, (rate, took)

@@ -118,7 +118,7 @@ def test_bridge_command_reports_for_rsync(tmp_path):
     key, crt = _client_cert(d, ca_key, ca_crt)
     server = EchoServer(ca_key, ca_crt)
     prog, env = tlsbridge.connect_prog()
-    assert prog.endswith("-m source_script.cli tls-bridge %H")
+    assert prog.startswith("exec ") and prog.endswith("-m source_script.cli tls-bridge %H")
     env.update(tlsbridge.bridge_env(server.port, "11" * 32, crt, key))
     r = runner.run([sys.executable, "-m", "source_script.cli", "tls-bridge", "127.0.0.1"],
                    env=env, ok_codes=None, cwd=REPO, timeout=60)

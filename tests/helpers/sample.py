@@ -1,0 +1,72 @@
+"""The sample source server for tests that boot or migrate a real system.
+
+Built once per machine by image_build.sample_server (debootstrap tree cached under
+/var/cache/go2aliyun, keyed by its inputs); tests never write to these images: they
+boot them on overlays or mount them read-only.
+"""
+
+import contextlib
+import glob
+import os
+import shutil
+import tempfile
+
+from image_build import sample_server
+from wire import runner
+
+SAMPLE_DIR = os.environ.get("GO2ALIYUN_SAMPLE_DIR",
+                            os.path.join(sample_server.default_cache_dir(), "sample-server"))
+
+
+def ensure_sample():
+    """Build (or reuse) the sample server; returns (dir, description)."""
+    desc = sample_server.build(SAMPLE_DIR)
+    return SAMPLE_DIR, desc
+
+
+def image(name):
+    return os.path.join(SAMPLE_DIR, sample_server.LAYOUT[name]["file"])
+
+
+@contextlib.contextmanager
+def mounted_readonly(names=("system", "disk1")):
+    """Mount the sample's filesystems read-only under a temporary root, as the
+    running server sees them; yields the root. Undone even on failure."""
+    root = tempfile.mkdtemp(prefix="sample-ro-")
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, True)
+        mounts = []
+        for name in names:
+            with_dev = stack.enter_context(sample_server.attached(image(name)))
+            for n, part in enumerate(sample_server.LAYOUT[name]["partitions"], 1):
+                if part["mount"]:
+                    mounts.append((part["mount"], "%sp%d" % (with_dev, n)))
+        mounts.sort(key=lambda m: 0 if m[0] == "/" else m[0].count("/"))
+        for mountpoint, node in mounts:
+            where = os.path.join(root, mountpoint.lstrip("/"))
+            os.makedirs(where, exist_ok=True)
+            runner.run(["mount", "-o", "ro,noload", node, where])
+            stack.callback(runner.run, ["umount", where], ok_codes=None)
+        yield root
+
+
+@contextlib.contextmanager
+def kernel_files():
+    """Copy the sample's kernel and initrd out of its /boot; yields (vmlinuz, initrd, root_uuid)."""
+    out = tempfile.mkdtemp(prefix="sample-kernel-")
+    try:
+        with sample_server.attached(image("system")) as dev:
+            mnt = tempfile.mkdtemp(prefix="sample-boot-")
+            try:
+                runner.run(["mount", "-o", "ro,noload", dev + "p1", mnt])
+                try:
+                    shutil.copy(sorted(glob.glob(mnt + "/vmlinuz-*"))[-1], out + "/vmlinuz")
+                    shutil.copy(sorted(glob.glob(mnt + "/initrd.img-*"))[-1], out + "/initrd")
+                finally:
+                    runner.run(["umount", mnt], ok_codes=None)
+            finally:
+                os.rmdir(mnt)
+            uuid = runner.run(["blkid", "-s", "UUID", "-o", "value", dev + "p2"]).stdout.strip()
+        yield out + "/vmlinuz", out + "/initrd", uuid
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
