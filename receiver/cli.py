@@ -34,6 +34,7 @@ import click
 
 from receiver import datachannel, tls, tokens
 from receiver import state as st
+from receiver.disks import apply as disks_apply
 from wire import CONTROL_PORT, DATA_PORT, logs, runner
 from wire.errors import ConfigError, Go2AliyunError, UsageError
 
@@ -258,7 +259,7 @@ def supervise(children, logdir, stop_flag, poll=0.3):
 
 
 def prepare_state(state_dir, bind, address, control_port, data_port, target_roots, ttl,
-                  console):
+                  console, extra=None):
     """First-start work: folder, key/cert, migration, config, first token, status."""
     store = st.Store(state_dir)
     doc = store.ensure()
@@ -269,6 +270,7 @@ def prepare_state(state_dir, bind, address, control_port, data_port, target_root
     store.write("config.json", {
         "bind": bind, "address": address, "control_port": control_port,
         "data_port": data_port, "target_roots": target_roots,
+        **(extra or {}),
     })
     fields = {"migration_id": doc["id"], "address": address, "fingerprint": fp,
               "control_port": control_port, "data_port": data_port}
@@ -299,6 +301,20 @@ def cli():
 @click.option("--data-port", default=DATA_PORT, show_default=True, type=int)
 @click.option("--target-root", "target_roots", multiple=True, metavar="NAME=DIR",
               help="a folder that receives disk NAME (system, disk1..disk16)")
+@click.option("--disk", "disks", multiple=True, metavar="NAME=/dev/X",
+              help="a block device that becomes disk NAME (system, disk1..disk16); the "
+              "source layout is rebuilt on it in PREPARING")
+@click.option("--force-wipe", multiple=True, metavar="NAME",
+              help="allow PREPARING to wipe disk NAME although it holds data")
+@click.option("--no-verify-boot", is_flag=True,
+              help="skip the qemu test boot in VERIFYING (for hosts that cannot run qemu)")
+@click.option("--provider", type=click.Choice(["local", "aliyun"]), default=None,
+              help="who makes the image: aliyun (snapshots + custom image; the default when "
+              "launched by go2aliyun-cloud) or local (qcow2 files in --output)")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="local provider: folder for the image set (default STATE/image)")
+@click.option("--skip-mount-type", "skip_mount_types", multiple=True, hidden=True,
+              help="filesystem types not to mount in PREPARING (a host without vfat)")
 @click.option("--address", default=None, help="the address the source should use "
               "(printed with the token); default: guessed from --bind")
 @click.option("--token-ttl", default="24h", show_default=True, help="lifetime of a token")
@@ -307,8 +323,9 @@ def cli():
 @click.option("--no-console", is_flag=True, help="do not write to the console (tests)")
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn workers")
 @click.option("-v", "--verbose", is_flag=True)
-def serve(state_dir, bind, control_port, data_port, target_roots, address, token_ttl,
-          console, no_console, workers, verbose):
+def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_wipe,
+          no_verify_boot, provider, output, skip_mount_types, address, token_ttl, console,
+          no_console, workers, verbose):
     """Run the control API, the data channel, rsyncd and the worker."""
     state_dir = os.path.abspath(state_dir)
     os.makedirs(os.path.join(state_dir, "logs"), mode=0o700, exist_ok=True)
@@ -316,12 +333,21 @@ def serve(state_dir, bind, control_port, data_port, target_roots, address, token
     logs.setup(logfile=os.path.join(state_dir, "logs", "receiver.log"), verbose=verbose)
     lock_fd = lock_serve(state_dir)  # held until this process ends
     roots = parse_target_roots(target_roots)
-    if "system" not in roots:
-        log.warning("no --target-root system=DIR: PREPARING will fail until disks are set")
+    disk_map = disks_apply.parse_disk_args(disks)
+    if roots and disk_map:
+        raise UsageError("give target disks (--disk) or target folders (--target-root), not both")
+    if "system" not in roots and "system" not in disk_map:
+        log.warning("no --disk system=/dev/X nor --target-root system=DIR: PREPARING will "
+                    "fail until they are given")
+    if provider is None:
+        provider = "aliyun" if os.path.exists("/etc/go2aliyun/cloud.json") else "local"
+    extra = {"disks": disk_map, "force_wipe": list(force_wipe), "provider": provider,
+             "output": os.path.abspath(output) if output else None,
+             "no_verify_boot": no_verify_boot, "skip_mount_types": list(skip_mount_types)}
     ttl = parse_duration(token_ttl)
     address = address or guess_address(bind)
     store, status = prepare_state(state_dir, bind, address, control_port, data_port, roots,
-                                  ttl, None if no_console else console)
+                                  ttl, None if no_console else console, extra=extra)
     rsync_port = datachannel.free_port()
     datachannel.ensure_rsyncd_conf(store.dir, rsync_port)
     logdir = os.path.join(store.dir, "logs")

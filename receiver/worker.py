@@ -11,7 +11,10 @@ functions must be idempotent.
 Later parts plug in the real steps with :func:`register_step`; a step is
 ``fn(ctx) -> None`` and reports with ``ctx.progress(percent, message)``. In this build:
 
-* ``PREPARING`` maps the ``--target-root NAME=DIR`` folders to rsync modules;
+* ``PREPARING`` rebuilds the source layout on ``--disk NAME=/dev/X`` block devices
+  (receiver.steps.prepare_disks), or maps ``--target-root NAME=DIR`` folders to rsync
+  modules;
+* ``VERIFYING`` boots the converted disks under qemu (receiver.steps.verify_boot);
 * ``CONVERTING`` has no implementation and FAILS honestly with
   ``conversion.unavailable`` ("conversion not available in this build"), so nothing
   after it ever pretends success.
@@ -149,8 +152,40 @@ def conversion_unavailable(ctx):
     )
 
 
-register_step(State.PREPARING, prepare_folders)
+def prepare_targets(ctx):
+    """PREPARING: real disks when the receiver was given ``--disk``, else folders."""
+    if ctx.config.get("disks"):
+        from receiver import steps
+
+        return steps.prepare_disks(ctx)
+    return prepare_folders(ctx)
+
+
+def verify(ctx):
+    from receiver import steps
+
+    return steps.verify_boot(ctx)
+
+
+register_step(State.PREPARING, prepare_targets)
 register_step(State.CONVERTING, conversion_unavailable)
+register_step(State.VERIFYING, verify)
+
+
+def make_image(ctx):
+    from receiver import steps
+
+    return steps.make_image(ctx)
+
+
+def release(ctx):
+    from receiver import steps
+
+    return steps.release(ctx)
+
+
+register_step(State.SNAPSHOTTING, make_image)
+register_step(State.IMAGE_READY, release)
 
 
 # --- running -----------------------------------------------------------------------

@@ -206,7 +206,9 @@ def run_bridge(host, port=None, fingerprint=None, cert=None, key=None, timeout=N
     _die_with_parent()
     try:
         tls = open_channel(host, port, normalize_fingerprint(fingerprint), cert, key, timeout)
-        relay(tls, linger=timeout)
+        # rsync runs us through system() in a forked child of its own, so we do not
+        # die with rsync: its end of the socket closing (EOF on stdin) ends us
+        relay(tls, linger=min(2.0, timeout))
     except Go2AliyunError as e:
         sys.stderr.write("%s [%s]: %s\n" % (ERROR_PREFIX, e.code, e))
         sys.stderr.flush()

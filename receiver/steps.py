@@ -1,0 +1,188 @@
+"""The receiver's long steps on real disks, registered with the worker.
+
+``PREPARING``   rebuild the source layout on the target disks (receiver.disks) and open
+                one rsync module per disk on its mounted root;
+``CONVERTING``  make the copy boot on ECS (receiver.convert), then unmount;
+``VERIFYING``   boot the converted disks under qemu on throw-away overlays
+                (receiver.bootcheck); ``--no-verify-boot`` skips it, and says so;
+``SNAPSHOTTING`` / ``IMAGE_READY``: the cloud provider makes the image and releases.
+
+Every step is idempotent: the worker runs a step again after a restart. What a step
+learns is saved in the state folder (``prepare.json``, ``convert.json``,
+``verify.json``) before the step ends.
+"""
+
+import logging
+import os
+
+from wire.errors import DiskError
+
+log = logging.getLogger(__name__)
+
+PREPARE_FILE = "prepare.json"
+VERIFY_FILE = "verify.json"
+
+
+def mount_root(store):
+    return os.path.join(store.dir, "mnt")
+
+
+def prepare_disks(ctx):
+    """PREPARING on block devices (``serve --disk system=/dev/vdb ...``)."""
+    from receiver.disks import apply as disks
+
+    cfg = ctx.config
+    ctx.progress(5, "checking the target disks")
+    result = disks.prepare(ctx.manifest, ctx.plan, cfg["disks"], mount_root(ctx.store),
+                           force_wipe=tuple(cfg.get("force_wipe") or ()),
+                           skip_mount_types=tuple(cfg.get("skip_mount_types") or ()))
+    ctx.store.write(PREPARE_FILE, result)
+    modules = {name: {"module": name, "path": path}
+               for name, path in sorted(result["modules"].items())}
+    ctx.set(modules=modules, plan_review=result.get("review"))
+    ctx.progress(100, "; ".join(result.get("actions") or ["disks ready"]))
+
+
+def target_disks_in_order(result):
+    """The target devices, system disk first, then disk1..disk16 (the ECS order)."""
+    devices = result.get("devices") or {}
+    if "system" not in devices:
+        raise DiskError("the preparation result names no system disk", code="disk.missing")
+    data = sorted((k for k in devices if k != "system"), key=lambda k: int(k[4:]))
+    return [devices["system"]] + [devices[k] for k in data]
+
+
+def release_disks(ctx):
+    """Unmount what PREPARING mounted (before a boot or a snapshot); safe twice."""
+    from receiver.disks import apply as disks
+
+    result = ctx.store.read(PREPARE_FILE)
+    if result:
+        disks.release(result)
+
+
+def verify_boot(ctx):
+    """VERIFYING: a real boot of the converted disks; fails with the console tail."""
+    from receiver import bootcheck
+
+    cfg = ctx.config
+    if cfg.get("no_verify_boot"):
+        ctx.store.write(VERIFY_FILE, {"ok": None, "skipped": True,
+                                      "reason": "--no-verify-boot was given"})
+        ctx.progress(100, "verification boot skipped (--no-verify-boot)")
+        return
+    result = ctx.store.read(PREPARE_FILE) or {}
+    release_disks(ctx)
+    disks = target_disks_in_order(result)
+    firmware = (ctx.manifest or {}).get("firmware") or "bios"
+    workdir = os.path.join(ctx.store.dir, "verify")
+    ctx.progress(10, "booting the converted disks under qemu (%s)" % firmware)
+    verdict = bootcheck.boot_and_watch(disks, firmware=firmware, workdir=workdir,
+                                       timeout=int(cfg.get("verify_timeout") or 600))
+    ctx.store.write(VERIFY_FILE, verdict.to_dict())
+    if not verdict.ok:
+        raise bootcheck.VerifyError(
+            "verification boot failed: %s (console log: %s)"
+            % (verdict.reason, os.path.join(workdir, "console.log")),
+            code=verdict.code, hint="the image was not made; fix the source or the "
+            "conversion and retry; the console tail is in verify.json")
+    ctx.progress(100, "the converted system booted to a login prompt")
+
+
+IMAGE_FILE = "image.json"
+
+
+def render_local_image_description(doc_id, plan, manifest, disk_files, boot_mode):
+    """The JSON description of a local image set (pure): what ECS's CreateImage would
+    get, with files instead of snapshots."""
+    mapping = []
+    for i, (name, path) in enumerate(disk_files):
+        mapping.append({"module": name, "file": os.path.basename(path),
+                        "device": "/dev/xvd%s" % "abcdefghijklmnopq"[i],
+                        "disk_type": "system" if name == "system" else "data",
+                        "format": "qcow2"})
+    plan = plan or {}
+    return {
+        "image_name": plan.get("image_name") or "go2aliyun-%s" % doc_id,
+        "migration_id": doc_id,
+        "platform": plan.get("platform") or (manifest or {}).get("os", {}).get("name"),
+        "architecture": plan.get("architecture") or (manifest or {}).get("arch") or "x86_64",
+        "boot_mode": boot_mode,
+        "disks": mapping,
+    }
+
+
+def make_local_image(ctx):
+    """SNAPSHOTTING with the ``local`` provider: each target disk becomes a qcow2 file
+    in the output folder, with ``image.json`` describing the set. Written under a
+    ``.part`` folder and renamed, so a half-made image never looks finished."""
+    from wire import runner
+
+    release_disks(ctx)
+    result = ctx.store.read(PREPARE_FILE) or {}
+    devices = result.get("devices") or {}
+    order = ["system"] + sorted((k for k in devices if k != "system"), key=lambda k: int(k[4:]))
+    out = ctx.config.get("output") or os.path.join(ctx.store.dir, "image")
+    name = (ctx.plan or {}).get("image_name") or ctx.doc["id"]
+    final = os.path.join(out, name)
+    if os.path.exists(os.path.join(final, IMAGE_FILE)):
+        ctx.set(image={"provider": "local", "id": final, "path": final})
+        return
+    part = final + ".part"
+    os.makedirs(part, exist_ok=True)
+    files = []
+    for i, module in enumerate(order):
+        ctx.progress(100 * i // len(order), "writing %s to %s" % (module, part))
+        path = os.path.join(part, "%s.qcow2" % module)
+        runner.run(["qemu-img", "convert", "-O", "qcow2", "-f", "raw", devices[module], path],
+                   timeout=6 * 3600)
+        files.append((module, path))
+    boot_mode = "UEFI" if (ctx.manifest or {}).get("firmware") == "uefi" else "BIOS"
+    desc = render_local_image_description(ctx.doc["id"], ctx.plan, ctx.manifest, files,
+                                          boot_mode)
+    from receiver.state import write_json_atomic
+
+    write_json_atomic(os.path.join(part, IMAGE_FILE), desc, mode=0o644)
+    if os.path.exists(final):
+        import shutil
+
+        shutil.rmtree(final)
+    os.rename(part, final)
+    ctx.set(image={"provider": "local", "id": final, "path": final})
+    ctx.progress(100, "image written to %s" % final)
+
+
+def make_cloud_image(ctx):
+    """SNAPSHOTTING with the ``aliyun`` provider: snapshots of the target disks and a
+    custom image (image_build.finish), waiting until it is Available."""
+    from image_build.finish import OnReceiver
+
+    release_disks(ctx)
+    boot_mode = "UEFI" if (ctx.manifest or {}).get("firmware") == "uefi" else "BIOS"
+    worker = OnReceiver(os.path.join(ctx.store.dir, "cloud_image.json"))
+    image_id = worker.build_image(
+        boot_mode=boot_mode,
+        progress=lambda message: ctx.progress(50, message))
+    ctx.set(image={"provider": "aliyun", "id": image_id})
+
+
+def make_image(ctx):
+    if (ctx.config.get("provider") or "local") == "aliyun":
+        return make_cloud_image(ctx)
+    return make_local_image(ctx)
+
+
+def release(ctx):
+    """IMAGE_READY -> RELEASED. ``local``: nothing to release. ``aliyun``: the receiver
+    releases its own instance after a grace period in which the source reads the
+    image id (the network made by launch is released by `go2aliyun-cloud cleanup` or
+    the all-in-one source)."""
+    if (ctx.config.get("provider") or "local") != "aliyun":
+        ctx.progress(100, "nothing to release (local provider)")
+        return
+    import time
+
+    from image_build.finish import OnReceiver
+
+    time.sleep(float(ctx.config.get("release_grace_seconds", 600)))
+    OnReceiver(os.path.join(ctx.store.dir, "cloud_image.json")).release_self()
