@@ -35,6 +35,11 @@ def make_cloud_from(ctx, cfg, region_id=None):
     from image_build.cloud import make_cloud
 
     o = ctx.obj
+    if o["provider"] == "local":
+        return make_cloud(
+            "local", state_dir=o["local_dir"] or os.path.join(o["workdir"], "local-cloud"),
+            output_dir=o["output"], address=o["listen"], netns=o["netns"],
+            poll_interval=min(o["poll_interval"], 2.0))
     key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID") or (cfg.access_id if cfg else "")
     secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET") or (
         cfg.secret_key if cfg else "")
@@ -53,8 +58,20 @@ def make_cloud_from(ctx, cfg, region_id=None):
 @click.option("--workdir", default=".", show_default=True, metavar="DIR",
               help="work folder with user_config.json, client_data and cloud_state.json "
                    "(the record of every cloud resource made for this migration)")
-@click.option("--provider", default="aliyun", show_default=True, type=click.Choice(["aliyun"]),
-              help="which cloud to talk to")
+@click.option("--provider", default="aliyun", show_default=True,
+              type=click.Choice(["aliyun", "local"]),
+              help="which cloud to talk to: aliyun, or local (no cloud: the receiver "
+                   "appliance under qemu on this host, the image as qcow2 files)")
+@click.option("--local-dir", default=None, metavar="DIR",
+              help="local provider: its state folder (instances, disks, snapshots) "
+                   "[default: WORKDIR/local-cloud]")
+@click.option("--output", default=None, metavar="DIR",
+              help="local provider: where images are written [default: LOCAL_DIR/images]")
+@click.option("--listen", default="127.0.0.1", show_default=True, metavar="ADDR",
+              help="local provider: the host address the instance's ports 8080 and 8703 "
+                   "are forwarded on (the address the source uses)")
+@click.option("--netns", default=None, hidden=True,
+              help="local provider: run qemu in this network namespace (tests)")
 @click.option("--endpoint", default=None, metavar="HOST[:PORT]",
               help="API endpoint for both ECS and VPC instead of the regional default "
                    "(a proxy, a test server)")
@@ -71,8 +88,8 @@ def make_cloud_from(ctx, cfg, region_id=None):
               help="seconds between two status checks while waiting for the cloud")
 @click.option("-v", "--verbose", is_flag=True, help="show debug messages on the terminal")
 @click.pass_context
-def cli(ctx, workdir, provider, endpoint, protocol, use_ram_role, ram_role_credentials,
-        metadata_endpoint, poll_interval, verbose):
+def cli(ctx, workdir, provider, local_dir, output, listen, netns, endpoint, protocol,
+        use_ram_role, ram_role_credentials, metadata_endpoint, poll_interval, verbose):
     """Alibaba Cloud side of go2aliyun: start the intermediate instance
     (INSTANCE_FOR_GOTOALIYUN) that receives the migration, build the custom image, clean up.
 
@@ -85,7 +102,8 @@ def cli(ctx, workdir, provider, endpoint, protocol, use_ram_role, ram_role_crede
     ctx.obj.update(workdir=workdir, provider=provider, endpoint=endpoint, protocol=protocol,
                    use_ram_role=use_ram_role, ram_role_credentials=ram_role_credentials,
                    metadata_endpoint=metadata_endpoint, poll_interval=poll_interval,
-                   verbose=verbose)
+                   verbose=verbose, local_dir=local_dir, output=output, listen=listen,
+                   netns=netns)
 
 
 def _state(ctx):
@@ -233,6 +251,32 @@ def cleanup(ctx, config_path, yes):
     released = finishing.cleanup(cloud, state)
     click.echo("released: %s" % (", ".join(sorted(k for k, v in released.items() if v))
                                  or "nothing"))
+
+
+@cli.command("build-image")
+@click.option("--out", default=None, metavar="FILE",
+              help="also copy the appliance qcow2 here (default: only the cache)")
+@click.option("--cache", default=None, metavar="DIR",
+              help="cache folder [default: $GO2ALIYUN_CACHE or /var/cache/go2aliyun]")
+@click.pass_context
+def build_image(ctx, out, cache):
+    """Build the receiver appliance image.
+
+    With --provider local: a Debian 12 qcow2 (debootstrap, the receiver in a venv at
+    /opt/go2aliyun, cloud-init NoCloud, console on ttyS0), cached by its inputs, so a
+    rerun with no change is instant. Prints its path: give it to `launch
+    --receiver-image`.
+    """
+    from image_build import appliance
+
+    if ctx.obj["provider"] != "local":
+        raise ConfigError("build-image is available for --provider local only in this build",
+                          code="config.provider",
+                          hint="use --provider local, or make the ECS appliance image by hand")
+    setup(verbose=ctx.obj["verbose"])
+    path = appliance.build(out=out, cache_dir=cache,
+                           progress=lambda m: click.echo("build-image: " + m, err=True))
+    click.echo(path)
 
 
 def main(argv=None):

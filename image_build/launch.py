@@ -230,8 +230,9 @@ def ensure_instance(cloud, state, settings, mid, vsw_id, sg_id):
     inst_id = state.get("instance_id")
     if not inst_id:
         tls = state.get("tls")
-        text = userdata.render_user_data(tls["certificate"], tls["key"], tls["tokens_json"],
-                                         settings.cloud_config(mid))
+        text = userdata.render_user_data(
+            tls["certificate"], tls["key"], tls["tokens_json"],
+            cloud.receiver_config(settings.cloud_config(mid), client_token(mid, "instance")))
         disks = [(TARGET_SYSTEM_DISK, settings.system_disk_size)] + [
             (target_disk_name(i), size) for i, size in settings.data_disks]
         spec = InstanceSpec(settings.receiver_image_id, settings.instance_type, vsw_id, sg_id,

@@ -107,21 +107,26 @@ def render_fstab(layout):
     return "\n".join(rows) + "\n"
 
 
-def ensure_rootfs(cache_dir=None):
-    """Return the path of the cached debootstrap tarball, making it when missing."""
+def ensure_rootfs(cache_dir=None, packages=PACKAGES, configure=None):
+    """Return the path of the cached debootstrap tarball of ``packages``, making it when
+    missing. ``configure(tree)`` adjusts the tree before it is packed (default: the
+    sample server's hostname and network); the cache key is over the packages, so two
+    callers with different package lists never share a tarball."""
     cache_dir = cache_dir or default_cache_dir()
     os.makedirs(cache_dir, exist_ok=True)
-    tarball = os.path.join(cache_dir, "debian-%s-%s.tar" % (SUITE, rootfs_key()))
+    tarball = os.path.join(cache_dir, "debian-%s-%s.tar" % (SUITE, rootfs_key(
+        packages=packages)))
     if os.path.exists(tarball):
         log.info("using cached root tree %s", tarball)
         return tarball
     work = tempfile.mkdtemp(prefix="debootstrap-", dir=cache_dir)
     try:
         tree = os.path.join(work, "root")
-        log.info("debootstrap %s into %s (about 2 minutes)", SUITE, tree)
-        runner.run(["debootstrap", "--variant=" + VARIANT, "--include=" + ",".join(PACKAGES),
+        log.info("debootstrap %s into %s (a few minutes)", SUITE, tree)
+        runner.run(["debootstrap", "--variant=" + VARIANT, "--include=" + ",".join(packages),
                     SUITE, tree, MIRROR], timeout=1800)
-        _configure_tree(tree)
+        (configure or _configure_tree)(tree)
+        clean_apt_archives(tree)
         tmp = tarball + ".part"
         runner.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-C", tree, "-cf", tmp, "."],
                    timeout=900)
@@ -137,6 +142,9 @@ def _configure_tree(tree):
     with open(target_path(tree, "/etc/network/interfaces"), "w") as f:
         f.write("auto lo\niface lo inet loopback\n")
     # No password login is needed: the boot check reads the serial console only.
+
+
+def clean_apt_archives(tree):
     apt_clean = target_path(tree, "/var/cache/apt/archives")
     for name in os.listdir(apt_clean):
         if name.endswith(".deb"):
@@ -248,7 +256,7 @@ def _write_data(mnt):
         f.write("migrated by go2aliyun\n")
 
 
-def _install_grub(mnt, system_dev):
+def _install_grub(mnt, system_dev, root_part=2):
     """Install the tree's own GRUB for BIOS from a chroot, as Debian's installer would,
     make grub.cfg with its update-grub and put ``root=UUID=`` in it (in a chroot over
     a loop device without udev, grub-mkconfig writes /dev/loopNpM instead)."""
@@ -257,7 +265,7 @@ def _install_grub(mnt, system_dev):
         raise CommandError("no kernel in the sample tree")
     kver = kernels[-1][len("vmlinuz-"):]
     root_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value",
-                            _part(system_dev, 2)]).stdout.strip()
+                            _part(system_dev, root_part)]).stdout.strip()
     with _chroot(mnt):
         runner.run(["chroot", mnt, "grub-install", "--target=i386-pc", system_dev], timeout=300)
         runner.run(["chroot", mnt, "update-grub"], env={"GRUB_DISABLE_OS_PROBER": "true"},
@@ -265,7 +273,7 @@ def _install_grub(mnt, system_dev):
     cfg = target_path(mnt, "/boot/grub/grub.cfg")
     with open(cfg) as f:
         text = f.read()
-    text = text.replace("root=%s" % _part(system_dev, 2), "root=UUID=%s" % root_uuid)
+    text = text.replace("root=%s" % _part(system_dev, root_part), "root=UUID=%s" % root_uuid)
     with open(cfg, "w") as f:
         f.write(text)
     return kver

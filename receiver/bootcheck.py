@@ -124,9 +124,9 @@ OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
 def boot_and_watch(disks, firmware="bios", timeout=420, workdir=None, bus="virtio",
                    kernel=None, initrd=None, append=None, poll=0.5):
-    """Boot ``disks`` (raw images or block devices, system disk first) on throw-away
-    overlays and watch the serial console. Returns a BootVerdict; the console log is
-    kept in ``workdir`` (console.log)."""
+    """Boot ``disks`` (raw images, block devices or ``.qcow2`` files, system disk
+    first) on throw-away overlays and watch the serial console. Returns a
+    BootVerdict; the console log is kept in ``workdir`` (console.log)."""
     own_dir = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="go2aliyun-verify-")
     os.makedirs(workdir, exist_ok=True)
@@ -138,7 +138,8 @@ def boot_and_watch(disks, firmware="bios", timeout=420, workdir=None, bus="virti
             ov = os.path.join(workdir, "overlay%d.qcow2" % i)
             if os.path.exists(ov):
                 os.unlink(ov)
-            runner.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+            fmt = "qcow2" if str(disk).endswith(".qcow2") else "raw"
+            runner.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",
                         os.path.abspath(disk), ov])
             overlays.append(ov)
         vars_copy = None

@@ -32,7 +32,7 @@ import time
 
 import click
 
-from receiver import datachannel, tls, tokens
+from receiver import clouddisks, datachannel, tls, tokens
 from receiver import state as st
 from receiver.disks import apply as disks_apply
 from wire import CONTROL_PORT, DATA_PORT, logs, runner
@@ -285,6 +285,21 @@ def prepare_state(state_dir, bind, address, control_port, data_port, target_root
 
 # --- click -----------------------------------------------------------------------
 
+CLOUD_CONFIG = "/etc/go2aliyun/cloud.json"
+
+
+def read_cloud_config(path=CLOUD_CONFIG):
+    """cloud.json (written by launch through user-data), or {} when not launched so."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError("cannot read %s: %s" % (path, e),
+                         hint="relaunch the instance, or pass --disk and --provider") from e
+
+
 state_option = click.option("--state", "state_dir", default=DEFAULT_STATE, show_default=True,
                             type=click.Path(file_okay=False), help="the state folder")
 
@@ -336,14 +351,19 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
     disk_map = disks_apply.parse_disk_args(disks)
     if roots and disk_map:
         raise UsageError("give target disks (--disk) or target folders (--target-root), not both")
+    cloud = read_cloud_config()
+    if provider is None:
+        provider = (cloud.get("provider") or "aliyun") if cloud else "local"
+    if cloud and not roots and not disk_map:
+        disk_map = clouddisks.resolve(clouddisks.disks_from_cloud_config(cloud))
+        log.info("target disks from %s: %s", CLOUD_CONFIG, disk_map)
     if "system" not in roots and "system" not in disk_map:
         log.warning("no --disk system=/dev/X nor --target-root system=DIR: PREPARING will "
                     "fail until they are given")
-    if provider is None:
-        provider = "aliyun" if os.path.exists("/etc/go2aliyun/cloud.json") else "local"
     extra = {"disks": disk_map, "force_wipe": list(force_wipe), "provider": provider,
              "output": os.path.abspath(output) if output else None,
-             "no_verify_boot": no_verify_boot, "skip_mount_types": list(skip_mount_types)}
+             "no_verify_boot": no_verify_boot, "skip_mount_types": list(skip_mount_types),
+             "verify_boot": cloud.get("verify_boot")}
     ttl = parse_duration(token_ttl)
     address = address or guess_address(bind)
     store, status = prepare_state(state_dir, bind, address, control_port, data_port, roots,

@@ -15,9 +15,9 @@ Later parts plug in the real steps with :func:`register_step`; a step is
   (receiver.steps.prepare_disks), or maps ``--target-root NAME=DIR`` folders to rsync
   modules;
 * ``VERIFYING`` boots the converted disks under qemu (receiver.steps.verify_boot);
-* ``CONVERTING`` has no implementation and FAILS honestly with
-  ``conversion.unavailable`` ("conversion not available in this build"), so nothing
-  after it ever pretends success.
+* ``CONVERTING`` converts real disks (receiver.steps.convert_disks); with folder
+  targets it FAILS honestly with ``conversion.unavailable`` (a folder cannot be made
+  bootable), so nothing after it ever pretends success.
 """
 
 import logging
@@ -161,6 +161,15 @@ def prepare_targets(ctx):
     return prepare_folders(ctx)
 
 
+def convert(ctx):
+    """CONVERTING on real disks; folder targets cannot be made bootable."""
+    if ctx.config.get("disks"):
+        from receiver import steps
+
+        return steps.convert_disks(ctx)
+    return conversion_unavailable(ctx)
+
+
 def verify(ctx):
     from receiver import steps
 
@@ -168,7 +177,7 @@ def verify(ctx):
 
 
 register_step(State.PREPARING, prepare_targets)
-register_step(State.CONVERTING, conversion_unavailable)
+register_step(State.CONVERTING, convert)
 register_step(State.VERIFYING, verify)
 
 

@@ -114,6 +114,9 @@ TOKEN_HELP = " ".join([
 @click.option("--cutover", is_flag=True,
               help="the final pass (stop applications first), then make the image")
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.option("--no-check", is_flag=True,
+              help="go on despite preflight blockers (`go2aliyun check`), e.g. to copy a "
+                   "system that will not boot as it is")
 @click.option("--io-timeout", default=300, type=int, hidden=True,
               help="seconds without progress before a transfer counts as broken")
 @click.option("--retries", default=3, type=int, hidden=True,
@@ -121,7 +124,7 @@ TOKEN_HELP = " ".join([
 @config_options
 @click.pass_context
 def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_only, cutover,
-            yes, io_timeout, retries, overrides, legacy):
+            yes, no_check, io_timeout, retries, overrides, legacy):
     """Migrate this server: send the manifest, push every disk, make the image.
 
     Reruns continue where the last run stopped (state in WORKDIR/client_data). The
@@ -141,6 +144,7 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
         workdir=workdir, config=config_path, root=root, receiver=receiver, token=token,
         fingerprint=fingerprint, mode=mode, yes=yes or legacy.get("no_enter_key"),
         progressfile=legacy.get("progress_file"), io_timeout=io_timeout, retries=retries,
+        no_check=no_check,
         overrides=overrides, echo=lambda text: click.echo(text, err=True),
         confirm=lambda q: click.confirm(q, default=False, err=True))
     try:
@@ -150,6 +154,15 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
         click.echo("reason [%s]: %s" % (e.code, redact(str(e))))
         click.echo("log: %s" % getattr(e, "log_path", "-"))
         raise click.exceptions.Exit(e.exit_code) from None
+    except click.exceptions.Abort:
+        click.echo(mig.NOT_FINISHED)
+        click.echo("reason [usage.aborted]: not confirmed (use --yes to run unattended)")
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug: still say so the seed's way
+        click.echo(mig.NOT_FINISHED)
+        click.echo("reason [internal]: %s: %s" % (type(e).__name__, redact(str(e))))
+        click.echo("log: %s (it holds the traceback)" % getattr(e, "log_path", "-"))
+        raise click.exceptions.Exit(1) from None
     if outcome.finished:
         click.echo(mig.FINISHED)
         click.echo(outcome.message)

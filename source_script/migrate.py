@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from source_script import clientdata, push, tlsbridge
+from source_script import check, clientdata, push, tlsbridge
 from source_script import session as sess
 from wire import DATA_PORT, runner
 from wire import logs as wlogs
@@ -50,7 +50,8 @@ class Options(object):
 
     def __init__(self, workdir=".", config=None, root="/", receiver=None, token=None,
                  fingerprint=None, mode=FULL, yes=False, progressfile=None, io_timeout=300,
-                 retries=3, overrides=None, echo=None, confirm=None, poll_interval=2.0):
+                 retries=3, overrides=None, echo=None, confirm=None, poll_interval=2.0,
+                 no_check=False):
         self.workdir = os.path.abspath(workdir or ".")
         self.config = config
         self.root = os.path.abspath(root or "/")
@@ -66,6 +67,7 @@ class Options(object):
         self.echo = echo or (lambda text: sys.stderr.write(text + "\n"))
         self.confirm = confirm
         self.poll_interval = poll_interval
+        self.no_check = no_check
 
 
 class Outcome(object):
@@ -79,39 +81,26 @@ class Outcome(object):
 # ------------------------------------------------------------- config + plan
 
 def load_plan(opts, manifest):
-    """The plan sent to the receiver (docs/ARCHITECTURE.md): ``user_config.json`` after
-    the flag overrides, secrets removed, with the exact rsync filter rules per disk
-    (``source_script.excludes``). Returns (plan, notes)."""
+    """Configuration, excludes and preflight, as ``go2aliyun check`` does them, on the
+    manifest collected once: returns (plan, findings). ``plan`` is ``user_config.json``
+    after the flag overrides, secrets removed, with the exact rsync filter rules per disk
+    (docs/ARCHITECTURE.md); a bad configuration raises ``ConfigError``."""
     from source_script import config as cfg
     from source_script import excludes
     from source_script import overrides as ov
 
     path = ov.resolve_config_path(opts.config, opts.workdir)
     config = ov.effective_config(path, opts.overrides)
-    builder = getattr(cfg, "build_plan", None) or getattr(excludes, "build_plan", None)
     user_rules, notes = excludes.read_user_excludes(
         os.path.join(opts.workdir, excludes.EXCLUDES_DIR),
-        [d.index for d in config.data_disks])
+        [d.index for d in config.data_disks if d.src_path and d.src_path.startswith("/")])
     filters, more = excludes.plan_filters(
         config.data_disks, manifest, user_rules,
         excludes.protect_paths(opts.root, opts.workdir, path))
-    notes = list(notes) + list(more)
-    if builder is not None:
-        return builder(config, filters), notes
-    return plan_from(config, filters), notes
-
-
-def plan_from(config, filters):
-    """Pure: the plan document from a validated config and the filter rules."""
-    return {
-        "image_name": config.image_name or None,
-        "platform": config.platform or None,
-        "architecture": config.architecture or None,
-        "system_disk_size": config.system_disk_size,
-        "bandwidth_limit": config.bandwidth_limit or 0,
-        "data_disks": [d.to_dict() for d in config.data_disks],
-        "filters": filters,
-    }
+    facts = check.probe_facts(config, opts.root, path)
+    facts["exclude_notes"] = list(notes) + list(more)
+    findings = check.evaluate(config, manifest, facts)
+    return cfg.build_plan(config, filters, manifest), findings
 
 
 def disk_sources(plan, root):
@@ -223,12 +212,17 @@ class Migration(object):
         sdir = clientdata.session_dir(self.workdir)
         cert = os.path.join(sdir, sess.CERT_FILE)
         key = os.path.join(sdir, sess.KEY_FILE)
-        if data.get("migration_id") and os.path.exists(cert) and os.path.exists(key):
+        if os.path.exists(cert) and os.path.exists(key):
+            # a session was opened before (also when the run died right after the
+            # trade, before client_data learnt the migration id)
             recv.pop("token", None)
-            clientdata.update(self.workdir, receiver=recv)
             self.client = sess.Client(address, fingerprint, cert=cert, key=key)
-            self.session = data.get("session") or {}
-            log.info("resuming migration %s with receiver %s", data["migration_id"], address)
+            self.session = data.get("session") or {"dir": clientdata.SESSION_DIR,
+                                                   "data_port": DATA_PORT}
+            migration_id = data.get("migration_id") or self.current().get("id")
+            clientdata.update(self.workdir, receiver=recv, migration_id=migration_id,
+                              session=self.session)
+            log.info("resuming migration %s with receiver %s", migration_id, address)
             return
         self.say("Opening a session with the receiver %s ..." % address)
         client, answer = sess.open_session(address, fingerprint, token, sdir)
@@ -370,9 +364,15 @@ class Migration(object):
                                   hint="install it: `yum install -y rsync` or "
                                        "`apt-get install -y rsync`")
         manifest = collect_manifest(opts.root)
-        plan, notes = load_plan(opts, manifest)
-        for note in notes:
-            log.warning("excludes: %s", note.get("message") if isinstance(note, dict) else note)
+        plan, findings = load_plan(opts, manifest)
+        for f in findings:
+            if f["severity"] in ("warning", "blocker"):
+                log.warning("check %s: %s: %s", f["check"], f["severity"], f["message"])
+        if check.blocked(findings):
+            if not opts.no_check:
+                raise check.failure({"findings": findings})
+            self.say("Preflight blockers ignored (--no-check): %s" % "; ".join(
+                f["check"] for f in findings if f["severity"] == "blocker"))
         data = clientdata.load(self.workdir)
         self.open()
         if data.get("status") == "Finished":

@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 
-from source_script import tlsbridge
+from source_script import excludes, tlsbridge
 from wire import runner
 from wire.errors import (
     CommandNotFound,
@@ -37,6 +37,9 @@ PARTIAL_DIR = ".go2aliyun-partial"
 # rsync exit codes that mean "the connection went away": worth a retry.
 NETWORK_CODES = (10, 12, 30, 35, 255)
 VANISHED = 24
+# compression: off, on or auto (the default: on when the link, not the CPU or the
+# disks, holds the push back; see :class:`LinkWatch`)
+COMPRESS_ENV = "GO2ALIYUN_COMPRESS"
 
 _PROGRESS = re.compile(
     r"^\s*([\d,]+)\s+(\d+)%\s+([\d.]+)([kMGT]?B)/s\s+(\d+):(\d\d):(\d\d)")
@@ -133,22 +136,56 @@ def filter_rules(rules, source_dir, workdir=None):
         src = os.path.abspath(source_dir).rstrip("/") + "/"
         wd = os.path.abspath(workdir).rstrip("/") + "/"
         if wd.startswith(src) and wd != src:
-            out.append("- /" + wd[len(src):])
+            out.append("- /" + excludes.escape(wd[len(src):]))
     out.extend(r for r in (rules or []) if r and r.strip())
     return out
 
 
-def rsync_argv(source_dir, url, filter_file=None, bwlimit=0, timeout=300, rsync="rsync"):
-    """The rsync command for one disk (no secret in it: the bridge reads its env)."""
+def rsync_argv(source_dir, url, filter_file=None, bwlimit=0, timeout=300, rsync="rsync",
+               compress=()):
+    """The rsync command for one disk (no secret in it: the bridge reads its env).
+    ``compress`` is :func:`compress_args`' answer when compression is on."""
     argv = [rsync, "-aHAXS", "--numeric-ids", "--no-devices", "--delete",
             "--no-inc-recursive", "--partial", "--partial-dir=" + PARTIAL_DIR,
             "--info=progress2", "--stats", "--timeout=%d" % int(timeout)]
     if bwlimit:
         argv.append("--bwlimit=%d" % int(bwlimit))
+    argv.extend(compress or ())
     if filter_file:
         argv.append("--filter=merge " + filter_file)
     argv += [source_dir.rstrip("/") + "/", url]
     return argv
+
+
+def compress_modes(version_text):
+    """Pure: the compressors ``rsync --version`` lists (3.2+), [] when it names none
+    (older rsync: zlib only)."""
+    lines = (version_text or "").splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().lower().startswith("compress list"):
+            return lines[i + 1].split() if i + 1 < len(lines) else []
+    return []
+
+
+def compress_args(version_text):
+    """Pure: rsync options for compression: zstd (fast, 3-4x on text at a few hundred
+    MB/s per core) when this rsync has it, else zlib at level 1 (rsync < 3.2)."""
+    if "zstd" in compress_modes(version_text):
+        return ["-z", "--compress-choice=zstd", "--compress-level=3"]
+    return ["-z", "--compress-level=1"]
+
+
+def compress_mode(env=None):
+    """``off``, ``on`` or ``auto`` from :data:`COMPRESS_ENV` (default ``auto``)."""
+    value = (env if env is not None else os.environ).get(COMPRESS_ENV, "auto").strip().lower()
+    if value in ("0", "no", "false"):
+        return "off"
+    if value in ("1", "yes", "true"):
+        return "on"
+    if value not in ("off", "on", "auto"):
+        raise TransferError("%s=%r: use off, on or auto" % (COMPRESS_ENV, value),
+                            code="config.compress")
+    return value
 
 
 def module_url(host, module):
@@ -264,8 +301,11 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
         filter_file = os.path.join(rules_dir, "filters-%s.rules" % disk)
         with open(filter_file, "w") as f:
             f.write("\n".join(rules) + "\n")
+    compress = ()
+    if compress_mode() == "on":
+        compress = compress_args(runner.run([rsync, "--version"], ok_codes=None).stdout)
     argv = rsync_argv(source_dir, module_url(host, module), filter_file, bwlimit, timeout,
-                      rsync=rsync)
+                      rsync=rsync, compress=compress)
     prog, env = tlsbridge.connect_prog()
     env = dict(env)
     env.update(bridge)

@@ -159,9 +159,7 @@ def error_from_response(status, body, what):
         cls = TransferError
     elif code.startswith("disk."):
         cls = DiskError
-    elif code.startswith("manifest.") or code.startswith("request.") or code == "not_found":
-        cls = ReceiverError
-    else:
+    else:  # manifest.*, request.*, not_found, internal: the receiver's word, exit 9
         cls = ReceiverError
     e = cls(redact(message), code=code, hint=hint)
     e.http_status = status

@@ -1,6 +1,7 @@
 """stdio <-> TLS relay: rsync's ``RSYNC_CONNECT_PROG`` for the data channel.
 
-rsync runs ``go2aliyun tls-bridge HOST`` (``%H``) and talks the rsync daemon
+rsync runs ``go2aliyun tls-bridge HOST`` (``%H``; in fact ``python -m
+source_script.tlsbridge HOST``, see :func:`connect_prog`) and talks the rsync daemon
 protocol over the bridge's stdin/stdout. The bridge connects to the receiver's
 data port (8703), presents the session's client certificate, checks the pinned
 SHA-256 fingerprint of the receiver's certificate before relaying one byte, and
@@ -46,16 +47,17 @@ BUFFER = 512 * 1024
 def connect_prog(python=None):
     """The ``RSYNC_CONNECT_PROG`` value and the environment it needs.
 
-    Runs this package's ``cli`` with the same interpreter; ``PYTHONPATH`` points at
-    the folder (or zipapp) holding ``source_script``. rsync runs the string with
-    ``sh -c`` and replaces ``%H`` by the host.
+    Runs this module (what ``go2aliyun tls-bridge`` runs, without click: click 7 on
+    Python 3.6 refuses the ``LC_ALL=C`` rsync inherits) with the same interpreter;
+    ``PYTHONPATH`` points at the folder (or zipapp) holding ``source_script``. rsync runs
+    the string with ``sh -c`` and replaces ``%H`` by the host.
     """
     import source_script
 
     base = os.path.dirname(os.path.dirname(os.path.abspath(source_script.__file__)))
     # "exec": sh replaces itself by the bridge, so the bridge is rsync's own child and
     # PR_SET_PDEATHSIG ends it with rsync
-    prog = "exec %s -m source_script.cli tls-bridge %%H" % shlex.quote(python or sys.executable)
+    prog = "exec %s -m source_script.tlsbridge %%H" % shlex.quote(python or sys.executable)
     env = {"PYTHONPATH": base}
     return prog, env
 

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from wire import runner
+from wire import logs, runner
 
 REAL_COMMAND_MARKERS = ("commands", "root", "qemu")
 
@@ -27,6 +27,15 @@ def _forbid_real_commands(request, monkeypatch):
         )
 
     monkeypatch.setattr(runner, "_popen", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets():
+    """Secrets registered by one test (a token, a key) must not mask another test's
+    output: the registry is process-wide by design."""
+    yield
+    with logs._lock:
+        logs._secrets.clear()
 
 
 def pytest_runtest_setup(item):

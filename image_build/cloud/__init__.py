@@ -37,8 +37,17 @@ def aliyun_from_settings(region_id, access_key_id=None, access_key_secret=None,
     return AliyunCloud(region_id, cred, endpoint=endpoint, protocol=protocol, **kw)
 
 
+LOCAL_SETTINGS = ("state_dir", "output_dir", "address", "ports", "netns", "memory_mib", "smp",
+                  "accel", "verify_images", "verify_timeout", "autostart", "poll_interval")
+
+
 def make_cloud(provider, **settings):
     if provider == "aliyun":
         return aliyun_from_settings(**settings)
+    if provider == "local":
+        from image_build.cloud.local import LocalCloud
+
+        return LocalCloud(**{k: v for k, v in settings.items()
+                             if k in LOCAL_SETTINGS and v is not None})
     raise ConfigError("unknown cloud provider %r" % provider, code="config.provider",
-                      hint="use --provider aliyun (the local provider comes later)")
+                      hint="use --provider aliyun or --provider local")

@@ -154,6 +154,12 @@ class Cloud(object):
         """``{"id", "name", "status", "progress"}`` or None."""
         raise NotImplementedError
 
+    def receiver_config(self, config, instance_token):
+        """The cloud.json the receiver of the instance made with ``instance_token`` gets
+        (launch renders it into the user-data before RunInstances). A provider that knows
+        more than launch (e.g. the local one: its disk ids, who verifies) adds it here."""
+        return config
+
     def run_instance(self, spec, client_token):
         raise NotImplementedError
 

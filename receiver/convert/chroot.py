@@ -10,7 +10,6 @@ system. Every change to the target is put back when the block ends.
 import contextlib
 import logging
 import os
-import shutil
 import stat
 
 from wire import runner
@@ -92,10 +91,6 @@ def chroot(root, firmware="bios", resolv_conf="/etc/resolv.conf"):
             return runner.run(["chroot", root] + list(argv), env=full_env, timeout=timeout,
                               **kw)
         yield run
-
-
-def copy_tree_file(src, dst):
-    shutil.copy2(src, dst)
 
 
 __all__ = ["chroot", "BINDS", "POLICY_RC_D"]

@@ -169,6 +169,10 @@ def rewrite_cmdline(value, targets, notes, add_console=False, where="cmdline"):
 
 
 _VAR_RE = re.compile(r"^(\s*)(export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)$")
+_TERMINAL_RE = re.compile(r"^(\s*)(export\s+)?(GRUB_TERMINAL(?:_OUTPUT|_INPUT)?|"
+                          r"GRUB_SERIAL_COMMAND)=(.*)$")
+GRUB_TERMINAL = "console serial"
+GRUB_SERIAL_COMMAND = "serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1"
 
 
 def _shell_unquote(v):
@@ -189,7 +193,14 @@ def plan_default_grub(text, targets, notes, is_main, where):
     """/etc/default/grub (``is_main``) or a grub.d/*.cfg file, rewritten (pure). The
     console arguments go into GRUB_CMDLINE_LINUX of the main file, and of any grub.d file
     that sets it (it would override the main one)."""
-    lines = text.splitlines()
+    lines = []
+    for raw in text.splitlines():
+        m = _TERMINAL_RE.match(raw)
+        if m:  # GRUB talks on the serial console too (ECS has one, and no screen)
+            if m.group(3) in ("GRUB_TERMINAL", "GRUB_SERIAL_COMMAND"):
+                continue
+            raw = "#" + raw.lstrip() + "  # %s: GRUB_TERMINAL is used" % MARK
+        lines.append(raw)
     seen_linux = False
     for i, raw in enumerate(lines):
         m = _VAR_RE.match(raw)
@@ -207,6 +218,9 @@ def plan_default_grub(text, targets, notes, is_main, where):
     if is_main and not seen_linux:
         lines.append("GRUB_CMDLINE_LINUX=%s" % _shell_quote(
             rewrite_cmdline("", targets, notes, add_console=True, where=where)))
+    if is_main or re.search(r"^\s*(export\s+)?GRUB_TERMINAL=", text, re.M):
+        lines.append("GRUB_TERMINAL=%s" % _shell_quote(GRUB_TERMINAL))
+        lines.append("GRUB_SERIAL_COMMAND=%s" % _shell_quote(GRUB_SERIAL_COMMAND))
     return "\n".join(lines) + "\n"
 
 
@@ -325,6 +339,13 @@ def _norm_mod(name):
     return name.replace("-", "_")
 
 
+# a driver is built in when its kernel config symbol is "y"
+CONFIG_SYMBOLS = {"virtio": "CONFIG_VIRTIO", "virtio_ring": "CONFIG_VIRTIO",
+                  "virtio_pci": "CONFIG_VIRTIO_PCI", "virtio_blk": "CONFIG_VIRTIO_BLK",
+                  "virtio_scsi": "CONFIG_SCSI_VIRTIO", "virtio_net": "CONFIG_VIRTIO_NET",
+                  "nvme": "CONFIG_BLK_DEV_NVME"}
+
+
 def installed_kernels(root):
     """Kernel versions with an image in /boot (rescue images skipped), sorted."""
     out = []
@@ -353,6 +374,10 @@ def kernel_drivers(root, kver):
                     line = line.strip()
                     if line:
                         builtin.add(_norm_mod(posixpath.basename(line).split(".ko")[0]))
+    config = read_target(root, "/boot/config-" + kver) or ""
+    for d, sym in CONFIG_SYMBOLS.items():
+        if re.search(r"^%s=y\s*$" % sym, config, re.M):
+            builtin.add(d)
     status = {}
     for d in distro_mod.VIRTIO_DRIVERS + distro_mod.EXTRA_DRIVERS:
         status[d] = "module" if d in modules else "builtin" if d in builtin else "missing"
@@ -487,12 +512,42 @@ def plan_network(root, edits, notes):
     # ifupdown
     text = read_target(root, "/etc/network/interfaces")
     if text is not None and not glob.glob(target_path(root, "/etc/netplan/*.yaml")):
-        stanzas = [text] + [read_target(root, "/etc/network/interfaces.d/" + os.path.basename(p))
-                            or "" for p in glob.glob(target_path(root,
-                                                                 "/etc/network/interfaces.d/*"))]
-        if not any(re.search(r"^\s*iface\s+eth0\s", t, re.M) for t in stanzas):
-            _edit(edits, "/etc/network/interfaces", text.rstrip("\n") + "\n" + IFUPDOWN_ETH0,
-                  "DHCP on the first NIC")
+        others = [read_target(root, "/etc/network/interfaces.d/" + os.path.basename(p)) or ""
+                  for p in glob.glob(target_path(root, "/etc/network/interfaces.d/*"))]
+        new = plan_ifupdown(text, add_eth0=not any(
+            re.search(r"^\s*iface\s+eth0\s", t, re.M) for t in others))
+        if new is not None:
+            _edit(edits, "/etc/network/interfaces", new,
+                  "MAC-bound config removed, DHCP on the first NIC")
+
+
+_IFUPDOWN_STANZA = re.compile(r"^\s*(iface|auto|allow-\S+|mapping|source|source-directory)\b")
+_STATIC_OPTS = ("address", "netmask", "gateway", "broadcast", "network", "pointopoint")
+
+
+def plan_ifupdown(text, add_eth0=True):
+    """/etc/network/interfaces: ``hwaddress`` lines dropped; eth0 (the first NIC with
+    net.ifnames=0) on DHCP: a static eth0 stanza becomes ``inet dhcp`` without its
+    addresses, a missing one is added. None when nothing changes."""
+    out = []
+    in_eth0 = False
+    has_eth0 = False
+    for raw in text.splitlines():
+        if _IFUPDOWN_STANZA.match(raw):
+            in_eth0 = False
+            m = re.match(r"^(\s*iface\s+eth0\s+inet\s+)(\S+)(.*)$", raw)
+            if m:
+                has_eth0 = in_eth0 = True
+                if m.group(2) in ("static", "manual"):
+                    raw = m.group(1) + "dhcp" + m.group(3)
+        elif re.match(r"^\s*hwaddress\b", raw) or (
+                in_eth0 and (raw.split() or [""])[0] in _STATIC_OPTS):
+            continue
+        out.append(raw)
+    new = "\n".join(out) + "\n"
+    if not has_eth0 and add_eth0:
+        new = new.rstrip("\n") + "\n" + IFUPDOWN_ETH0
+    return None if new == text else new
 
 
 def cloud_init_installed(root):
@@ -520,6 +575,12 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
         raise ConversionError("a BIOS system needs the target system disk for grub-install",
                               code="conversion.no_system_device",
                               hint="pass the device that holds the system module")
+    system_disk = (prepared.get("devices") or {}).get("system")
+    if firmware == "bios" and system_disk and system_device != system_disk:
+        raise ConversionError(
+            "grub-install would go to %s, which is not the target system disk %s"
+            % (system_device, system_disk), code="conversion.wrong_system_device",
+            hint="the boot loader goes only to the disk prepared for the system module")
     targets = targets or Targets(prepared, manifest)
     if targets.root() is None:
         raise ConversionError("the prepared disks hold no filesystem for /",

@@ -102,6 +102,7 @@ class Targets(object):
             for p in d.get("partitions") or []:
                 if p.get("path") and p.get("partuuid"):
                     self.source_partuuid_of[_low(p["partuuid"])] = p["path"]
+        self.disk_aliases = learn_disk_aliases(manifest)
 
     # ------------------------------------------------------------------ lookups
     def by_id(self, fid):
@@ -135,12 +136,16 @@ class Targets(object):
                     return f
         return None
 
-    def _by_device(self, path):
+    def _by_device(self, path, aliased=False):
         for f in self.filesystems:
             if f.get("source_device") == path:
                 return f
         if path in self.source_uuid_of:
             return self._by_source_uuid(self.source_uuid_of[path])
+        if not aliased:
+            other = apply_disk_alias(path, self.disk_aliases)
+            if other:
+                return self._by_device(other, aliased=True)
         return None
 
     def resolve(self, spec, mountpoint=None):
@@ -219,3 +224,53 @@ class Targets(object):
 
 
 __all__ = ["Targets", "split_tag", "lv_from_path", "DEVICE_NAME_RE"]
+
+
+PART_RE = re.compile(r"^(/dev/(?:(?:sd|hd|xvd|vd)[a-z]+|nvme\d+n\d+|loop\d+|mmcblk\d+))(p?)(\d+)$")
+
+
+def _split_partition(path):
+    """``/dev/sda3`` -> ("/dev/sda", 3); ``/dev/loop0p2`` -> ("/dev/loop0", 2)."""
+    m = PART_RE.match(path or "")
+    if not m:
+        return None, None
+    return m.group(1), int(m.group(3))
+
+
+def learn_disk_aliases(manifest):
+    """Which disk the source's fstab calls by another name (pure).
+
+    A system read offline (``go2aliyun migrate --root DIR``, a disk attached to another
+    machine) names its disks as its own machine did (``/dev/sda``) while the inventory
+    saw them attached elsewhere (``/dev/loop0``, ``/dev/sdc``). An fstab entry whose
+    mount point was mounted tells the pair: ``/dev/sda2 /`` with ``/`` mounted from
+    ``/dev/loop0p2`` gives sda -> loop0, which then resolves ``/dev/sda3`` (swap, not
+    mounted) to ``/dev/loop0p3``. Only unambiguous pairs with the same partition
+    number are kept.
+    """
+    mounted = {}
+    for f in (manifest or {}).get("filesystems") or []:
+        if f.get("mountpoint") and f.get("device"):
+            mounted[posixpath.normpath(f["mountpoint"])] = f["device"]
+    known = set(mounted.values())
+    pairs = {}
+    for e in (manifest or {}).get("fstab") or []:
+        spec, where = e.get("spec") or "", e.get("file") or ""
+        if spec in known or not where.startswith("/"):
+            continue
+        dev = mounted.get(posixpath.normpath(where))
+        a_disk, a_num = _split_partition(spec)
+        b_disk, b_num = _split_partition(dev)
+        if a_disk and b_disk and a_num == b_num and a_disk != b_disk:
+            pairs.setdefault(a_disk, set()).add(b_disk)
+    return {a: next(iter(b)) for a, b in pairs.items() if len(b) == 1}
+
+
+def apply_disk_alias(path, aliases):
+    """``/dev/sda3`` with {"/dev/sda": "/dev/loop0"} -> "/dev/loop0p3" (None if no alias)."""
+    disk, num = _split_partition(path)
+    if not disk or disk not in aliases:
+        return None
+    other = aliases[disk]
+    sep = "p" if other[-1].isdigit() else ""
+    return "%s%s%d" % (other, sep, num)

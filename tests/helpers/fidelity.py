@@ -1,7 +1,8 @@
 """Compare a source tree with its copy: the proof that a push kept everything.
 
 :func:`snapshot` records, per relative path: type, mode (with setuid/setgid/sticky),
-numeric owner, size, SHA-256 of the content, symlink target, mtime (ns), every
+numeric owner, size, SHA-256 of the content, symlink target, mtime (ns for files,
+seconds for the rest: rsync's own precision), every
 xattr (POSIX ACLs are the ``system.posix_acl_*`` xattrs), allocated bytes and the
 hard-link group. :func:`compare` lists every difference: missing, extra, changed
 fields, hard-link groups split or merged, a sparse file that got filled, and paths
@@ -65,9 +66,9 @@ def snapshot(root, skip=()):
         kind = _kind(st.st_mode)
         rec = {"kind": kind, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
                "gid": st.st_gid, "xattrs": _xattrs(path)}
-        # rsync keeps nanoseconds for files and folders, whole seconds for symlinks
-        # and specials
-        rec["mtime"] = st.st_mtime_ns if kind in ("file", "dir") else int(st.st_mtime)
+        # rsync keeps nanoseconds for regular files; for folders, symlinks and specials
+        # it compares (and so keeps) whole seconds
+        rec["mtime"] = st.st_mtime_ns if kind == "file" else int(st.st_mtime)
         if kind == "file":
             rec["size"] = st.st_size
             rec["sha256"] = _sha256(path)

@@ -65,7 +65,8 @@ def test_rendered_user_data_carries_the_receiver_identity_and_unit(identity, tmp
     exec_start = unit["Service"]["ExecStart"]
     assert exec_start.endswith("go2aliyun-receiver serve --state /var/lib/go2aliyun")
     assert unit["Install"]["WantedBy"] == "multi-user.target"
-    assert ["systemctl", "enable", "--now", "go2aliyun-receiver.service"] in doc["runcmd"]
+    assert ["systemctl", "enable", "--now", "--no-block",
+            "go2aliyun-receiver.service"] in doc["runcmd"]
 
 
 @pytest.mark.commands

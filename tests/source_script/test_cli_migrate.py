@@ -38,7 +38,7 @@ def test_migrate_without_receiver_is_not_finished_with_reason_and_log(tmp_path, 
     monkeypatch.setattr("source_script.migrate.collect_manifest", lambda root: {})
     monkeypatch.setattr("source_script.migrate.runner.which", lambda n, path=None: "/x/" + n)
     rc = cli.main(["migrate", "--workdir", str(tmp_path), "--root", str(tmp_path), "--yes",
-                   "--image-name", "IMG_1"])
+                   "--image-name", "IMG_1", "--no-check"])
     out = capsys.readouterr().out
     assert rc == 3
     assert "Goto Aliyun Not Finished!" in out

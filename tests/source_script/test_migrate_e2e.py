@@ -7,6 +7,7 @@ source tree, and removes them in finally (fixtures), even when it fails.
 """
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -20,7 +21,8 @@ import pytest
 
 from source_script import clientdata
 from tests.helpers import fidelity, sourcetree
-from tests.helpers.netns import netns_pair, stop_process
+from tests.helpers.netns import netns_pair
+from tests.helpers.receiver import Receiver
 from wire import runner
 
 pytestmark = pytest.mark.root
@@ -31,54 +33,6 @@ NOT_FINISHED = "Goto Aliyun Not Finished!"
 CONFIG = {"access_id": "", "secret_key": "", "region_id": "", "image_name": "E2E_IMAGE",
           "system_disk_size": 40, "platform": "Debian", "architecture": "x86_64",
           "bandwidth_limit": 0, "data_disks": []}
-
-
-class Receiver(object):
-    """go2aliyun-receiver serve inside the `ecs` namespace."""
-
-    def __init__(self, net, base, roots):
-        self.net = net
-        self.state = os.path.join(base, "state")
-        self.roots = roots
-        self.proc = None
-        self.log = os.path.join(base, "receiver.out")
-        self.status = {}
-
-    def start(self, fresh=True):
-        argv = [sys.executable, "-m", "receiver.cli", "serve", "--state", self.state,
-                "--bind", self.net.ecs_ip, "--address", self.net.ecs_ip, "--no-console",
-                "--workers", "1"]
-        for name, path in sorted(self.roots.items()):
-            argv += ["--target-root", "%s=%s" % (name, path)]
-        with open(self.log, "ab") as out:
-            self.proc = self.net.start(self.net.ecs, argv, cwd=REPO, stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        path = os.path.join(self.state, "status.json")
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("receiver died: %s" % _tail(self.log))
-            try:
-                with open(path) as f:
-                    self.status = json.load(f)
-                if self.status.get("fingerprint") and (self.status.get("token") or not fresh):
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        self.net.wait_port(self.net.src, self.net.ecs_ip, 8080, timeout=60)
-        self.net.wait_port(self.net.src, self.net.ecs_ip, 8703, timeout=60)
-        return self
-
-    def stop(self):
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.net.procs.remove(self.proc)
-            self.proc = None
-
-    def document(self):
-        with open(os.path.join(self.state, "migration.json")) as f:
-            return json.load(f)
 
 
 class World(object):
@@ -110,21 +64,29 @@ class World(object):
     def fingerprint(self):
         return self.receiver.status["fingerprint"]
 
+    # how the source script is started: the checkout, or (see the zipapp test) a
+    # go2aliyun.pyz under another interpreter
+    prefix = (sys.executable, "-m", "source_script.cli")
+    pythonpath = REPO
+
     def argv(self, *extra):
-        return [sys.executable, "-m", "source_script.cli", "migrate", "--workdir", self.work,
+        return list(self.prefix) + ["migrate", "--workdir", self.work,
                 "--root", self.root, "--receiver", self.net.ecs_ip, "--fingerprint",
-                self.fingerprint, "--yes", "--io-timeout", "15"] + list(extra)
+                self.fingerprint, "--yes", "--io-timeout", "15", "--no-check"] + list(extra)
 
     def env(self):
-        return {"GO2ALIYUN_TOKEN": self.token, "PYTHONPATH": REPO}
+        env = {"GO2ALIYUN_TOKEN": self.token}
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        return env
 
     def migrate(self, *extra, timeout=180):
         r = self.net.run(self.net.src, self.argv(*extra), env=self.env(), ok_codes=None,
-                         timeout=timeout, cwd=REPO)
+                         timeout=timeout, cwd=self.work)
         return r
 
     def start_migrate(self, *extra):
-        return self.net.start(self.net.src, self.argv(*extra), env=self.env(), cwd=REPO,
+        return self.net.start(self.net.src, self.argv(*extra), env=self.env(), cwd=self.work,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL)
 
@@ -133,14 +95,6 @@ class World(object):
 
     def client_data(self):
         return clientdata.load(self.work)
-
-
-def _tail(path, n=3000):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-n:]
-    except OSError:
-        return ""
 
 
 def _show(r):
@@ -182,11 +136,44 @@ def _wait_bytes(path, at_least, proc, timeout=60):
 
 # ------------------------------------------------------------------------ tests
 
-def test_full_push_is_faithful(world):
-    r = world.migrate("--sync-only")
+@pytest.fixture
+def world_with_data_disk(tmp_path):
+    """The source has a data disk at /srv/disk1 (its own tree), the receiver a target
+    root for it."""
+    with netns_pair() as net:
+        w = World(net, str(tmp_path))
+        w.disk1_src = os.path.join(w.root, "srv", "disk1")
+        os.makedirs(w.disk1_src)
+        w.disk1_tree = sourcetree.build(w.disk1_src)
+        w.disk1_target = os.path.join(str(tmp_path), "target-disk1")
+        os.makedirs(w.disk1_target)
+        w.receiver.roots["disk1"] = w.disk1_target
+        w.config["data_disks"] = [{"data_disk_index": 1, "data_disk_size": 20,
+                                   "src_path": "/srv/disk1"}]
+        w.write_config()
+        w.receiver.start()
+        try:
+            yield w
+        finally:
+            w.receiver.stop()
+
+
+def test_full_push_is_faithful(world_with_data_disk):
+    world = world_with_data_disk
+    progressfile = os.path.join(world.base, "progress")
+    r = world.migrate("--sync-only", "--progressfile", progressfile)
     assert r.returncode == 0, _show(r)
     assert "sync pass done" in r.stdout
-    assert world.faithful() == []
+    with open(progressfile) as f:
+        assert f.read() == "DoRsync\n100\n"
+    # the system disk holds everything but the data disk's content (its folder stays)
+    assert fidelity.compare(world.root, world.target,
+                            world.tree.excluded + ["srv/disk1/*"]) == []
+    assert os.listdir(os.path.join(world.target, "srv", "disk1")) == []
+    # the data disk: its own tree, with the data disk's default excludes only
+    assert fidelity.compare(world.disk1_src, world.disk1_target,
+                            ["lost+found/*"]) == []
+    assert world.client_data()["disks"]["disk1"]["state"] == "synced"
     doc = world.receiver.document()
     assert doc["state"] == "READY_FOR_DATA"
     assert [p["final"] for p in doc["passes"]] == [False]
@@ -199,6 +186,26 @@ def test_full_push_is_faithful(world):
     assert os.stat(os.path.join(world.work, "client_data")).st_mode & 0o777 == 0o600
     # the work folder never reaches the copy, nor does anything excluded
     assert not os.path.exists(os.path.join(world.target, "var", "cache", "skipme", "big"))
+
+
+def _python36():
+    found = sorted(glob.glob("/root/.pyenv/versions/3.6*/bin/python3.6")) + [
+        p for p in ("/usr/bin/python3.6", "/usr/local/bin/python3.6") if os.path.exists(p)]
+    return found[0] if found else None
+
+
+@pytest.mark.skipif(_python36() is None, reason="no python3.6 on this machine")
+def test_zipapp_on_python36_pushes_faithfully(world):
+    """The source side as shipped: go2aliyun.pyz (click 7.1.2) on Python 3.6, the TLS
+    bridge included, under rsync's LC_ALL=C."""
+    pyz = os.path.join(world.base, "go2aliyun.pyz")
+    runner.run([sys.executable, "-m", "image_build.pyz", "-o", pyz], cwd=REPO, timeout=300)
+    world.prefix = (_python36(), pyz)
+    world.pythonpath = None  # and the cwd is the work folder: only the zipapp has the code
+    r = world.migrate("--sync-only")
+    assert r.returncode == 0, _show(r)
+    assert world.faithful() == []
+    assert world.client_data()["disks"]["system"]["state"] == "synced"
 
 
 def test_sync_only_twice_then_cutover(world):
@@ -229,6 +236,11 @@ def test_sync_only_twice_then_cutover(world):
         assert NOT_FINISHED in r.stdout, _show(r)
         assert doc["state"] == "FAILED" and doc["error"]["step"] == "CONVERTING"
         assert re.search(r"log: .*/logs/go2aliyun-.*\.log", r.stdout)
+        # a rerun retries the failed step once (and says so), then reports again
+        r = world.migrate("--cutover")
+        assert "retrying it" in r.stderr, _show(r)
+        assert r.returncode != 0 and NOT_FINISHED in r.stdout, _show(r)
+        assert world.receiver.document()["error"]["step"] == "CONVERTING"
 
 
 def test_sigkill_mid_transfer_then_rerun_sends_only_the_rest(world):
@@ -349,6 +361,17 @@ def test_network_security(world):
     assert "auth.token_used" in r.stdout, _show(r)
 
 
+def test_preflight_blockers_stop_before_anything_is_sent(world):
+    # the test tree has no kernel and no boot loader: `go2aliyun check` blocks
+    argv = [a for a in world.argv("--sync-only") if a != "--no-check"]
+    r = world.net.run(world.net.src, argv, env=world.env(), ok_codes=None, timeout=60,
+                      cwd=REPO)
+    assert r.returncode == 4, _show(r)
+    assert NOT_FINISHED in r.stdout and "check.blocked" in r.stdout and "kernel" in r.stdout
+    assert world.receiver.document()["state"] == "NEW"
+    assert os.listdir(world.target) == []
+
+
 def test_wrong_fingerprint_sends_nothing(world):
     argv = world.argv("--sync-only")
     argv[argv.index("--fingerprint") + 1] = "AB" * 32
@@ -356,9 +379,17 @@ def test_wrong_fingerprint_sends_nothing(world):
                       cwd=REPO)
     assert r.returncode == 7, _show(r)
     assert "auth.fingerprint_mismatch" in r.stdout and "interception" in r.stdout
-    # the token was not spent: the right fingerprint still opens the session
+    # the token was not spent: the right fingerprint still opens the session; without
+    # --yes and nobody to answer, it stops before the receiver touches its disks
+    argv = [a for a in world.argv("--sync-only") if a != "--yes"]
+    r = world.net.run(world.net.src, argv, env=world.env(), ok_codes=None, timeout=60,
+                      cwd=world.work)
+    assert r.returncode == 130 and NOT_FINISHED in r.stdout, _show(r)
+    assert "Continue?" in r.stderr
+    assert world.receiver.document()["state"] == "PLANNED"
     r = world.migrate("--sync-only")
     assert r.returncode == 0, _show(r)
+    assert world.faithful() == []
 
 
 def test_bandwidth_limit(world):
@@ -374,3 +405,27 @@ def test_bandwidth_limit(world):
     rate = sent / 1024.0 / took
     print("bandwidth_limit %d KiB/s: %.0f KiB/s over %.1f s" % (limit, rate, took))
     assert 0.9 * limit <= rate <= 1.1 * limit, (rate, took)
+
+
+def test_receiver_unreachable_names_the_port(world):
+    world.receiver.stop()
+    r = world.migrate("--sync-only", timeout=60)
+    assert r.returncode == 6, _show(r)
+    assert NOT_FINISHED in r.stdout
+    assert "network.refused" in r.stdout and "port 8080" in r.stdout
+
+
+def test_disk_full_on_the_receiver(world):
+    sourcetree.add_bulk(world.root, "bulk", 3, 4 * 1024 * 1024)
+    # mount before the receiver starts: `ip netns exec` gave it its own mount namespace
+    world.receiver.stop()
+    runner.run(["mount", "-t", "tmpfs", "-o", "size=8m", "g2a-e2e-full", world.target])
+    try:
+        world.receiver.start(fresh=False)
+        r = world.migrate("--sync-only")
+        assert r.returncode == 8, _show(r)
+        assert NOT_FINISHED in r.stdout
+        assert "transfer.disk_full" in r.stdout and "full" in r.stdout
+    finally:
+        world.receiver.stop()
+        runner.run(["umount", world.target])

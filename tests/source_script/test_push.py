@@ -80,6 +80,7 @@ def test_filter_rules_keep_the_work_folder_out():
     assert rules == ["- /root/go2aliyun/", "- /dev/*"]
     assert push.filter_rules(["- /x"], "/srv/root", "/root/w") == ["- /x"]
     assert push.filter_rules([], "/srv/root", "/srv/root/tool") == ["- /tool/"]
+    assert push.filter_rules([], "/", "/opt/go2aliyun[1]") == ["- /opt/go2aliyun\\[1]/"]
 
 
 def test_module_url():

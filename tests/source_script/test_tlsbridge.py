@@ -118,14 +118,19 @@ def test_bridge_command_reports_for_rsync(tmp_path):
     key, crt = _client_cert(d, ca_key, ca_crt)
     server = EchoServer(ca_key, ca_crt)
     prog, env = tlsbridge.connect_prog()
-    assert prog.startswith("exec ") and prog.endswith("-m source_script.cli tls-bridge %H")
+    assert prog.startswith("exec ") and prog.endswith("-m source_script.tlsbridge %H")
     env.update(tlsbridge.bridge_env(server.port, "11" * 32, crt, key))
-    r = runner.run([sys.executable, "-m", "source_script.cli", "tls-bridge", "127.0.0.1"],
-                   env=env, ok_codes=None, cwd=REPO, timeout=60)
+    # what rsync runs (the way rsync runs it), then the hidden click command
+    r = runner.run(["sh", "-c", prog.replace("%H", "127.0.0.1")], env=env, ok_codes=None,
+                   cwd=REPO, timeout=60)
     assert r.returncode == 7
     assert tlsbridge.parse_bridge_error(r.stderr)[0] == "auth.fingerprint_mismatch"
     server.thread.join(10)
     assert server.got == 0
+    r = runner.run([sys.executable, "-m", "source_script.cli", "tls-bridge", "127.0.0.1",
+                    "--port", "1"], env=env, ok_codes=None, cwd=REPO, timeout=60)
+    assert r.returncode == 6
+    assert tlsbridge.parse_bridge_error(r.stderr)[0] == "network.refused"
 
 
 def test_parse_bridge_error():

@@ -5,6 +5,9 @@ a :class:`Subject` (the ``local`` provider, a later issue, adds one). ``aliyun``
 real SDK against tests/fakecloud.
 """
 
+import socket
+import time
+
 import pytest
 
 from image_build.cloud import ImageSpec, InstanceSpec, client_token
@@ -18,11 +21,54 @@ class Subject(object):
         self.owner = owner            # the backing fake/provider, for inspection only
 
 
-@pytest.fixture(params=["aliyun"])
-def subject(request):
+class ShortSleepClock(FakeClock):
+    """For the local provider, whose work is real: time jumps like FakeClock's, but each
+    sleep also lets the real helpers (qemu-img, the image builder) run a little."""
+
+    def sleep(self, seconds):
+        time.sleep(min(seconds, 0.05))
+        super(ShortSleepClock, self).sleep(seconds)
+
+
+class LocalOwner(object):
+    """The local provider's side of the subject: instances can be held Pending (qemu
+    started paused, like ECS's CreateInstance without StartInstance)."""
+
+    def __init__(self, cloud):
+        self.cloud = cloud
+
+    def hold_instances_pending(self):
+        self.cloud.autostart = False
+
+
+@pytest.fixture(params=["aliyun", pytest.param("local", marks=[pytest.mark.qemu,
+                                                                pytest.mark.commands])])
+def subject(request, tmp_path):
     if request.param == "aliyun":
         fake = request.getfixturevalue("fake")
         yield Subject(aliyun_cloud(fake, FakeClock()), fake.appliance_image, fake)
+    else:
+        from image_build.cloud.local import LocalCloud
+        from wire import runner
+
+        clock = ShortSleepClock()
+        cloud = LocalCloud(str(tmp_path / "local"), address="127.0.0.1",
+                           ports={8080: _free_port(), 8703: _free_port()},
+                           verify_images=False, memory_mib=64, sleep=clock.sleep,
+                           clock=clock, poll_interval=0.2)
+        blank = str(tmp_path / "blank.qcow2")  # boots nowhere: Running is qemu running
+        runner.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "1G"])
+        try:
+            yield Subject(cloud, blank, LocalOwner(cloud))
+        finally:
+            for inst_id in list(cloud._read()["instances"]):
+                cloud.delete_instance(inst_id)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _network(cloud, tag):
@@ -132,6 +178,8 @@ def test_waits_give_up_with_a_clear_error(subject):
     cloud.timeouts["instance"] = 60
     if hasattr(subject.owner, "world"):
         subject.owner.world.ticks["instance_pending"] = 10 ** 6
+    if hasattr(subject.owner, "hold_instances_pending"):
+        subject.owner.hold_instances_pending()
     _, inst_id, _ = _instance(subject)
     with pytest.raises(CloudError) as e:
         cloud.wait_instance_running(inst_id)

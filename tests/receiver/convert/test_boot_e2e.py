@@ -33,6 +33,11 @@ SAMPLE_DIR = os.path.join(sample_server.default_cache_dir(), "sample-convert")
 BOOT_TIMEOUT = 300
 
 
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def _wait_for(path, timeout=10.0):
     deadline = time.time() + timeout
     while not os.path.exists(path):
@@ -55,6 +60,25 @@ def _mount(stack, dev, where, ro=False):
     stack.callback(runner.run, ["umount", "-l", where], ok_codes=None)
 
 
+def _unmount_under(root):
+    root = os.path.realpath(root)
+    for m in reversed(probe.read_mountinfo()):
+        if m["mountpoint"] == root or m["mountpoint"].startswith(root + "/"):
+            runner.run(["umount", "-l", m["mountpoint"]], ok_codes=None)
+
+
+def _wait_detached(images, timeout=30.0):
+    """A loop device still busy is detached later, with writes not yet in the image
+    file: qemu must not read the image before that."""
+    deadline = time.time() + timeout
+    for image in images:
+        while runner.run(["losetup", "-j", image]).stdout.strip():
+            if time.time() > deadline:
+                raise AssertionError("%s is still attached to a loop device" % image)
+            time.sleep(0.2)
+    os.sync()
+
+
 def as_on_the_source(manifest, names):
     """The manifest as the source would report it running: the loop devices the sample
     is attached to here carry the names it has on its own machine (/dev/sda...)."""
@@ -67,11 +91,10 @@ def as_on_the_source(manifest, names):
     return json.loads(text)
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """Build (cached), prepare, copy, convert; yields the converted target images."""
+def build_converted(work):
+    """Build the sample (cached), prepare target disk images in ``work``, copy, convert
+    and release. Returns the images, the reports and the converted files."""
     desc = sample_server.build(SAMPLE_DIR)
-    work = str(tmp_path_factory.mktemp("g2a-convert"))
     images = {"system": os.path.join(work, "system.img"),
               "disk1": os.path.join(work, "disk1.img")}
     report = {}
@@ -100,6 +123,7 @@ def converted(tmp_path_factory):
             disks[module] = _attach(stack, path)
         plan = {"data_disks": [{"index": 1, "size_gib": 1, "src_path": "/mnt/disk1"}]}
         mount_root = os.path.join(work, "target")
+        stack.callback(_unmount_under, mount_root)  # whatever a failure left mounted
         result = disks_apply.prepare(manifest, plan, disks, mount_root)
         try:
             runner.run(["rsync", "-aHAXS", "--numeric-ids", "--exclude=/mnt/disk1/*",
@@ -108,15 +132,21 @@ def converted(tmp_path_factory):
                         result["modules"]["disk1"] + "/"], timeout=300)
             report = convert(result["modules"]["system"], result, manifest,
                              disks["system"], "bios")
-            fstab = open(target_path(result["modules"]["system"], "/etc/fstab")).read()
-            grub_cfg = open(target_path(result["modules"]["system"],
-                                        "/boot/grub/grub.cfg")).read()
+            fstab = _read(target_path(result["modules"]["system"], "/etc/fstab"))
+            grub_cfg = _read(target_path(result["modules"]["system"], "/boot/grub/grub.cfg"))
         finally:
             disks_apply.release(result)
         # the source's filesystems were attached here: every UUID collided and changed
         assert {c["kind"] for c in result["id_changes"]} >= {"filesystem"}
-    yield {"images": images, "report": report, "result": result, "fstab": fstab,
-           "grub_cfg": grub_cfg, "work": work, "manifest": manifest}
+    _wait_detached(images.values())
+    return {"images": images, "report": report, "result": result, "fstab": fstab,
+            "grub_cfg": grub_cfg, "work": work, "manifest": manifest}
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("g2a-convert"))
+    yield build_converted(work)
     assert not [m for m in probe.read_mountinfo() if m["mountpoint"].startswith(work)]
 
 
@@ -129,9 +159,16 @@ def test_converted_sample_boots_on_virtio_with_its_data_disk(converted, tmp_path
     root_uuid = _uuid(result, "/")
     # what conversion wrote, checked before paying for a boot
     assert re.search(r"^UUID=%s\s+/\s" % root_uuid, fstab, re.M)
-    assert re.search(r"^UUID=%s\s+/mnt/disk1\s" % _uuid(result, "/mnt/disk1"), fstab, re.M)
+    # the data disk: mounted at boot, and required (no nofail: a failure would stop the
+    # boot in the emergency shell)
+    assert re.search(r"^UUID=%s\s+/mnt/disk1\s+ext4\s+defaults\s" % _uuid(result, "/mnt/disk1"),
+                     fstab, re.M)
     assert "/dev/sd" not in "".join(ln for ln in fstab.splitlines() if not ln.startswith("#"))
     assert "root=UUID=%s" % root_uuid in cfg
+    report = converted["report"]
+    assert report["family"] == "debian" and report["commands"][0] == [
+        "grub-install", "--target=i386-pc", converted["result"]["devices"]["system"]]
+    assert os.path.basename(report["commands"][-1][0]) == "update-grub"
     assert "console=ttyS0,115200n8" in cfg and "/dev/loop" not in cfg
     t = time.time()
     verdict = bootcheck.require_boot(list(converted["images"].values()), firmware="bios",
@@ -154,10 +191,11 @@ def test_wrong_root_fails_verification_with_the_console(converted, tmp_path):
         boot = str(tmp_path / "boot")
         _mount(stack, dev + "p1", boot)
         cfg = os.path.join(boot, "grub", "grub.cfg")
-        text = open(cfg).read()
+        text = _read(cfg)
         assert "root=UUID=%s" % root_uuid in text
         with open(cfg, "w") as f:
             f.write(text.replace("root=UUID=%s" % root_uuid, "root=/dev/sda2"))
+    _wait_detached([broken])
     with pytest.raises(VerifyError) as e:
         bootcheck.require_boot([broken, converted["images"]["disk1"]], firmware="bios",
                                timeout=BOOT_TIMEOUT, workdir=str(tmp_path / "verify"))

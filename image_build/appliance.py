@@ -1,0 +1,251 @@
+"""The receiver appliance for the ``local`` provider: a Debian 12 qcow2 that boots under
+qemu, takes its identity from a cloud-init NoCloud seed and runs the receiver.
+
+Inputs -> one cache key -> one file. The debootstrap tree (the appliance's package list)
+is cached by :func:`image_build.sample_server.ensure_rootfs`; the project's wheel and its
+receiver dependencies are made ON THE HOST (``pip wheel``: nothing inside the chroot
+reaches PyPI) and installed offline into a venv at ``/opt/go2aliyun``. The result is
+cached under ``/var/cache/go2aliyun/appliance-<key>.qcow2`` where the key covers the
+root tree, the project's source files and its dependencies, so a rerun with no change
+returns at once. Written as ``.part`` and renamed.
+
+    go2aliyun-cloud build-image --provider local [--out FILE]
+"""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+from image_build import sample_server
+from wire import runner
+from wire.errors import CommandError
+from wire.paths import target_path
+
+log = logging.getLogger(__name__)
+
+PACKAGES = (
+    "linux-image-amd64", "grub-pc", "systemd-sysv", "initramfs-tools", "udev", "kmod",
+    # python3-cffi-backend: provides the virtual package python3-cryptography needs,
+    # which debootstrap's resolver does not pick by itself
+    "cloud-init", "python3-cffi-backend", "python3", "python3-venv", "rsync", "fdisk",
+    "util-linux", "e2fsprogs", "xfsprogs", "dosfstools", "mtools", "lvm2", "grub-pc-bin",
+    "grub-efi-amd64-bin", "openssl", "qemu-utils", "iproute2", "ifupdown", "isc-dhcp-client",
+    "netbase",
+)
+DISK_MIB = 4096
+VENV = "/opt/go2aliyun"
+# The files that make the project; their content is part of the cache key.
+SOURCE_PARTS = ("pyproject.toml", "wire", "source_script", "receiver", "image_build",
+                "cloud-init")
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNEL_CMDLINE = "console=tty0 console=ttyS0,115200n8 net.ifnames=0"
+
+LAYOUT = {"file": "appliance.img", "size_mib": DISK_MIB, "table": "dos",
+          "partitions": [{"size_mib": None, "type": "83", "bootable": True, "fs": "ext4",
+                          "label": "go2aliyun", "mount": "/"}]}
+
+
+def source_tree_hash(project_dir=PROJECT_DIR, parts=SOURCE_PARTS):
+    """SHA-256 over the project's source files (names and contents), skipping caches."""
+    h = hashlib.sha256()
+    for part in parts:
+        top = os.path.join(project_dir, part)
+        if os.path.isfile(top):
+            files = [top]
+        else:
+            files = []
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__"
+                                     and not d.endswith(".egg-info"))
+                files += [os.path.join(dirpath, f) for f in sorted(filenames)
+                          if not f.endswith((".pyc", ".pyo"))]
+        for path in files:
+            h.update(os.path.relpath(path, project_dir).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def appliance_key(project_dir=PROJECT_DIR, packages=PACKAGES):
+    """The cache key (pure apart from reading the source files)."""
+    blob = json.dumps({"rootfs": sample_server.rootfs_key(packages=packages),
+                       "source": source_tree_hash(project_dir), "layout": LAYOUT,
+                       "cmdline": KERNEL_CMDLINE, "venv": VENV}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_path(cache_dir=None, project_dir=PROJECT_DIR):
+    cache_dir = cache_dir or sample_server.default_cache_dir()
+    return os.path.join(cache_dir, "appliance-%s.qcow2" % appliance_key(project_dir))
+
+
+def render_fstab(root_uuid):
+    return "# go2aliyun receiver appliance\nUUID=%s / ext4 errors=remount-ro 0 1\n" % root_uuid
+
+
+def render_grub_default():
+    return ("GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_DISTRIBUTOR=go2aliyun\n"
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"\"\n"
+            "GRUB_CMDLINE_LINUX=\"%s\"\n"
+            "GRUB_TERMINAL=\"console serial\"\n"
+            "GRUB_SERIAL_COMMAND=\"serial --speed=115200\"\n"
+            "GRUB_DISABLE_OS_PROBER=true\n" % KERNEL_CMDLINE)
+
+
+# NoCloud only (no network probing of other clouds); DHCP on the first NIC comes from
+# cloud-init's fallback network config, rendered for ifupdown.
+CLOUD_CFG = """\
+# go2aliyun receiver appliance: identity from a NoCloud seed (volume label cidata)
+datasource_list: [NoCloud, None]
+locale: C.UTF-8
+"""
+
+INTERFACES = """\
+# go2aliyun receiver appliance; cloud-init writes the DHCP stanza into interfaces.d
+auto lo
+iface lo inet loopback
+source /etc/network/interfaces.d/*
+"""
+
+
+def build_wheels(out_dir, project_dir=PROJECT_DIR):
+    """The project's wheel and every receiver dependency as wheels, made on the host."""
+    os.makedirs(out_dir, exist_ok=True)
+    runner.run(["python3", "-m", "pip", "wheel", "--disable-pip-version-check", "-q",
+                "--wheel-dir", out_dir, project_dir + "[receiver]"], timeout=1800)
+    return sorted(os.listdir(out_dir))
+
+
+def _configure(mnt, root_uuid):
+    def write(path, text, mode=0o644):
+        full = target_path(mnt, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w") as f:
+            f.write(text)
+        os.chmod(full, mode)
+
+    write("/etc/fstab", render_fstab(root_uuid))
+    write("/etc/hostname", "go2aliyun-receiver\n")
+    write("/etc/hosts", "127.0.0.1 localhost\n127.0.1.1 go2aliyun-receiver\n")
+    write("/etc/network/interfaces", INTERFACES)
+    os.makedirs(target_path(mnt, "/etc/network/interfaces.d"), exist_ok=True)
+    write("/etc/cloud/cloud.cfg.d/90-go2aliyun.cfg", CLOUD_CFG)
+    write("/etc/default/grub", render_grub_default())
+    # qemu's default machine has a floppy controller; probing it costs boot time
+    write("/etc/modprobe.d/go2aliyun-no-floppy.conf", "blacklist floppy\n")
+    # Let the serial console show a login prompt (what the boot checks look for).
+    wants = target_path(mnt, "/etc/systemd/system/getty.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    link = os.path.join(wants, "serial-getty@ttyS0.service")
+    if not os.path.lexists(link):
+        os.symlink("/lib/systemd/system/serial-getty@.service", link)
+
+
+def _install_receiver(mnt, wheels_dir):
+    inside = "/var/tmp/go2aliyun-wheels"
+    dest = target_path(mnt, inside)
+    shutil.copytree(wheels_dir, dest)
+    try:
+        runner.run(["chroot", mnt, "python3", "-m", "venv", VENV], timeout=600)
+        runner.run(["chroot", mnt, VENV + "/bin/pip", "install", "-q",
+                    "--disable-pip-version-check", "--no-index", "--find-links", inside,
+                    "go2aliyun[receiver]"], timeout=1200)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    for tool in ("go2aliyun-receiver",):
+        link = target_path(mnt, "/usr/local/bin/" + tool)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(VENV + "/bin/" + tool, link)
+
+
+def build(out=None, cache_dir=None, project_dir=PROJECT_DIR, progress=None):
+    """Make (or reuse) the appliance qcow2; returns its path."""
+    say = progress or (lambda m: log.info("%s", m))
+    cache_dir = cache_dir or sample_server.default_cache_dir()
+    cached = default_path(cache_dir, project_dir)
+    if os.path.exists(cached):
+        say("appliance is cached: %s" % cached)
+        return _deliver(cached, out, say)
+    say("root tree (debootstrap %s, cached by its package list)" % sample_server.SUITE)
+    tarball = sample_server.ensure_rootfs(cache_dir, packages=PACKAGES,
+                                          configure=lambda tree: None)
+    work = tempfile.mkdtemp(prefix="appliance-", dir=cache_dir)
+    try:
+        say("building the project's wheels on the host")
+        wheels = os.path.join(work, "wheels")
+        names = build_wheels(wheels, project_dir)
+        say("wheels: %s" % ", ".join(names))
+        raw = os.path.join(work, LAYOUT["file"])
+        with open(raw, "wb") as f:
+            f.truncate(LAYOUT["size_mib"] * sample_server.MIB)
+        runner.run(["sfdisk", "-q", raw], input=sample_server.render_sfdisk(LAYOUT))
+        with contextlib.ExitStack() as stack:
+            dev = stack.enter_context(sample_server.attached(raw))
+            part = dev + "p1"
+            sample_server._wait_for(part)
+            runner.run(["mkfs.ext4", "-q", "-F", "-L", "go2aliyun", part])
+            mnt = tempfile.mkdtemp(prefix="mnt-", dir=work)
+            runner.run(["mount", part, mnt])
+            stack.callback(_umount_if_mounted, mnt)
+            say("unpacking the root tree")
+            runner.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-C", mnt, "-xf",
+                        tarball], timeout=900)
+            root_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value",
+                                    part]).stdout.strip()
+            _configure(mnt, root_uuid)
+            with sample_server._chroot(mnt):
+                say("installing the receiver into %s (offline)" % VENV)
+                _install_receiver(mnt, wheels)
+            say("installing GRUB (console on ttyS0)")
+            sample_server._install_grub(mnt, dev, root_part=1)
+            if not os.path.exists(target_path(mnt, "/boot/grub/grub.cfg")):
+                raise CommandError("update-grub made no /boot/grub/grub.cfg in the appliance")
+            # The image is copied next: it must be unmounted for real (the lazy unmounts
+            # of the chroot's /dev, /proc, /sys may still be going on), never left dirty.
+            unmount(mnt)
+        say("writing %s" % cached)
+        tmp = cached + ".part"
+        runner.run(["qemu-img", "convert", "-O", "qcow2", "-f", "raw", raw, tmp], timeout=1800)
+        os.rename(tmp, cached)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _deliver(cached, out, say)
+
+
+def _umount_if_mounted(mnt):
+    if os.path.ismount(mnt):
+        runner.run(["umount", "-l", mnt], ok_codes=None)
+
+
+def unmount(mnt, attempts=20):
+    runner.run(["sync"])
+    for _ in range(attempts):
+        if runner.run(["umount", mnt], ok_codes=None).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise CommandError("cannot unmount %s: something still uses it" % mnt,
+                       hint="look for processes started in the appliance's chroot")
+
+
+def _deliver(cached, out, say):
+    if not out or os.path.abspath(out) == cached:
+        return cached
+    tmp = out + ".part"
+    shutil.copyfile(cached, tmp)
+    os.rename(tmp, out)
+    say("appliance written to %s" % out)
+    return os.path.abspath(out)
+
+
+def check_built(path):
+    if not os.path.exists(path):
+        raise CommandError("the appliance %s does not exist" % path,
+                           hint="run `go2aliyun-cloud build-image --provider local`")
+    return path

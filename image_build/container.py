@@ -1,0 +1,301 @@
+"""The receiver container's entry point (``Dockerfile`` ENTRYPOINT).
+
+    serve ARGS...   run ``go2aliyun-receiver serve ARGS`` (as our child: the engine's
+                    SIGTERM to PID 1 is passed on), after three container-only chores:
+                    * ``--disk NAME=FILE`` where FILE is a regular file (an image file in
+                      a volume): attach it to a loop device, made inside the container
+                      (``/dev`` of a container has no loop nodes: ``mknod`` of the one
+                      the kernel hands out), reusing the loop device that already holds
+                      FILE after a restart;
+                    * no ``--console``/``--no-console``: the token goes to stdout
+                      (``docker logs``);
+                    * after a restart in the middle of a migration (READY_FOR_DATA,
+                      SYNCING, CONVERTING), the target disks are mounted again: the
+                      mounts of PREPARING lived in the old container's mount namespace.
+    healthcheck     exit 0 when ``https://127.0.0.1:<control port>/healthz`` answers 200
+                    (self-signed: the certificate is not checked, only the answer).
+"""
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import ssl
+import stat
+import sys
+import time
+import urllib.request
+
+from wire import runner
+from wire.errors import DiskError, Go2AliyunError
+
+log = logging.getLogger("go2aliyun.container")
+
+RECEIVER = "go2aliyun-receiver"
+DEFAULT_STATE = "/var/lib/go2aliyun"
+LOOP_MAJOR = 7
+# States whose step needs the target disks mounted where PREPARING mounted them.
+MOUNTED_STATES = ("READY_FOR_DATA", "SYNCING", "CONVERTING")
+
+
+# --- pure --------------------------------------------------------------------------
+
+def split_serve_args(args):
+    """(disks [(index, name, value)], state_dir, has_console) from serve's arguments
+    (pure). Both ``--disk X`` and ``--disk=X`` are understood; ``index`` is where the
+    ``NAME=VALUE`` argument is."""
+    disks, state, console = [], DEFAULT_STATE, False
+    i = 0
+    while i < len(args):
+        opt, eq, val = args[i].partition("=")
+        idx = i
+        if opt in ("--disk", "--state") and not eq:
+            if i + 1 >= len(args):
+                break
+            idx = i + 1
+            val = args[idx]
+        if opt == "--disk":
+            name, sep, value = val.partition("=")
+            if sep:
+                disks.append((idx, name, value))
+        elif opt == "--state":
+            state = val
+        elif opt in ("--console", "--no-console"):
+            console = True
+        i = idx + 1
+    return disks, state, console
+
+
+def replace_disk_values(args, disks, devices):
+    """serve's arguments with each ``--disk NAME=FILE`` turned into ``NAME=DEVICE``
+    (pure); ``devices`` maps NAME -> device for the ones to replace."""
+    out = list(args)
+    for idx, name, _value in disks:
+        if name in devices:
+            prefix = "--disk=" if out[idx].startswith("--disk=") else ""
+            out[idx] = "%s%s=%s" % (prefix, name, devices[name])
+    return out
+
+
+def parse_losetup_j(text):
+    """Loop devices from ``losetup -n -O NAME -j FILE`` output (pure)."""
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("/dev/loop")]
+
+
+def loop_number(device):
+    m = re.match(r"^/dev/loop(\d+)$", device)
+    if not m:
+        raise DiskError("not a loop device name: %r" % device, code="disk.invalid")
+    return int(m.group(1))
+
+
+def needs_remount(doc):
+    """Whether the migration document is in a state whose step works on the mounted
+    target disks (pure)."""
+    state = doc.get("state")
+    if state in MOUNTED_STATES:
+        return True
+    return state == "FAILED" and doc.get("step") in ("CONVERTING",)
+
+
+# --- effects -----------------------------------------------------------------------
+
+def ensure_loop_node(device):
+    """Make ``/dev/loopN`` (block 7:N) when missing; a container's /dev has none."""
+    n = loop_number(device)
+    try:
+        st = os.stat(device)
+    except FileNotFoundError:
+        os.mknod(device, 0o660 | stat.S_IFBLK, os.makedev(LOOP_MAJOR, n))
+        return
+    if not stat.S_ISBLK(st.st_mode) or os.major(st.st_rdev) != LOOP_MAJOR:
+        raise DiskError("%s exists but is not loop device 7:%d" % (device, n),
+                        code="disk.invalid")
+
+
+def host_loops(sys_block="/sys/block"):
+    """Loop devices the kernel has (``/sys/block/loopN``), as ``/dev/loopN`` names."""
+    try:
+        names = os.listdir(sys_block)
+    except OSError:
+        return []
+    return ["/dev/" + n for n in sorted(names) if re.match(r"^loop\d+$", n)]
+
+
+def ensure_partition_nodes(device, sys_block="/sys/block"):
+    """Make ``/dev/loopNpM`` for the partitions the kernel knows of ``device`` (no udev
+    in a container); returns the nodes made."""
+    name = os.path.basename(device)
+    made = []
+    try:
+        entries = sorted(os.listdir(os.path.join(sys_block, name)))
+    except OSError:
+        return made
+    for entry in entries:
+        if not re.match(r"^%sp\d+$" % re.escape(name), entry):
+            continue
+        node = "/dev/" + entry
+        if os.path.exists(node):
+            continue
+        with open(os.path.join(sys_block, name, entry, "dev")) as f:
+            major, minor = (int(x) for x in f.read().strip().split(":"))
+        os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+        made.append(node)
+    return made
+
+
+def attached_loops(path):
+    """Loop devices that already hold ``path`` (after a restart the old one stays).
+
+    ``losetup -j`` must open every loop device to compare the backing inode, so nodes
+    are made for all of them for the question and removed again afterwards: the
+    receiver must not see (and ``blkid``) other people's loop devices."""
+    made = []
+    try:
+        for dev in host_loops():
+            if not os.path.exists(dev):
+                ensure_loop_node(dev)
+                made.append(dev)
+        r = runner.run(["losetup", "-n", "-O", "NAME", "-j", path], ok_codes=None)
+        found = parse_losetup_j(r.stdout) if r.returncode == 0 else []
+    finally:
+        for dev in made:
+            with contextlib.suppress(OSError):
+                os.unlink(dev)
+    return found
+
+
+def attach(path, attempts=10):
+    """The loop device holding the image file ``path``: reused, or a new one (nodes made
+    here; another process may take the free one between asking and attaching: retried)."""
+    if not os.path.exists("/dev/loop-control"):
+        raise DiskError("--disk %s is an image file but /dev/loop-control is missing"
+                        % path, code="disk.missing",
+                        hint="run the container with --device /dev/loop-control and "
+                        "--device-cgroup-rule 'b 7:* rmw' (docs/docker.md)")
+    for dev in attached_loops(path):
+        ensure_loop_node(dev)
+        ensure_partition_nodes(dev)
+        log.info("reusing %s for %s", dev, path)
+        return dev
+    last = None
+    for _ in range(attempts):
+        dev = runner.run(["losetup", "-f"]).stdout.strip()
+        ensure_loop_node(dev)
+        r = runner.run(["losetup", dev, path], ok_codes=None)
+        if r.returncode == 0:
+            log.info("attached %s to %s", path, dev)
+            return dev
+        last = r.stderr.strip()
+        time.sleep(0.2)
+    raise DiskError("cannot attach %s to a loop device: %s" % (path, last),
+                    code="disk.missing", hint="free a loop device or raise max_loop")
+
+
+def remount_after_restart(state_dir, disks):
+    """PREPARING mounted the target disks in the old container; mount them again (the
+    disks module only mounts a disk that already holds the layout) and record it."""
+    from receiver.state import Store, read_json
+
+    doc = read_json(os.path.join(state_dir, "migration.json"))
+    prepared = read_json(os.path.join(state_dir, "prepare.json"))
+    if not doc or not prepared or not needs_remount(doc):
+        return None
+    from receiver.disks import apply as disks_apply
+
+    store = Store(state_dir)
+    cfg = store.config()
+    log.info("migration %s is %s: mounting the prepared target disks again", doc["id"],
+             doc["state"])
+    result = disks_apply.prepare(store.read("manifest.json"), store.read("plan.json"), disks,
+                                 os.path.join(store.dir, "mnt"), force_wipe=(),
+                                 skip_mount_types=tuple(cfg.get("skip_mount_types") or ()))
+    if result["modules"] != prepared.get("modules"):
+        raise DiskError("the target disks mount elsewhere after the restart: %s, before %s"
+                        % (result["modules"], prepared.get("modules")), code="disk.unexpected")
+    store.write("prepare.json", result)
+    return result
+
+
+def serve(args):
+    disks, state, has_console = split_serve_args(args)
+    devices = {}
+    for _idx, name, value in disks:
+        if os.path.isfile(value):
+            devices[name] = attach(os.path.abspath(value))
+    argv = replace_disk_values(args, disks, devices)
+    if not has_console:
+        argv += ["--console", "/dev/stdout"]
+    all_disks = {name: devices.get(name, value) for _i, name, value in disks}
+    if all_disks:
+        remount_after_restart(os.path.abspath(state), all_disks)
+    log.info("starting %s serve", RECEIVER)
+    exe = runner.which(RECEIVER) or os.path.join(os.path.dirname(sys.executable), RECEIVER)
+    sys.stdout.flush()
+    return supervise([exe, "serve"] + argv)
+
+
+def supervise(argv):
+    """Run ``argv`` as our child and hand it the engine's SIGTERM/SIGINT (we are PID 1);
+    returns its exit code."""
+    child = runner.start(argv)
+
+    def forward(signum, frame):
+        with contextlib.suppress(OSError):
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            rc = child.wait()
+            break
+        except InterruptedError:
+            continue
+    return rc if rc >= 0 else 128 - rc
+
+
+def healthcheck(state_dir=DEFAULT_STATE, timeout=5):
+    port = 8080
+    try:
+        with open(os.path.join(state_dir, "config.json")) as f:
+            port = int(json.load(f).get("control_port") or port)
+    except (OSError, ValueError):
+        pass
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # self-signed; the source pins it, this only probes
+    url = "https://127.0.0.1:%d/healthz" % port
+    with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:  # noqa: S310
+        body = json.loads(r.read().decode())
+    return r.status == 200 and body.get("status") == "ok"
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s go2aliyun-container: %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "serve":
+            return serve(rest)
+        if command == "healthcheck":
+            return 0 if healthcheck(rest[0] if rest else DEFAULT_STATE) else 1
+        print("go2aliyun-container: unknown command %r (serve, healthcheck); for anything "
+              "else use docker run --entrypoint" % command, file=sys.stderr)
+        return 2
+    except Go2AliyunError as e:
+        print("go2aliyun-container: error [%s]: %s" % (e.code, e), file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print("go2aliyun-container: %s" % e, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Pure parts of the local provider (image_build/cloud/local.py); its behaviour is in the
+contract suite (test_contract.py, param ``local``) and test_local_provider.py."""
+
+import os
+import socket
+
+import pytest
+
+from image_build.cloud.local import (
+    LocalCloud,
+    disk_id_for,
+    parse_qemu_img_progress,
+    render_image_description,
+    render_meta_data,
+    render_qemu_argv,
+)
+
+
+def test_disk_ids_fit_a_virtio_serial_and_depend_on_instance_and_name():
+    a = disk_id_for("g2a-tok1", "go2aliyun-target-system")
+    assert len(a) == 20 and a.startswith("d-")
+    assert a == disk_id_for("g2a-tok1", "go2aliyun-target-system")
+    assert a != disk_id_for("g2a-tok2", "go2aliyun-target-system")
+    assert a != disk_id_for("g2a-tok1", "go2aliyun-target-disk1")
+
+
+def test_receiver_config_names_disk_ids_and_host_verification(tmp_path):
+    cloud = LocalCloud(str(tmp_path))
+    cfg = cloud.receiver_config({"provider": "aliyun", "migration_id": "m-1",
+                                 "target_disks": ["go2aliyun-target-system",
+                                                  "go2aliyun-target-disk1"]}, "tok")
+    assert cfg["provider"] == "local" and cfg["verify_boot"] == "provider"
+    assert cfg["target_disk_ids"] == [disk_id_for("tok", "go2aliyun-target-system"),
+                                      disk_id_for("tok", "go2aliyun-target-disk1")]
+    assert cfg["migration_id"] == "m-1"
+
+
+def test_qemu_argv_serials_forwards_and_seed():
+    argv = render_qemu_argv("/s/instances/i-1", [("/s/sys.qcow2", "d-a"), ("/s/t.qcow2", "d-b")],
+                            "/s/seed.iso", "10.250.0.2", {8080: 8080, 8703: 18703})
+    text = " ".join(argv)
+    assert argv[:5] == ["qemu-system-x86_64", "-name", "i-1", "-accel", "tcg"]
+    assert "hostfwd=tcp:10.250.0.2:8080-:8080,hostfwd=tcp:10.250.0.2:18703-:8703" in text
+    assert "virtio-blk-pci,drive=d0,serial=d-a,bootindex=0" in text
+    assert "virtio-blk-pci,drive=d1,serial=d-b" in text
+    assert "file=/s/seed.iso,if=ide,media=cdrom,format=raw,readonly=on" in text
+    assert "-daemonize" in argv and "-S" not in argv
+    assert "-S" in render_qemu_argv("/x", [], "/s", "a", {}, start_paused=True)
+
+
+def test_meta_data_and_image_description():
+    assert render_meta_data("i-local1") == ("instance-id: i-local1\n"
+                                            "local-hostname: go2aliyun-receiver\n")
+    spec = {"name": "img", "platform": "Debian", "architecture": "x86_64",
+            "boot_mode": "BIOS", "description": "d"}
+    desc = render_image_description("m-1", spec, [("system", "system.qcow2", 20),
+                                                  ("disk1", "disk1.qcow2", 30)])
+    assert [(d["device"], d["disk_type"], d["file"]) for d in desc["disks"]] == [
+        ("/dev/xvda", "system", "system.qcow2"), ("/dev/xvdb", "data", "disk1.qcow2")]
+    assert desc["image_name"] == "img" and desc["boot_mode"] == "BIOS"
+
+
+def test_qemu_img_progress():
+    text = "    (0.00/100%)\r    (12.50/100%)\r    (99.99/100%)\r"
+    assert parse_qemu_img_progress(text) == 99
+    assert parse_qemu_img_progress("") == 0
+
+
+@pytest.mark.qemu
+@pytest.mark.commands
+def test_an_image_that_does_not_boot_fails_with_the_console(tmp_path):
+    """The verification boot is real: a blank disk never shows a login prompt, so the
+    image is CreateFailed, its folder is never finished, and the error says why."""
+    from image_build.cloud import ImageSpec, InstanceSpec, client_token
+    from wire import runner
+    from wire.errors import CloudError
+
+    cloud = LocalCloud(str(tmp_path / "local"), ports={8080: _free_port(), 8703: _free_port()},
+                       memory_mib=64, verify_timeout=8, poll_interval=0.2)
+    blank = str(tmp_path / "blank.qcow2")
+    runner.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "1G"])
+    spec = InstanceSpec(blank, "local", "vsw", "sg", "#cloud-config\n",
+                        data_disks=[("go2aliyun-target-system", 1)])
+    inst_id = cloud.run_instance(spec, client_token("m-v", "instance"))
+    try:
+        disk = cloud.instance_disks(inst_id)[1]
+        snap = cloud.create_snapshot(disk.id, "s", client_token("m-v", "snap"))
+        cloud.wait_snapshot(snap)
+        image_id = cloud.create_image(ImageSpec("never-boots", [(snap, 1)]),
+                                      client_token("m-v", "image"))
+        with pytest.raises(CloudError) as e:
+            cloud.wait_image(image_id)
+        assert e.value.code == "verify.timeout"
+        assert "verification boot failed" in e.value.message
+        assert cloud.image(image_id)["status"] == "CreateFailed"
+        assert not os.path.exists(os.path.join(cloud.output_dir, "never-boots"))
+    finally:
+        cloud.delete_instance(inst_id)
+    assert cloud.instance(inst_id) is None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,34 @@
+"""The appliance's pure parts (image_build/appliance.py); the build itself runs in
+tests/image_build/test_local_provider.py."""
+
+import os
+
+from image_build import appliance, sample_server
+
+
+def test_cache_key_follows_the_source_tree(tmp_path):
+    for part in ("pyproject.toml", "wire/a.py"):
+        os.makedirs(os.path.dirname(str(tmp_path / part)), exist_ok=True)
+        (tmp_path / part).write_text("x = 1\n")
+    os.makedirs(str(tmp_path / "wire" / "__pycache__"))
+    (tmp_path / "wire" / "__pycache__" / "a.pyc").write_bytes(b"junk")
+    parts = ("pyproject.toml", "wire")
+    first = appliance.source_tree_hash(str(tmp_path), parts)
+    (tmp_path / "wire" / "__pycache__" / "a.pyc").write_bytes(b"other junk")
+    assert appliance.source_tree_hash(str(tmp_path), parts) == first
+    (tmp_path / "wire" / "a.py").write_text("x = 2\n")
+    assert appliance.source_tree_hash(str(tmp_path), parts) != first
+
+
+def test_own_package_list_means_own_root_tree():
+    assert sample_server.rootfs_key(packages=appliance.PACKAGES) != sample_server.rootfs_key()
+    for needed in ("cloud-init", "python3-venv", "rsync", "qemu-utils", "grub-pc"):
+        assert needed in appliance.PACKAGES
+
+
+def test_grub_and_fstab_render():
+    grub = appliance.render_grub_default()
+    assert 'GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8 net.ifnames=0"' in grub
+    assert "GRUB_TIMEOUT=0" in grub
+    assert appliance.render_fstab("abcd").splitlines()[1] == (
+        "UUID=abcd / ext4 errors=remount-ro 0 1")
