@@ -124,28 +124,6 @@ def host_loops(sys_block="/sys/block"):
     return ["/dev/" + n for n in sorted(names) if re.match(r"^loop\d+$", n)]
 
 
-def ensure_partition_nodes(device, sys_block="/sys/block"):
-    """Make ``/dev/loopNpM`` for the partitions the kernel knows of ``device`` (no udev
-    in a container); returns the nodes made."""
-    name = os.path.basename(device)
-    made = []
-    try:
-        entries = sorted(os.listdir(os.path.join(sys_block, name)))
-    except OSError:
-        return made
-    for entry in entries:
-        if not re.match(r"^%sp\d+$" % re.escape(name), entry):
-            continue
-        node = "/dev/" + entry
-        if os.path.exists(node):
-            continue
-        with open(os.path.join(sys_block, name, entry, "dev")) as f:
-            major, minor = (int(x) for x in f.read().strip().split(":"))
-        os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
-        made.append(node)
-    return made
-
-
 def attached_loops(path):
     """Loop devices that already hold ``path`` (after a restart the old one stays).
 
@@ -169,7 +147,9 @@ def attached_loops(path):
 
 def attach(path, attempts=10):
     """The loop device holding the image file ``path``: reused, or a new one (nodes made
-    here; another process may take the free one between asking and attaching: retried)."""
+    here; another process may take the free one between asking and attaching: retried).
+    ``-P`` (partition scan): the kernel drops partitions a previous user of the device
+    left behind, and removes ours when the device is detached."""
     if not os.path.exists("/dev/loop-control"):
         raise DiskError("--disk %s is an image file but /dev/loop-control is missing"
                         % path, code="disk.missing",
@@ -177,14 +157,13 @@ def attach(path, attempts=10):
                         "--device-cgroup-rule 'b 7:* rmw' (docs/docker.md)")
     for dev in attached_loops(path):
         ensure_loop_node(dev)
-        ensure_partition_nodes(dev)
         log.info("reusing %s for %s", dev, path)
         return dev
     last = None
     for _ in range(attempts):
         dev = runner.run(["losetup", "-f"]).stdout.strip()
         ensure_loop_node(dev)
-        r = runner.run(["losetup", dev, path], ok_codes=None)
+        r = runner.run(["losetup", "-P", dev, path], ok_codes=None)
         if r.returncode == 0:
             log.info("attached %s to %s", path, dev)
             return dev

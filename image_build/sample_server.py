@@ -161,9 +161,10 @@ def _wait_for(path, timeout=10.0):
 
 
 @contextlib.contextmanager
-def attached(image):
+def attached(image, read_only=False):
     """Attach an image file as a loop device with partitions; always detached."""
-    dev = runner.run(["losetup", "-f", "--show", "-P", image]).stdout.strip()
+    ro = ["-r"] if read_only else []
+    dev = runner.run(["losetup", "-f", "--show", "-P"] + ro + [image]).stdout.strip()
     try:
         # No udev here: partprobe makes the kernel (devtmpfs) create the partition nodes.
         runner.run(["partprobe", dev], ok_codes=None)
@@ -290,6 +291,32 @@ def _chroot(mnt):
     finally:
         for where in reversed(done):
             runner.run(["umount", "-l", where], ok_codes=None)
+
+
+@contextlib.contextmanager
+def mounted_readonly(out_dir, names=None):
+    """Mount the sample server's filesystems read-only under a temporary root, as the
+    running server sees them (``/``, ``/boot``, ``/mnt/disk1``); yields the root.
+    Undone even on failure. This is the "source server" of the demo."""
+    names = names or list(LAYOUT)
+    root = tempfile.mkdtemp(prefix="sample-ro-")
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, True)
+        mounts = []
+        for name in names:
+            dev = stack.enter_context(attached(os.path.join(out_dir, LAYOUT[name]["file"]),
+                                               read_only=True))
+            for n, part in enumerate(LAYOUT[name]["partitions"], 1):
+                if part["mount"]:
+                    mounts.append((part["mount"], _part(dev, n)))
+        mounts.sort(key=lambda m: 0 if m[0] == "/" else m[0].count("/"))
+        for mountpoint, node in mounts:
+            _wait_for(node)
+            where = target_path(root, mountpoint)
+            os.makedirs(where, exist_ok=True)
+            runner.run(["mount", "-o", "ro,noload", node, where])
+            stack.callback(runner.run, ["umount", where], ok_codes=None)
+        yield root
 
 
 def main(argv=None):

@@ -337,10 +337,22 @@ def cli():
               help="where to print token, address and fingerprint")
 @click.option("--no-console", is_flag=True, help="do not write to the console (tests)")
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn workers")
+@click.option("--cloud-config", "cloud_config_path", default=CLOUD_CONFIG, show_default=True,
+              hidden=True, help="cloud.json written by launch through user-data (tests)")
+@click.option("--cloud-endpoint", default=None, hidden=True,
+              help="aliyun provider: API endpoint HOST:PORT instead of Alibaba Cloud's (tests)")
+@click.option("--cloud-protocol", default="https", hidden=True,
+              type=click.Choice(["https", "http"]))
+@click.option("--metadata-endpoint", default=None, hidden=True,
+              help="aliyun provider: reach the metadata service through this HTTP proxy "
+                   "(tests)")
+@click.option("--cloud-poll-interval", default=5.0, type=float, hidden=True,
+              help="aliyun provider: seconds between two status checks (tests)")
 @click.option("-v", "--verbose", is_flag=True)
 def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_wipe,
           no_verify_boot, provider, output, skip_mount_types, address, token_ttl, console,
-          no_console, workers, verbose):
+          no_console, workers, cloud_config_path, cloud_endpoint, cloud_protocol,
+          metadata_endpoint, cloud_poll_interval, verbose):
     """Run the control API, the data channel, rsyncd and the worker."""
     state_dir = os.path.abspath(state_dir)
     os.makedirs(os.path.join(state_dir, "logs"), mode=0o700, exist_ok=True)
@@ -351,23 +363,30 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
     disk_map = disks_apply.parse_disk_args(disks)
     if roots and disk_map:
         raise UsageError("give target disks (--disk) or target folders (--target-root), not both")
-    cloud = read_cloud_config()
+    cloud_config_path = os.path.abspath(cloud_config_path)
+    cloud = read_cloud_config(cloud_config_path)
     if provider is None:
         provider = (cloud.get("provider") or "aliyun") if cloud else "local"
     if cloud and not roots and not disk_map:
         disk_map = clouddisks.resolve(clouddisks.disks_from_cloud_config(cloud))
-        log.info("target disks from %s: %s", CLOUD_CONFIG, disk_map)
+        log.info("target disks from %s: %s", cloud_config_path, disk_map)
     if "system" not in roots and "system" not in disk_map:
         log.warning("no --disk system=/dev/X nor --target-root system=DIR: PREPARING will "
                     "fail until they are given")
     extra = {"disks": disk_map, "force_wipe": list(force_wipe), "provider": provider,
              "output": os.path.abspath(output) if output else None,
              "no_verify_boot": no_verify_boot, "skip_mount_types": list(skip_mount_types),
-             "verify_boot": cloud.get("verify_boot")}
+             "verify_boot": cloud.get("verify_boot"), "cloud_config": cloud_config_path,
+             "cloud_api": {"endpoint": cloud_endpoint, "protocol": cloud_protocol,
+                           "metadata_endpoint": metadata_endpoint,
+                           "poll_interval": cloud_poll_interval}}
     ttl = parse_duration(token_ttl)
     address = address or guess_address(bind)
     store, status = prepare_state(state_dir, bind, address, control_port, data_port, roots,
                                   ttl, None if no_console else console, extra=extra)
+    from receiver import steps
+
+    steps.restore_mounts(store)  # disks waiting for data are mounted before rsyncd starts
     rsync_port = datachannel.free_port()
     datachannel.ensure_rsyncd_conf(store.dir, rsync_port)
     logdir = os.path.join(store.dir, "logs")

@@ -14,6 +14,7 @@ Files (all written atomically: temp file, fsync, rename; guarded by ``.lock``):
 import contextlib
 import datetime
 import enum
+import errno
 import fcntl
 import json
 import logging
@@ -105,21 +106,47 @@ def conflict(current, what):
 
 # --- files -----------------------------------------------------------------------
 
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NoSpace(Go2AliyunError):
+    """The state folder's filesystem is full: nothing was changed (every write is a
+    temp file renamed over the old one), the call can be repeated once space is freed."""
+
+    code = "state.no_space"
+    exit_code = 9
+    http_status = 507
+
+
+def no_space_error(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    return NoSpace(
+        "no space left on the device of the receiver's state folder %s (writing %s); "
+        "nothing was changed" % (folder, os.path.basename(path)),
+        code="state.no_space",
+        hint="free space on that filesystem (df -h %s), then run `go2aliyun migrate` "
+             "again: the migration continues where it stood" % folder)
+
 
 def write_json_atomic(path, data, mode=0o600):
     tmp = "%s.tmp-%s" % (path, secrets.token_hex(4))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=2, sort_keys=True)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        if e.errno in NO_SPACE_ERRNOS:
+            raise no_space_error(path) from e
         raise
     dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     try:

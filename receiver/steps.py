@@ -52,10 +52,38 @@ def ensure_prepared(ctx):
     from receiver.disks import apply as disks
 
     cfg = ctx.config
+    before = ctx.store.read(PREPARE_FILE) or {}
     result = disks.prepare(ctx.manifest, ctx.plan, cfg["disks"], mount_root(ctx.store),
                            force_wipe=(),
-                           skip_mount_types=tuple(cfg.get("skip_mount_types") or ()))
+                           skip_mount_types=tuple(cfg.get("skip_mount_types") or ()),
+                           layout=before.get("layout"))
     ctx.store.write(PREPARE_FILE, result)
+    return result
+
+
+# States in which the target disks must be mounted for the rsync modules.
+OPEN_FOR_DATA = ("READY_FOR_DATA", "SYNCING")
+
+
+def restore_mounts(store):
+    """At ``serve`` start: when the migration waits for data on ``--disk`` targets,
+    mount them again as PREPARING left them. After a reboot of the receiver (or a
+    restart in a fresh mount namespace) they are not mounted, and rsync would write
+    into the empty mount folders, not onto the disks. Returns the result or None."""
+    from receiver.disks import apply as disks
+
+    cfg = store.config()
+    doc = store.load()
+    if not cfg.get("disks") or doc.get("state") not in OPEN_FOR_DATA:
+        return None
+    before = store.read(PREPARE_FILE) or {}
+    result = disks.prepare(store.read("manifest.json", {}), store.read("plan.json", {}),
+                           cfg["disks"], mount_root(store), force_wipe=(),
+                           skip_mount_types=tuple(cfg.get("skip_mount_types") or ()),
+                           layout=before.get("layout"))
+    store.write(PREPARE_FILE, result)
+    log.info("target disks mounted again for %s: %s", doc["state"],
+             ", ".join(m["path"] for m in result.get("mounts") or []))
     return result
 
 
@@ -152,6 +180,20 @@ def render_local_image_description(doc_id, plan, manifest, disk_files, boot_mode
     }
 
 
+def image_source(device):
+    """What to read a target disk from: a loop device's backing file when there is one
+    (qemu-img then skips its holes instead of reading gigabytes of zeros through the
+    loop device: 66 s against 0.04 s for an empty 20 GiB disk), else the device."""
+    name = os.path.basename(os.path.realpath(device))
+    backing = "/sys/block/%s/loop/backing_file" % name
+    try:
+        with open(backing) as f:
+            path = f.read().strip()
+    except OSError:
+        return device
+    return path if path and os.path.isfile(path) else device
+
+
 def make_local_image(ctx):
     """SNAPSHOTTING with the ``local`` provider: each target disk becomes a qcow2 file
     in the output folder, with ``image.json`` describing the set. Written under a
@@ -174,8 +216,9 @@ def make_local_image(ctx):
     for i, module in enumerate(order):
         ctx.progress(100 * i // len(order), "writing %s to %s" % (module, part))
         path = os.path.join(part, "%s.qcow2" % module)
-        runner.run(["qemu-img", "convert", "-O", "qcow2", "-f", "raw", devices[module], path],
-                   timeout=6 * 3600)
+        os.sync()
+        runner.run(["qemu-img", "convert", "-O", "qcow2", "-f", "raw",
+                    image_source(devices[module]), path], timeout=6 * 3600)
         files.append((module, path))
     boot_mode = "UEFI" if (ctx.manifest or {}).get("firmware") == "uefi" else "BIOS"
     desc = render_local_image_description(ctx.doc["id"], ctx.plan, ctx.manifest, files,
@@ -192,14 +235,25 @@ def make_local_image(ctx):
     ctx.progress(100, "image written to %s" % final)
 
 
+def on_receiver(ctx):
+    """image_build.finish.OnReceiver for this receiver: its cloud.json (``serve
+    --cloud-config``, default /etc/go2aliyun/cloud.json) and API endpoints (tests)."""
+    from image_build.finish import CLOUD_CONFIG, OnReceiver
+
+    api = dict(ctx.config.get("cloud_api") or {})
+    return OnReceiver(os.path.join(ctx.store.dir, "cloud_image.json"),
+                      cloud_config_path=ctx.config.get("cloud_config") or CLOUD_CONFIG,
+                      metadata_endpoint=api.get("metadata_endpoint"),
+                      endpoint=api.get("endpoint"), protocol=api.get("protocol") or "https",
+                      poll_interval=float(api.get("poll_interval") or 5.0))
+
+
 def make_cloud_image(ctx):
     """SNAPSHOTTING with the ``aliyun`` provider: snapshots of the target disks and a
     custom image (image_build.finish), waiting until it is Available."""
-    from image_build.finish import OnReceiver
-
     release_disks(ctx)
     boot_mode = "UEFI" if (ctx.manifest or {}).get("firmware") == "uefi" else "BIOS"
-    worker = OnReceiver(os.path.join(ctx.store.dir, "cloud_image.json"))
+    worker = on_receiver(ctx)
     image_id = worker.build_image(
         boot_mode=boot_mode,
         progress=lambda message: ctx.progress(50, message))
@@ -240,7 +294,5 @@ def release(ctx):
         return
     import time
 
-    from image_build.finish import OnReceiver
-
     time.sleep(float(ctx.config.get("release_grace_seconds", 600)))
-    OnReceiver(os.path.join(ctx.store.dir, "cloud_image.json")).release_self()
+    on_receiver(ctx).release_self()

@@ -20,6 +20,8 @@ Later parts plug in the real steps with :func:`register_step`; a step is
   bootable), so nothing after it ever pretends success.
 """
 
+import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -200,9 +202,11 @@ register_step(State.IMAGE_READY, release)
 # --- running -----------------------------------------------------------------------
 
 
-def run_step(store, doc=None):
+def run_step(store, doc=None, stopping=None):
     """Run the step of the current state once. Returns the state it ended in, or
-    None when there was nothing to do."""
+    None when there was nothing to do. A step that fails because the worker is being
+    stopped (``stopping()`` is true: SIGTERM killed its commands) is not a failure:
+    the state stays, and the step runs again after the restart."""
     doc = doc or store.load()
     current = State(doc["state"])
     if current not in NEXT:
@@ -216,9 +220,17 @@ def run_step(store, doc=None):
                                  code="step.unavailable")
         fn(ctx)
     except Go2AliyunError as e:
+        if stopping is not None and stopping():
+            log.warning("step %s interrupted by a stop (%s); it runs again after the "
+                        "restart", current.value, e)
+            return None
         log.error("step %s failed: %s", current.value, e)
         return _end(store, current, error=e)
     except Exception as e:  # noqa: BLE001 - a step's bug must become FAILED, not a crash
+        if stopping is not None and stopping():
+            log.warning("step %s interrupted by a stop (%s); it runs again after the "
+                        "restart", current.value, type(e).__name__)
+            return None
         log.error("step %s crashed:\n%s", current.value, traceback.format_exc())
         err = Go2AliyunError(
             "internal error in step %s (%s); see the receiver log" % (current.value,
@@ -245,25 +257,62 @@ def _end(store, current, error=None):
     return store.update(fn)
 
 
+WORKER_LOCK = "worker.lock"
+
+
+def _hold_worker_lock(store, stop, interval):
+    """One worker per state folder: a worker left over from a serve that died (it got
+    SIGTERM and still ends its step) must finish before a new one starts a step."""
+    fd = os.open(os.path.join(store.dir, WORKER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if stop["now"]:
+                os.close(fd)
+                return None
+            if not waited:
+                log.warning("another worker still runs on %s; waiting for it", store.dir)
+                waited = True
+            time.sleep(interval)
+
+
 def serve(store, interval=0.5, once=False):
-    """The worker process's loop: run whatever step the state asks for."""
+    """The worker process's loop: run whatever step the state asks for.
+
+    SIGTERM (serve stopping, or serve gone: PR_SET_PDEATHSIG) ends the loop; when the
+    worker leads its own process group (as serve starts it), the commands of a running
+    step get the SIGTERM too, so the step ends now rather than minutes later, and is
+    run again after the restart (see :func:`run_step`)."""
     stop = {"now": False}
 
     def on_term(signum, frame):
+        if not stop["now"] and os.getpgrp() == os.getpid():
+            stop["now"] = True
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgrp(), signal.SIGTERM)  # our commands; we ignore it
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    lock = _hold_worker_lock(store, stop, interval)
+    if lock is None:
+        return None
     log.info("worker up for %s", store.dir)
-    while not stop["now"]:
-        try:
-            ended = run_step(store)
-        except Go2AliyunError as e:
-            log.error("worker: %s", e)
-            ended = None
-        if once:
-            return ended
-        if ended is None:
-            time.sleep(interval)
+    try:
+        while not stop["now"]:
+            try:
+                ended = run_step(store, stopping=lambda: stop["now"])
+            except Go2AliyunError as e:
+                log.error("worker: %s", e)
+                ended = None
+            if once:
+                return ended
+            if ended is None:
+                time.sleep(interval)
+    finally:
+        os.close(lock)
     log.info("worker stops")
     return None

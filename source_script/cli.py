@@ -117,6 +117,25 @@ TOKEN_HELP = " ".join([
 @click.option("--no-check", is_flag=True,
               help="go on despite preflight blockers (`go2aliyun check`), e.g. to copy a "
                    "system that will not boot as it is")
+@click.option("--receiver-image", metavar="IMAGE_ID", default=None,
+              help="all-in-one mode (AccessKeys and no --receiver): the receiver appliance "
+                   "image to start the intermediate instance from")
+@click.option("--source-cidr", metavar="ADDR[/N]", default=None,
+              help="all-in-one mode: the address the cloud sees this server come from, the "
+                   "only one admitted to the receiver (default: this server's outgoing "
+                   "address when it is public)")
+@click.option("--instance-type", metavar="TYPE", default=None,
+              help="all-in-one mode: instance type of the intermediate instance "
+                   "[default: ecs.g7.large]")
+@click.option("--ram-role", metavar="ROLE", default=None,
+              help="all-in-one mode: RAM role for the intermediate instance, so the receiver "
+                   "can snapshot its disks and create the image")
+@click.option("--cloud-endpoint", default=None, hidden=True,
+              help="API endpoint HOST:PORT instead of Alibaba Cloud's (tests)")
+@click.option("--cloud-protocol", default="https", hidden=True,
+              type=click.Choice(["https", "http"]))
+@click.option("--cloud-poll-interval", default=5.0, type=float, hidden=True,
+              help="seconds between two status checks while waiting for the cloud")
 @click.option("--io-timeout", default=300, type=int, hidden=True,
               help="seconds without progress before a transfer counts as broken")
 @click.option("--retries", default=3, type=int, hidden=True,
@@ -124,15 +143,21 @@ TOKEN_HELP = " ".join([
 @config_options
 @click.pass_context
 def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_only, cutover,
-            yes, no_check, io_timeout, retries, overrides, legacy):
+            yes, no_check, receiver_image, source_cidr, instance_type, ram_role, cloud_endpoint,
+            cloud_protocol, cloud_poll_interval, io_timeout, retries, overrides, legacy):
     """Migrate this server: send the manifest, push every disk, make the image.
 
     Reruns continue where the last run stopped (state in WORKDIR/client_data). The
     receiver address, fingerprint and token may also come from client_data
     (receiver.address, receiver.fingerprint, receiver.token); the token may come from
     the GO2ALIYUN_TOKEN environment variable so it need not appear in argv.
+
+    All-in-one mode: with access_id and secret_key in user_config.json (or the
+    ALIBABA_CLOUD_ACCESS_KEY_* environment) and no receiver named, it starts the
+    intermediate instance itself (--receiver-image), migrates into it and releases it
+    once the image is ready. Needs the cloud extra: pip install 'go2aliyun[cloud]'.
     """
-    from source_script import clientdata
+    from source_script import allinone, clientdata
     from source_script import migrate as mig
 
     if sync_only and cutover:
@@ -145,6 +170,10 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
         fingerprint=fingerprint, mode=mode, yes=yes or legacy.get("no_enter_key"),
         progressfile=legacy.get("progress_file"), io_timeout=io_timeout, retries=retries,
         no_check=no_check,
+        launch=allinone.LaunchOptions(
+            receiver_image=receiver_image, source_cidr=source_cidr,
+            instance_type=instance_type, ram_role=ram_role, endpoint=cloud_endpoint,
+            protocol=cloud_protocol, poll_interval=cloud_poll_interval),
         overrides=overrides, echo=lambda text: click.echo(text, err=True),
         confirm=lambda q: click.confirm(q, default=False, err=True))
     try:

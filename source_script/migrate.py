@@ -28,6 +28,7 @@ from wire import logs as wlogs
 from wire.errors import (
     CommandNotFound,
     ConfigError,
+    Go2AliyunError,
     NetworkError,
     ReceiverError,
     StateError,
@@ -51,7 +52,7 @@ class Options(object):
     def __init__(self, workdir=".", config=None, root="/", receiver=None, token=None,
                  fingerprint=None, mode=FULL, yes=False, progressfile=None, io_timeout=300,
                  retries=3, overrides=None, echo=None, confirm=None, poll_interval=2.0,
-                 no_check=False):
+                 no_check=False, launch=None):
         self.workdir = os.path.abspath(workdir or ".")
         self.config = config
         self.root = os.path.abspath(root or "/")
@@ -68,6 +69,7 @@ class Options(object):
         self.confirm = confirm
         self.poll_interval = poll_interval
         self.no_check = no_check
+        self.launch = launch  # allinone.LaunchOptions (all-in-one mode knobs) or None
 
 
 class Outcome(object):
@@ -120,21 +122,26 @@ def collect_manifest(root):
 # ------------------------------------------------------------------ helpers
 
 class Terminal(object):
-    """Progress on the terminal: one rewritten line on a tty, a line every 10 s if not."""
+    """Progress on the terminal: one rewritten line on a tty; if not (a log, a pipe), a
+    line when the text changed (at most every 10 s) and otherwise one a minute."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._last = 0.0
+        self._text = None
         self._open = False
 
     def progress(self, text):
         if self.tty:
             self.stream.write("\r\x1b[K" + text)
             self._open = True
-        elif time.time() - self._last >= 10:
-            self.stream.write(text + "\n")
-            self._last = time.time()
+        else:
+            quiet = time.time() - self._last
+            if (text != self._text and quiet >= 10) or quiet >= 60:
+                self.stream.write(text + "\n")
+                self._last = time.time()
+                self._text = text
         self.stream.flush()
 
     def end(self):
@@ -373,7 +380,51 @@ class Migration(object):
                 raise check.failure({"findings": findings})
             self.say("Preflight blockers ignored (--no-check): %s" % "; ".join(
                 f["check"] for f in findings if f["severity"] == "blocker"))
+        self._manifest, self._plan = manifest, plan
         data = clientdata.load(self.workdir)
+        aio = self.all_in_one(data)
+        if aio is not None:
+            try:
+                return self.run_all_in_one(aio, data)
+            except (Exception, KeyboardInterrupt):
+                hint = aio.cleanup_hint()
+                if hint:
+                    self.say(hint)
+                raise
+        return self.run_receiver(data)
+
+    def all_in_one(self, data):
+        """An allinone.AllInOne when this run launches (or has launched) the
+        intermediate instance itself, else None."""
+        from source_script import allinone
+        from source_script import overrides as ov
+
+        config = ov.effective_config(ov.resolve_config_path(self.opts.config, self.workdir),
+                                     self.opts.overrides)
+        return allinone.prepare(self.workdir, config, self.opts.receiver, data,
+                                self.opts.launch or allinone.LaunchOptions(), echo=self.say)
+
+    def run_all_in_one(self, aio, data):
+        if data.get("status") == "Finished":
+            note = aio.release() if not aio.released() else "nothing left to release"
+            return Outcome(True, "this migration already finished (image %s); %s"
+                           % (_image_text(data.get("image")), note), image=data.get("image"))
+        address, fingerprint, token = aio.launch()
+        self.opts.receiver, self.opts.fingerprint, self.opts.token = address, fingerprint, token
+        outcome = self.run_receiver(clientdata.load(self.workdir))
+        if outcome.finished:
+            try:
+                note = aio.release()
+            except Go2AliyunError as e:
+                note = "could not release the intermediate resources (%s [%s]); %s" % (
+                    e, e.code, aio.cleanup_hint())
+            outcome.message = "%s; %s" % (outcome.message, note)
+        return outcome
+
+    def run_receiver(self, data):
+        """The flow against a known receiver (named, or launched above)."""
+        opts = self.opts
+        manifest, plan = self._manifest, self._plan
         self.open()
         if data.get("status") == "Finished":
             doc = self.current()

@@ -13,11 +13,14 @@ totals from ``--stats`` (:func:`parse_stats`); both parsers are tested on output
 captured from rsync 3.5 (tests/data/push/).
 """
 
+import contextlib
 import logging
 import os
 import re
+import select
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -40,6 +43,9 @@ VANISHED = 24
 # compression: off, on or auto (the default: on when the link, not the CPU or the
 # disks, holds the push back; see :class:`LinkWatch`)
 COMPRESS_ENV = "GO2ALIYUN_COMPRESS"
+COMPRESS_BELOW = 50 * 1000 * 1000  # B/s: a slower link is worth compressing for
+PROBE_SECONDS = 5
+SWITCHED = -1000  # _rsync's answer when it stopped rsync to go on compressed
 
 _PROGRESS = re.compile(
     r"^\s*([\d,]+)\s+(\d+)%\s+([\d.]+)([kMGT]?B)/s\s+(\d+):(\d\d):(\d\d)")
@@ -169,9 +175,9 @@ def compress_modes(version_text):
 
 def compress_args(version_text):
     """Pure: rsync options for compression: zstd (fast, 3-4x on text at a few hundred
-    MB/s per core) when this rsync has it, else zlib at level 1 (rsync < 3.2)."""
+    MB/s per core at level 1) when this rsync has it, else zlib at level 1 (rsync < 3.2)."""
     if "zstd" in compress_modes(version_text):
-        return ["-z", "--compress-choice=zstd", "--compress-level=3"]
+        return ["-z", "--compress-choice=zstd", "--compress-level=1"]
     return ["-z", "--compress-level=1"]
 
 
@@ -280,11 +286,72 @@ def _die_with_parent():
         pass
 
 
+class LinkWatch(object):
+    """Is the link the bottleneck? Reads the bridge's status file (see
+    ``tlsbridge.Status``: seconds, bytes sent, seconds spent waiting for the network with
+    a full queue) and, after ``probe`` seconds of traffic, answers once: compress when
+    the network held the bridge back for most of the time at less than ``below`` B/s.
+    A slow disk or CPU leaves the bridge's queue empty, so it never triggers then."""
+
+    def __init__(self, path, probe=PROBE_SECONDS, below=COMPRESS_BELOW, busy=0.6):
+        self.path = path
+        self.probe = probe
+        self.below = below
+        self.busy = busy
+        self.first = None
+        self.decided = False
+        self.finding = None
+
+    def read(self):
+        try:
+            with open(self.path) as f:
+                return parse_bridge_status(f.read())
+        except OSError:
+            return None
+
+    def check(self, eta=None):
+        """True once when compression should be switched on."""
+        if self.decided:
+            return False
+        now = self.read()
+        if now is None or now[1] < 1024 * 1024:
+            return False
+        if self.first is None:
+            self.first = now
+            return False
+        seconds = now[0] - self.first[0]
+        if seconds < self.probe:
+            return False
+        self.decided = True
+        rate = (now[1] - self.first[1]) / seconds
+        waited = (now[2] - self.first[2]) / seconds
+        self.finding = {"rate": int(rate), "waited": round(waited, 2)}
+        if eta is not None and eta < 2 * self.probe:
+            return False  # nearly done: a restart would cost more than it saves
+        return rate < self.below and waited >= self.busy
+
+
+def parse_bridge_status(text):
+    """Pure: the bridge's status line ``SECONDS BYTES WAITED`` -> (float, int, float)."""
+    parts = (text or "").split()
+    if len(parts) < 3:
+        return None
+    try:
+        return float(parts[0]), int(parts[1]), float(parts[2])
+    except ValueError:
+        return None
+
+
 def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
-              bwlimit=0, timeout=300, on_progress=None, rules_dir=None):
+              bwlimit=0, timeout=300, on_progress=None, rules_dir=None, compress=None):
     """rsync ``source_dir`` to ``rsync://host/module/`` through the TLS bridge.
 
-    ``bridge`` is ``tlsbridge.bridge_env(...)``. Returns the parsed ``--stats``.
+    ``bridge`` is ``tlsbridge.bridge_env(...)``. ``compress`` is ``off``, ``on`` or
+    ``auto`` (default: :data:`COMPRESS_ENV`, else ``auto``): auto compresses from the
+    start under a ``bwlimit`` below :data:`COMPRESS_BELOW`, and otherwise restarts rsync
+    with compression (it resumes, nothing is sent twice) when :class:`LinkWatch` finds
+    the link is what holds the push back. Returns the parsed ``--stats`` plus
+    ``compress`` (the options used, or "").
     """
     rsync = runner.which("rsync")
     if not rsync:
@@ -301,16 +368,58 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
         filter_file = os.path.join(rules_dir, "filters-%s.rules" % disk)
         with open(filter_file, "w") as f:
             f.write("\n".join(rules) + "\n")
-    compress = ()
-    if compress_mode() == "on":
-        compress = compress_args(runner.run([rsync, "--version"], ok_codes=None).stdout)
-    argv = rsync_argv(source_dir, module_url(host, module), filter_file, bwlimit, timeout,
-                      rsync=rsync, compress=compress)
+    mode = compress or compress_mode()
+    zargs = ()
+    if mode == "on" or (mode == "auto" and bwlimit and bwlimit * 1024 < COMPRESS_BELOW):
+        zargs = compress_args(runner.run([rsync, "--version"], ok_codes=None).stdout)
+        mode = "on"
     prog, env = tlsbridge.connect_prog()
     env = dict(env)
     env.update(bridge)
     env["RSYNC_CONNECT_PROG"] = prog
-    log.info("pushing %s: %s -> %s", disk, source_dir, module)
+    watch = None
+    if mode == "auto":
+        fd, status = tempfile.mkstemp(prefix="bridge-%s-" % disk, suffix=".status",
+                                      dir=rules_dir or workdir)
+        os.close(fd)
+        env[tlsbridge.ENV["status"]] = status
+        watch = LinkWatch(status)
+    try:
+        url = module_url(host, module)
+        log.info("pushing %s: %s -> %s", disk, source_dir, module)
+        rc, stdout, stderr = _rsync(rsync_argv(source_dir, url, filter_file, bwlimit, timeout,
+                                               rsync=rsync, compress=zargs),
+                                    env, disk, on_progress, watch)
+        if rc == SWITCHED:
+            zargs = compress_args(runner.run([rsync, "--version"], ok_codes=None).stdout)
+            log.info("%s: the link holds the push back (%s B/s, the bridge waited %d%% "
+                     "of the time): going on with compression (%s)", disk,
+                     watch.finding["rate"], 100 * watch.finding["waited"], " ".join(zargs))
+            rc, stdout, stderr = _rsync(rsync_argv(source_dir, url, filter_file, bwlimit,
+                                                   timeout, rsync=rsync, compress=zargs),
+                                        env, disk, on_progress, None)
+        elif watch is not None and watch.finding:
+            log.info("%s: link check %s: no compression", disk, watch.finding)
+    finally:
+        if watch is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(watch.path)
+    stats = parse_stats(stdout)
+    stats["compress"] = " ".join(zargs)
+    log.info("pushed %s: %s", disk, stats)
+    if rc == VANISHED:
+        log.warning("some files of %s vanished while being sent (normal on a live "
+                    "system); the next pass picks up the rest", disk)
+        rc = 0
+    error = classify_failure(rc, stderr, module)
+    if error is not None:
+        raise error
+    return stats
+
+
+def _rsync(argv, env, disk, on_progress, watch):
+    """Run rsync, feed its progress; (returncode, stdout, stderr). With a ``watch``,
+    ends rsync and returns :data:`SWITCHED` when the watch asks for compression."""
     proc = runner.start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     err_chunks = []
@@ -324,15 +433,32 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
     t.start()
     out_text = []
     buf = ""
+    eta = None
+    switched = False
+    fd = proc.stdout.fileno()
     try:
-        for chunk in iter(lambda: os.read(proc.stdout.fileno(), 65536), b""):
+        while True:
+            if watch is not None:
+                ready = select.select([fd], [], [], 1.0)[0]
+                if watch.check(eta):
+                    switched = True
+                    proc.terminate()
+                    proc.wait()
+                    break
+                if not ready:
+                    continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
             text = chunk.decode("utf-8", "replace")
             out_text.append(text)
             lines, buf = split_progress(buf + text)
             for line in lines:
                 info = parse_progress2(line)
-                if info and on_progress:
-                    on_progress(disk, info)
+                if info:
+                    eta = info["eta"]
+                    if on_progress:
+                        on_progress(disk, info)
         rc = proc.wait()
     except BaseException:
         proc.kill()
@@ -340,15 +466,7 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
         raise
     t.join(5)  # the bridge (rsync's child) shares the pipe; it ends with rsync
     stderr = b"".join(err_chunks).decode("utf-8", "replace")
-    stdout = "".join(out_text)
     log.debug("rsync %s exit %s; stderr: %s", disk, rc, redact(stderr)[-4000:])
-    stats = parse_stats(stdout)
-    log.info("pushed %s: %s", disk, stats)
-    if rc == VANISHED:
-        log.warning("some files of %s vanished while being sent (normal on a live "
-                    "system); the next pass picks up the rest", disk)
-        rc = 0
-    error = classify_failure(rc, stderr, module)
-    if error is not None:
-        raise error
-    return stats
+    if switched:
+        return SWITCHED, "", stderr
+    return rc, "".join(out_text), stderr

@@ -14,6 +14,7 @@ rsync runs, from the environment (see :data:`ENV`). Errors go to stderr as
 recognises in rsync's stderr.
 """
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -25,6 +26,7 @@ import signal
 import socket
 import ssl
 import sys
+import time
 
 from source_script.session import check_fingerprint, client_context, normalize_fingerprint
 from wire import DATA_PORT
@@ -38,10 +40,13 @@ ENV = {
     "cert": "GO2ALIYUN_BRIDGE_CERT",
     "key": "GO2ALIYUN_BRIDGE_KEY",
     "timeout": "GO2ALIYUN_BRIDGE_TIMEOUT",
+    # where to write the link status (see Status) for push's compression choice
+    "status": "GO2ALIYUN_BRIDGE_STATUS",
 }
 ERROR_PREFIX = "go2aliyun tls-bridge: error"
 CHUNK = 64 * 1024
-BUFFER = 512 * 1024
+READ = 256 * 1024  # from rsync, and per SSL write
+BUFFER = 1024 * 1024  # queued each way before we stop reading
 
 
 def connect_prog(python=None):
@@ -116,17 +121,72 @@ def _set_nonblocking(fd):
     fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
 
 
-def relay(tls, in_fd=0, out_fd=1, linger=30):
+class _Queue(object):
+    """Bytes waiting to be written, as the chunks they were read in: taking from the
+    front never moves the rest (a bytearray's ``del buf[:n]`` copies what is left, for
+    every write: that cost the bridge most of its CPU)."""
+
+    def __init__(self):
+        self.chunks = collections.deque()
+        self.offset = 0  # of the first chunk, already written
+        self.size = 0
+
+    def __len__(self):
+        return self.size
+
+    def append(self, data):
+        self.chunks.append(data)
+        self.size += len(data)
+
+    def head(self, limit):
+        """A view of up to ``limit`` bytes from the front (no copy)."""
+        return memoryview(self.chunks[0])[self.offset:self.offset + limit]
+
+    def consume(self, n):
+        self.size -= n
+        self.offset += n
+        if self.offset >= len(self.chunks[0]):
+            self.chunks.popleft()
+            self.offset = 0
+
+
+class Status(object):
+    """How the link keeps up, written to ``path`` about once a second as one line
+    ``SECONDS BYTES_SENT SECONDS_WAITED``: the time the bridge waited for the network
+    with its queue to it full (rsync had more to send than the link took)."""
+
+    def __init__(self, path, every=1.0):
+        self.path = path
+        self.every = every
+        self.began = self.last = time.monotonic()
+        self.sent = 0
+        self.waited = 0.0
+
+    def tick(self, now):
+        if self.path and now - self.last >= self.every:
+            self.last = now
+            tmp = self.path + ".tmp"
+            with contextlib.suppress(OSError):
+                with open(tmp, "w") as f:
+                    f.write("%.3f %d %.3f\n" % (now - self.began, self.sent, self.waited))
+                os.replace(tmp, self.path)
+
+
+def relay(tls, in_fd=0, out_fd=1, linger=30, status=None):
     """Copy stdin -> TLS and TLS -> stdout until either side ends. After stdin ended,
-    what is still queued for the network gets ``linger`` seconds to leave."""
+    what is still queued for the network gets ``linger`` seconds to leave.
+
+    rsync's data is read in ``READ``-sized pieces and handed to OpenSSL whole (it cuts
+    the 16 KiB records itself), so a gigabyte costs a few thousand loop turns."""
     _set_nonblocking(in_fd)
     if out_fd != in_fd:
         _set_nonblocking(out_fd)
     tls.setblocking(False)
-    to_net = bytearray()
-    to_out = bytearray()
+    to_net = _Queue()
+    to_out = _Queue()
     in_eof = net_eof = False
     pending_send = 0  # length of an SSL write that must be retried as is
+    status = status or Status(None)
     while True:
         if in_eof and not to_net:
             break
@@ -143,7 +203,13 @@ def relay(tls, in_fd=0, out_fd=1, linger=30):
         if to_out:
             wlist.append(out_fd)
         timeout = 0 if (can_read_net and tls.pending()) else (linger if in_eof else None)
+        full = len(to_net) >= BUFFER
+        before = time.monotonic()
         readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        now = time.monotonic()
+        if full:
+            status.waited += now - before
+        status.tick(now)
         if in_eof and not readable and not writable and timeout:
             break  # rsync is gone and the network takes nothing more
         if can_read_net and (tls in readable or tls.pending()):
@@ -153,7 +219,7 @@ def relay(tls, in_fd=0, out_fd=1, linger=30):
                     if not data:
                         net_eof = True
                         break
-                    to_out += data
+                    to_out.append(data)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 pass
             except ssl.SSLError as e:
@@ -167,32 +233,40 @@ def relay(tls, in_fd=0, out_fd=1, linger=30):
                 net_eof = True
         if in_fd in readable:
             try:
-                data = os.read(in_fd, CHUNK)
+                data = os.read(in_fd, READ)
                 if data:
-                    to_net += data
+                    to_net.append(data)
                 else:
                     in_eof = True
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
                     in_eof = True
-        if to_net and tls in writable:
-            size = pending_send or min(len(to_net), CHUNK)
+        while to_net and tls in writable:
+            # a retried SSL write must offer the same bytes again
+            view = to_net.head(pending_send or READ)
             try:
-                sent = tls.send(bytes(to_net[:size]))
-                del to_net[:sent]
+                sent = tls.send(view)
                 pending_send = 0
             except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                pending_send = size
+                pending_send = len(view)
+                break
             except OSError as e:
                 raise NetworkError("the data channel closed while sending: %s" % e,
                                    code="network.reset") from e
+            finally:
+                view.release()
+            to_net.consume(sent)
+            status.sent += sent
         if to_out and out_fd in writable:
+            view = to_out.head(READ)
             try:
-                n = os.write(out_fd, bytes(to_out[:CHUNK]))
-                del to_out[:n]
+                n = os.write(out_fd, view)
+                to_out.consume(n)
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
                     break  # rsync went away
+            finally:
+                view.release()
     with contextlib.suppress(OSError):
         tls.close()
 
@@ -210,7 +284,7 @@ def run_bridge(host, port=None, fingerprint=None, cert=None, key=None, timeout=N
         tls = open_channel(host, port, normalize_fingerprint(fingerprint), cert, key, timeout)
         # rsync runs us through system() in a forked child of its own, so we do not
         # die with rsync: its end of the socket closing (EOF on stdin) ends us
-        relay(tls, linger=min(2.0, timeout))
+        relay(tls, linger=min(2.0, timeout), status=Status(env.get(ENV["status"])))
     except Go2AliyunError as e:
         sys.stderr.write("%s [%s]: %s\n" % (ERROR_PREFIX, e.code, e))
         sys.stderr.flush()

@@ -15,6 +15,7 @@ Entry points (the worker's PREPARING step calls :func:`prepare`):
   them back their source names.
 """
 
+import copy
 import logging
 import os
 import stat
@@ -393,16 +394,26 @@ def _mount_all(layout, devices, mount_root, skip_mount_types):
     return modules, mounted, unmounted
 
 
-def prepare(manifest, plan, disks, mount_root, force_wipe=(), skip_mount_types=()):
+def prepare(manifest, plan, disks, mount_root, force_wipe=(), skip_mount_types=(),
+            layout=None):
     """Rebuild the source layout on ``disks`` ({module: device}) and mount it under
     ``mount_root``. Returns a JSON-able result: ``modules`` {module: mount path},
     ``devices``, ``mounts``, ``unmounted`` (types in ``skip_mount_types``),
     ``filesystems`` (target device, type, UUID for each), ``id_changes`` and
-    ``device_map`` (for conversion), ``actions`` and the ``layout`` with its review."""
+    ``device_map`` (for conversion), ``actions`` and the ``layout`` with its review.
+
+    ``layout``: the one a previous prepare of this migration chose (its ``layout`` in
+    the result), to mount the disks again after a restart. Planning anew could pick
+    other identifiers (the free ones depend on what else the host has attached now)
+    and then refuse the disks it made itself as "holding other data"."""
     names = check_disks(disks, mount_root)
-    targets = {m: probe.disk_size(n) for m, n in names.items()}
-    layout = plan_layout(manifest, plan, targets, taken_ids=_receiver_ids(names.values()),
-                         taken_vg_names=probe.probe_vg_names())
+    if layout:
+        layout = copy.deepcopy(layout)
+    else:
+        targets = {m: probe.disk_size(n) for m, n in names.items()}
+        layout = plan_layout(manifest, plan, targets,
+                             taken_ids=_receiver_ids(names.values()),
+                             taken_vg_names=probe.probe_vg_names())
     skip = set(skip_mount_types or ())
     for t in sorted({m["type"] for m in layout["mounts"]} - skip):
         ensure_fs_support(t)

@@ -28,26 +28,10 @@ def image(name):
     return os.path.join(SAMPLE_DIR, sample_server.LAYOUT[name]["file"])
 
 
-@contextlib.contextmanager
 def mounted_readonly(names=("system", "disk1")):
-    """Mount the sample's filesystems read-only under a temporary root, as the
-    running server sees them; yields the root. Undone even on failure."""
-    root = tempfile.mkdtemp(prefix="sample-ro-")
-    with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, root, True)
-        mounts = []
-        for name in names:
-            with_dev = stack.enter_context(sample_server.attached(image(name)))
-            for n, part in enumerate(sample_server.LAYOUT[name]["partitions"], 1):
-                if part["mount"]:
-                    mounts.append((part["mount"], "%sp%d" % (with_dev, n)))
-        mounts.sort(key=lambda m: 0 if m[0] == "/" else m[0].count("/"))
-        for mountpoint, node in mounts:
-            where = os.path.join(root, mountpoint.lstrip("/"))
-            os.makedirs(where, exist_ok=True)
-            runner.run(["mount", "-o", "ro,noload", node, where])
-            stack.callback(runner.run, ["umount", where], ok_codes=None)
-        yield root
+    """The sample's filesystems mounted read-only under a temporary root (a context
+    manager yielding the root)."""
+    return sample_server.mounted_readonly(SAMPLE_DIR, list(names))
 
 
 @contextlib.contextmanager

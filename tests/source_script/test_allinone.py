@@ -1,0 +1,319 @@
+"""The all-in-one mode: `go2aliyun migrate` with AccessKeys in user_config.json and no
+receiver launches the intermediate instance itself (source_script/allinone.py).
+
+The end-to-end test runs against the fake cloud (tests/fakecloud/) whose RunInstances
+is made real: when the fake instance is created, the test decodes its user-data the way
+cloud-init does (write_files, b64, permissions) into a temporary root and starts a REAL
+`go2aliyun-receiver serve` in the `ecs` namespace on that state folder (the launcher's
+TLS key/certificate and token hash) with a folder target, and the fake reports the
+namespace's address as the instance's public IP. The source runs in `src` and reaches
+the fake cloud through a port forwarded into its namespace (tests/helpers/nsforward.py),
+which also records every byte the source sent to the cloud API.
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+
+from source_script import allinone
+from tests.fakecloud.server import OPERATOR_KEY, FakeCloud
+from tests.helpers.netns import netns_pair
+from tests.helpers.nsforward import Forward
+from tests.helpers.receiver import Receiver, tail_of
+from tests.helpers.sourcetree import build as build_tree
+from wire.errors import ConfigError, UsageError
+from wire.paths import target_path
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FINISHED = "Goto Aliyun Finished!"
+NOT_FINISHED = "Goto Aliyun Not Finished!"
+
+
+# ------------------------------------------------------------------ pure parts
+
+class _Cfg(object):
+    def __init__(self, access_id="", secret_key=""):
+        self.access_id = access_id
+        self.secret_key = secret_key
+
+
+def test_keys_come_from_the_config_then_the_environment():
+    env = {allinone.KEY_ID_ENV: "LTAIenv", allinone.KEY_SECRET_ENV: "envsecret",
+           allinone.STS_TOKEN_ENV: "CAISsts"}
+    assert allinone.keys_from(_Cfg("LTAIcfg", "cfgsecret"), env) == ("LTAIcfg", "cfgsecret",
+                                                                     None)
+    assert allinone.keys_from(_Cfg(), env) == ("LTAIenv", "envsecret", "CAISsts")
+    assert allinone.keys_from(_Cfg("LTAIcfg", ""), {}) is None
+
+
+@pytest.mark.parametrize("flag, client_data, state, keys, mode", [
+    (None, {}, {}, True, "launch"),
+    (None, {}, {}, False, "manual"),
+    ("10.0.0.5", {}, {}, True, "manual"),
+    (None, {"receiver": {"address": "10.0.0.5"}}, {}, True, "manual"),
+    # a recorded launch resumes, also when client_data already names its receiver
+    (None, {"receiver": {"address": "47.96.0.10"}}, {"migration_id": "m-1"}, True, "resume"),
+    (None, {}, {"migration_id": "m-1"}, False, "resume"),
+    ("10.0.0.5", {}, {"migration_id": "m-1"}, True, "manual"),
+])
+def test_mode_decision(flag, client_data, state, keys, mode):
+    assert allinone.decide(flag, client_data, state, keys) == mode
+
+
+def test_settings_from_flags_then_client_data_then_defaults():
+    opts = allinone.LaunchOptions(receiver_image="m-flag")
+    saved = {"all_in_one": {"receiver_image": "m-saved", "source_cidr": "198.51.100.4/32"}}
+    assert allinone.merged_settings(opts, saved) == {
+        "receiver_image": "m-flag", "source_cidr": "198.51.100.4/32",
+        "instance_type": allinone.DEFAULT_INSTANCE_TYPE, "ram_role": None}
+
+
+@pytest.mark.parametrize("address", ["10.1.2.3", "192.168.0.4", "127.0.0.1", "172.16.5.5"])
+def test_a_detected_private_address_is_refused_with_the_fix(address):
+    with pytest.raises(UsageError) as e:
+        allinone.judge_detected_address(address)
+    assert address in str(e.value) and "--source-cidr" in e.value.hint
+
+
+def test_release_text_names_only_what_launch_made_and_what_is_left():
+    state = {"instance_id": "i-1", "vpc_id": "vpc-user", "vswitch_id": "vsw-1",
+             "security_group_id": "sg-1",
+             "created": {"vpc": False, "vswitch": True, "security_group": True},
+             "released": {"security_group": True}, "snapshots": {"a": "s-1"}}
+    assert allinone.release_text(state) == "instance i-1, vswitch vsw-1, snapshot s-1"
+    state["image_id"] = "m-1"
+    assert "snapshot" not in allinone.release_text(state)
+
+
+@pytest.mark.commands
+def test_without_the_cloud_extra_the_error_names_the_install_command():
+    # a Python where the Alibaba Cloud SDK cannot be imported (as without the extra)
+    code = ("import sys; sys.modules['alibabacloud_ecs20140526'] = None\n"
+            "from source_script import allinone\n"
+            "from wire.errors import ConfigError\n"
+            "try:\n    allinone.require_cloud_extra()\n"
+            "except ConfigError as e:\n    print(e.code); print(e.hint)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    assert out.splitlines()[0] == "config.cloud_extra_missing"
+    assert "pip install 'go2aliyun[cloud]'" in out
+
+
+def test_a_recorded_launch_without_keys_says_where_to_put_them(tmp_path):
+    (tmp_path / "cloud_state.json").write_text(json.dumps({"migration_id": "m-1",
+                                                           "region_id": "cn-hangzhou"}))
+    aio = allinone.prepare(str(tmp_path), _Cfg(), None, {}, allinone.LaunchOptions(),
+                           environ={})
+    with pytest.raises(ConfigError) as e:
+        aio.cloud()
+    assert e.value.code == "config.missing_keys" and "user_config.json" in e.value.hint
+
+
+# ------------------------------------------------------------------ end to end
+
+class Instances(object):
+    """The fake cloud's RunInstances made real: the user-data is applied as cloud-init
+    would, and a real receiver serves in the `ecs` namespace."""
+
+    def __init__(self, fake, net, base):
+        self.fake = fake
+        self.net = net
+        self.base = base
+        self.receivers = []
+        self.errors = []
+        self.roots = []
+        self.user_data = []
+        self._run = fake.world.run_instances
+        fake.world.run_instances = self.run_instances
+        fake.world.public_ip = net.ecs_ip
+
+    def run_instances(self, params):
+        result = self._run(params)
+        inst_id = result["InstanceIdSets"]["InstanceIdSet"][0]
+        user_data = self.fake.world.instances[inst_id]["UserData"]
+        self.user_data.append(user_data)
+        threading.Thread(target=self.boot, args=(inst_id, user_data), daemon=True).start()
+        return result
+
+    def boot(self, inst_id, user_data):
+        try:
+            root = os.path.join(self.base, "instance-" + inst_id)
+            self.roots.append(root)
+            doc = yaml.safe_load(user_data)
+            for f in doc["write_files"]:
+                assert f["encoding"] == "b64"
+                path = target_path(root, f["path"])
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as out:
+                    out.write(base64.b64decode(f["content"]))
+                os.chmod(path, int(f["permissions"], 8))
+            target = os.path.join(root, "srv", "target")
+            os.makedirs(target)
+            rec = Receiver(self.net, root, {"system": target}, extra_args=[
+                "--cloud-config", target_path(root, "/etc/go2aliyun/cloud.json")])
+            rec.state = target_path(root, "/var/lib/go2aliyun")
+            self.receivers.append(rec)
+            rec.start(fresh=False)
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(e)
+
+
+class ProcessWatch(object):
+    """Samples every process's argv while the migration runs (what `ps` shows)."""
+
+    def __init__(self):
+        self.seen = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        with open("/proc/%s/cmdline" % pid, "rb") as f:
+                            self.seen.add(f.read())
+                    except OSError:
+                        pass
+            time.sleep(0.1)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _show(r):
+    return "exit %s\nstdout:\n%s\nstderr:\n%s" % (r.returncode, r.stdout[-3000:],
+                                                  r.stderr[-3000:])
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _files_under(*folders):
+    for folder in folders:
+        for dirpath, _dirs, files in os.walk(folder):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    with open(path, "rb") as f:
+                        yield path, f.read()
+
+
+@pytest.mark.root
+def test_migrate_launches_its_own_receiver_and_cleans_up(tmp_path):
+    base = str(tmp_path)
+    key_id, secret = OPERATOR_KEY
+    work = os.path.join(base, "work")
+    source = os.path.join(base, "source")
+    os.makedirs(work)
+    os.makedirs(source)
+    build_tree(source)
+    with open(os.path.join(work, "user_config.json"), "w") as f:
+        json.dump({"access_id": key_id, "secret_key": secret, "region_id": "cn-hangzhou",
+                   "image_name": "AIO_IMAGE", "system_disk_size": 40, "platform": "Debian",
+                   "architecture": "x86_64", "bandwidth_limit": 0, "data_disks": []}, f)
+    os.chmod(os.path.join(work, "user_config.json"), 0o600)
+    fake = FakeCloud().start()
+    appliance = fake.world.add_image("go2aliyun-receiver-0.1.0")
+    watch = None
+    try:
+        with netns_pair() as net, Forward(net.src, ("127.0.0.1", fake.port),
+                                          record=True) as api:
+            instances = Instances(fake, net, base)
+            try:
+                def go2aliyun(*argv, module="source_script.cli", timeout=120):
+                    return net.run(net.src, [sys.executable, "-m", module] + list(argv),
+                                   env={"PYTHONPATH": REPO}, ok_codes=None,
+                                   timeout=timeout, cwd=work)
+
+                migrate = ["migrate", "--workdir", work, "--root", source, "--yes",
+                           "--no-check", "--io-timeout", "30",
+                           "--receiver-image", appliance, "--source-cidr", net.src_ip,
+                           "--cloud-endpoint", api.endpoint, "--cloud-protocol", "http",
+                           "--cloud-poll-interval", "0.1"]
+                watch = ProcessWatch()
+                r = go2aliyun(*migrate)
+                assert not instances.errors, instances.errors
+                assert len(instances.receivers) == 1, _show(r)
+                rec = instances.receivers[0]
+                doc = rec.document()
+                # launch -> token session with the launcher-made identity -> push ->
+                # finalize; the folder target cannot be converted: an honest failure
+                assert r.returncode != 0 and NOT_FINISHED in r.stdout, _show(r)
+                assert doc["state"] == "FAILED", doc
+                assert (doc["error"]["step"], doc["error"]["code"]) == (
+                    "CONVERTING", "conversion.unavailable"), doc["error"]
+                state = _json(os.path.join(work, "cloud_state.json"))
+                assert rec.status["fingerprint"] == state["tls"]["fingerprint"]
+                data = _json(os.path.join(work, "client_data"))
+                assert data["receiver"]["address"] == net.ecs_ip
+                assert data["migration_id"] == doc["id"]
+                with open(os.path.join(instances.roots[0], "srv", "target", "etc",
+                                       "hostname"), "rb") as got, \
+                        open(os.path.join(source, "etc", "hostname"), "rb") as want:
+                    assert got.read() == want.read()
+                inst_id = state["instance_id"]
+                group = fake.world.groups[state["security_group_id"]]
+                assert {(p["PortRange"], p["SourceCidrIp"]) for p in group["Permissions"]} \
+                    == {("8080/8080", net.src_ip + "/32"), ("8703/8703", net.src_ip + "/32")}
+                # the failure says what cleanup would release
+                assert "go2aliyun-cloud --workdir %s cleanup" % work in r.stderr, _show(r)
+                assert "instance %s" % inst_id in r.stderr
+
+                # a rerun resumes: the same instance, no second RunInstances
+                r2 = go2aliyun(*migrate)
+                assert "retrying it" in r2.stderr, _show(r2)
+                assert NOT_FINISHED in r2.stdout, _show(r2)
+                assert fake.world.actions().count("RunInstances") == 1
+                assert len(instances.receivers) == 1 and len(fake.world.instances) == 1
+
+                # cleanup releases the instance and the network launch made
+                r3 = go2aliyun("--workdir", work, "--endpoint", api.endpoint, "--protocol",
+                               "http", "--poll-interval", "0.1", "cleanup", "--yes",
+                               module="image_build.cli")
+                assert r3.returncode == 0, _show(r3)
+                watch.stop()
+                left = fake.world.summary()
+                assert {k: v for k, v in left.items() if k != "images"} == {
+                    "vpcs": 0, "vswitches": 0, "security_groups": 0, "instances": 0,
+                    "disks": 0, "snapshots": 0}, left
+
+                # the AccessKey secret went nowhere: not in argv, the source's output or
+                # logs, the receiver's files, the user-data, nor any byte sent to the API
+                # (the signature is an HMAC made with it; the key itself never travels)
+                needle = secret.encode()
+                assert not [c for c in watch.seen if needle in c]
+                for r_ in (r, r2, r3):
+                    assert secret not in r_.stdout + r_.stderr
+                leaks = [p for p, content in _files_under(os.path.join(work, "logs"),
+                                                          instances.roots[0])
+                         if needle in content or key_id.encode() in content]
+                assert not leaks, leaks
+                assert instances.user_data and needle not in instances.user_data[0]
+                assert key_id.encode() not in instances.user_data[0]
+                for name in ("cloud_state.json", "client_data"):
+                    with open(os.path.join(work, name), "rb") as f:
+                        assert needle not in f.read(), name
+                assert api.sent and needle not in api.sent
+                assert key_id.encode() in api.sent  # the recording does see the requests
+                assert all(c == key_id for c in fake.world.callers)
+            finally:
+                if watch is not None:
+                    watch.stop()
+                for rec in instances.receivers:
+                    if rec.proc is not None and rec.proc.poll() is not None:
+                        print(tail_of(rec.log))
+                    rec.stop()
+    finally:
+        fake.stop()

@@ -1,0 +1,198 @@
+"""Compression for the push: rsync's compressors from ``rsync --version``, the
+``GO2ALIYUN_COMPRESS`` knob, the bridge's link status and the :class:`push.LinkWatch`
+that switches compression on when the link (not the disk or the CPU) holds the push back.
+"""
+
+import contextlib
+import os
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from source_script import push, tlsbridge
+from wire.errors import TransferError
+
+from .test_session import _self_signed
+from .test_tlsbridge import _client_cert
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "push")
+
+
+def _version():
+    with open(os.path.join(DATA, "rsync-3.5-version.out")) as f:
+        return f.read()
+
+
+def test_compressors_of_this_rsync():
+    text = _version()
+    assert push.compress_modes(text) == ["zstd", "lz4", "zlibx", "zlib", "none"]
+    assert push.compress_args(text) == ["-z", "--compress-choice=zstd", "--compress-level=1"]
+    # rsync before 3.2 prints no "Compress list": zlib, cheap level
+    old = "\n".join(line for line in text.splitlines()[:9])
+    assert push.compress_modes(old) == []
+    assert push.compress_args(old) == ["-z", "--compress-level=1"]
+
+
+def test_rsync_argv_with_and_without_compression():
+    plain = push.rsync_argv("/src", "rsync://h/m/")
+    assert "-z" not in plain
+    z = push.rsync_argv("/src", "rsync://h/m/", compress=["-z", "--compress-choice=zstd"])
+    assert z[-4:] == ["-z", "--compress-choice=zstd", "/src/", "rsync://h/m/"]
+
+
+def test_compress_mode_from_the_environment():
+    assert push.compress_mode({}) == "auto"
+    assert push.compress_mode({push.COMPRESS_ENV: "OFF"}) == "off"
+    assert push.compress_mode({push.COMPRESS_ENV: "1"}) == "on"
+    with pytest.raises(TransferError) as e:
+        push.compress_mode({push.COMPRESS_ENV: "fast"})
+    assert "fast" in str(e.value) and push.COMPRESS_ENV in str(e.value)
+
+
+def test_parse_bridge_status():
+    assert push.parse_bridge_status("12.500 1048576 9.250\n") == (12.5, 1048576, 9.25)
+    assert push.parse_bridge_status("") is None
+    assert push.parse_bridge_status("1.0 x 2") is None
+
+
+def _status(path, seconds, sent, waited):
+    with open(path, "w") as f:
+        f.write("%.3f %d %.3f\n" % (seconds, sent, waited))
+
+
+def test_link_watch_decides_once(tmp_path):
+    path = str(tmp_path / "s")
+    w = push.LinkWatch(path, probe=5, below=50 * 10 ** 6)
+    assert w.check() is False  # no file yet
+    _status(path, 1, 1000, 0)
+    assert w.check() is False  # under 1 MiB: not started yet
+    _status(path, 2, 2 * 2 ** 20, 0.5)
+    assert w.check() is False  # the first sample
+    _status(path, 4, 30 * 2 ** 20, 2.4)
+    assert w.check() is False  # not probed long enough
+    _status(path, 8, 80 * 2 ** 20, 6.0)  # 13 MB/s, waited 92% of the time
+    assert w.check(eta=600) is True
+    assert w.finding == {"rate": int(78 * 2 ** 20 / 6.0), "waited": 0.92}
+    assert w.check(eta=600) is False  # once only
+
+
+def test_link_watch_leaves_disk_bound_and_nearly_done_pushes_alone(tmp_path):
+    path = str(tmp_path / "s")
+    slow_disk = push.LinkWatch(path, probe=5)
+    _status(path, 1, 2 * 2 ** 20, 0.0)
+    slow_disk.check()
+    _status(path, 7, 60 * 2 ** 20, 0.3)  # slow, but the bridge never waited
+    assert slow_disk.check(eta=600) is False
+    fast = push.LinkWatch(path, probe=5)
+    _status(path, 1, 2 * 2 ** 20, 0.0)
+    fast.check()
+    _status(path, 7, 900 * 2 ** 20, 5.5)  # 150 MB/s: compression would slow it
+    assert fast.check(eta=600) is False
+    ending = push.LinkWatch(path, probe=5)
+    _status(path, 1, 2 * 2 ** 20, 0.0)
+    ending.check()
+    _status(path, 7, 60 * 2 ** 20, 5.8)
+    assert ending.check(eta=3) is False
+
+
+def test_queue_hands_out_views_in_order():
+    q = tlsbridge._Queue()
+    q.append(b"abcdef")
+    q.append(b"gh")
+    assert len(q) == 8
+    v = q.head(4)
+    assert bytes(v) == b"abcd"
+    v.release()
+    q.consume(4)
+    assert bytes(q.head(100)) == b"ef"
+    q.consume(2)
+    assert bytes(q.head(100)) == b"gh" and len(q) == 2
+    q.consume(2)
+    assert len(q) == 0 and not q.chunks
+
+
+class SlowSink(object):
+    """mTLS server that takes ``rate`` bytes/s at most: a slow link."""
+
+    def __init__(self, key, crt, rate):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(crt, key)
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.load_verify_locations(crt)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.rate = rate
+        self.got = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.sock.accept()
+        began = time.time()
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            while True:
+                data = tls.recv(16384)
+                if not data:
+                    break
+                self.got += len(data)
+                ahead = self.got / float(self.rate) - (time.time() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+            self.sock.close()
+
+
+@pytest.mark.commands
+def test_bridge_reports_a_slow_link_and_the_watch_sees_it(tmp_path):
+    """The real relay against a server that reads 4 MB/s: the status file shows the
+    bridge waiting on the network, and LinkWatch asks for compression."""
+    d = str(tmp_path)
+    ca_key, ca_crt, fp = _self_signed(d, "receiver")
+    key, crt = _client_cert(d, ca_key, ca_crt)
+    server = SlowSink(ca_key, ca_crt, rate=4 * 10 ** 6)
+    tls = tlsbridge.open_channel("127.0.0.1", server.port, fp, crt, key)
+    status_path = os.path.join(d, "bridge.status")
+    ours, theirs = socket.socketpair()
+    status = tlsbridge.Status(status_path, every=0.2)
+    t = threading.Thread(target=tlsbridge.relay, args=(tls, theirs.fileno(), theirs.fileno()),
+                         kwargs={"status": status, "linger": 5}, daemon=True)
+    t.start()
+    watch = push.LinkWatch(status_path, probe=1.5)
+    stop = threading.Event()
+
+    def rsync():  # rsync writes as fast as the bridge takes
+        payload = os.urandom(1024 * 1024)
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                ours.sendall(payload)
+
+    w = threading.Thread(target=rsync, daemon=True)
+    w.start()
+    asked = None
+    began = time.time()
+    try:
+        while time.time() - began < 20 and asked is None:
+            time.sleep(0.1)
+            if watch.check(eta=600):
+                asked = time.time() - began
+    finally:
+        stop.set()
+        ours.shutdown(socket.SHUT_RDWR)
+        w.join(10)
+        ours.close()
+        t.join(30)
+    assert asked is not None, watch.finding
+    assert watch.finding["rate"] < 6 * 10 ** 6 and watch.finding["waited"] > 0.6, watch.finding
+    with open(status_path) as f:
+        seconds, sent, waited = push.parse_bridge_status(f.read())
+    assert sent > 2 * 2 ** 20 and 0 < waited <= seconds
