@@ -41,10 +41,18 @@ def drop_caches():
 
 
 def empty_dir(path):
-    """Remove what ``path`` holds (rsync/tar recreate it), keep the folder."""
-    if os.path.isdir(path):
-        runner.run(["rm", "-rf", "--one-file-system", path])
-    os.makedirs(path)
+    """Remove what ``path`` holds, keep the folder (it may be a mount point)."""
+    entries = [os.path.join(path, e) for e in os.listdir(path)]
+    if entries:
+        runner.run(["rm", "-rf", "--one-file-system"] + entries)
+
+
+def mount_tmpfs(path, size="14g"):
+    runner.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "g2a-bench", path])
+
+
+def umount(path):
+    runner.run(["umount", path], ok_codes=None)
 
 
 def tx_bytes(net):

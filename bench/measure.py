@@ -112,12 +112,14 @@ def main(argv):
             rss = sum(s[3] for s in t.values())
             if rss > peak["rss"]:
                 peak["rss"] = rss
-                peak["procs"] = sorted("%s:%dMiB" % (s[1], s[3] // 1048576)
-                                       for s in t.values())
+                peak["procs"] = sorted("%s:%dMiB" % (names.get((pid, s[1]), s[1]),
+                                                     s[3] // 1048576)
+                                       for pid, s in t.items())
             for pid, s in t.items():
-                if pid not in names:
-                    names[pid] = label(pid, s[1])
-                cpu_by_pid[pid] = (names[pid], s[2])
+                # a fork keeps its parent's name until it execs: name by (pid, comm)
+                if (pid, s[1]) not in names:
+                    names[(pid, s[1])] = label(pid, s[1])
+                cpu_by_pid[pid] = (names[(pid, s[1])], s[2])
             stop.wait(INTERVAL)
 
     th = threading.Thread(target=sample, daemon=True)

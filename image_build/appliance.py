@@ -214,6 +214,7 @@ def build(out=None, cache_dir=None, project_dir=PROJECT_DIR, progress=None):
         tmp = cached + ".part"
         runner.run(["qemu-img", "convert", "-O", "qcow2", "-f", "raw", raw, tmp], timeout=1800)
         os.rename(tmp, cached)
+        prune(cache_dir, keep=cached)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _deliver(cached, out, say)
@@ -232,6 +233,16 @@ def unmount(mnt, attempts=20):
         time.sleep(0.5)
     raise CommandError("cannot unmount %s: something still uses it" % mnt,
                        hint="look for processes started in the appliance's chroot")
+
+
+def prune(cache_dir, keep):
+    """Remove appliances of older source trees (each is about 1 GiB); a qemu that still
+    runs on one keeps its open file."""
+    for name in os.listdir(cache_dir):
+        path = os.path.join(cache_dir, name)
+        if name.startswith("appliance-") and name.endswith(".qcow2") and path != keep:
+            log.info("removing the outdated appliance %s", path)
+            os.unlink(path)
 
 
 def _deliver(cached, out, say):

@@ -124,6 +124,32 @@ def host_loops(sys_block="/sys/block"):
     return ["/dev/" + n for n in sorted(names) if re.match(r"^loop\d+$", n)]
 
 
+def ensure_partition_nodes(device, sys_block="/sys/block"):
+    """Make ``/dev/loopNpM`` for the partitions the kernel knows on ``device`` (no udev
+    in a container). Needed before the disks are inspected after a restart: a partition
+    without a node looks blank there, and a blank partition gets a new filesystem."""
+    name = os.path.basename(device)
+    made = []
+    try:
+        entries = sorted(os.listdir(os.path.join(sys_block, name)))
+    except OSError:
+        return made
+    for entry in entries:
+        if not re.match(r"^%sp\d+$" % re.escape(name), entry):
+            continue
+        with open(os.path.join(sys_block, name, entry, "dev")) as f:
+            major, minor = (int(x) for x in f.read().strip().split(":"))
+        node = "/dev/" + entry
+        if os.path.exists(node):
+            st = os.stat(node)
+            if stat.S_ISBLK(st.st_mode) and st.st_rdev == os.makedev(major, minor):
+                continue
+            os.unlink(node)
+        os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+        made.append(node)
+    return made
+
+
 def attached_loops(path):
     """Loop devices that already hold ``path`` (after a restart the old one stays).
 
@@ -188,9 +214,12 @@ def remount_after_restart(state_dir, disks):
     cfg = store.config()
     log.info("migration %s is %s: mounting the prepared target disks again", doc["id"],
              doc["state"])
+    # the layout PREPARING chose: planned anew, identifiers could differ (they depend on
+    # what else is attached) and the disks made by it would look foreign
     result = disks_apply.prepare(store.read("manifest.json"), store.read("plan.json"), disks,
                                  os.path.join(store.dir, "mnt"), force_wipe=(),
-                                 skip_mount_types=tuple(cfg.get("skip_mount_types") or ()))
+                                 skip_mount_types=tuple(cfg.get("skip_mount_types") or ()),
+                                 layout=prepared.get("layout"))
     if result["modules"] != prepared.get("modules"):
         raise DiskError("the target disks mount elsewhere after the restart: %s, before %s"
                         % (result["modules"], prepared.get("modules")), code="disk.unexpected")
@@ -204,6 +233,7 @@ def serve(args):
     for _idx, name, value in disks:
         if os.path.isfile(value):
             devices[name] = attach(os.path.abspath(value))
+            ensure_partition_nodes(devices[name])
     argv = replace_disk_values(args, disks, devices)
     if not has_console:
         argv += ["--console", "/dev/stdout"]

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   acl attr iproute2 openssl kmod cpio procps psmisc netcat-openbsd
   debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin grub2-common
   cloud-init genisoimage
+  docker.io docker-compose
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

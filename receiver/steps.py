@@ -16,10 +16,12 @@ import logging
 import os
 
 from wire.errors import DiskError
+from wire.paths import target_path
 
 log = logging.getLogger(__name__)
 
 PREPARE_FILE = "prepare.json"
+LAYOUT_FILE = "prepare-layout.json"  # the planned layout, saved before PREPARING writes
 VERIFY_FILE = "verify.json"
 
 
@@ -33,9 +35,13 @@ def prepare_disks(ctx):
 
     cfg = ctx.config
     ctx.progress(5, "checking the target disks")
+    # The layout is kept before anything is written: a PREPARING interrupted by a
+    # restart runs again on the same identifiers, so it recognises what it wrote.
     result = disks.prepare(ctx.manifest, ctx.plan, cfg["disks"], mount_root(ctx.store),
                            force_wipe=tuple(cfg.get("force_wipe") or ()),
-                           skip_mount_types=tuple(cfg.get("skip_mount_types") or ()))
+                           skip_mount_types=tuple(cfg.get("skip_mount_types") or ()),
+                           layout=ctx.store.read(LAYOUT_FILE),
+                           on_layout=lambda layout: ctx.store.write(LAYOUT_FILE, layout))
     ctx.store.write(PREPARE_FILE, result)
     modules = {name: {"module": name, "path": path}
                for name, path in sorted(result["modules"].items())}
@@ -87,12 +93,51 @@ def restore_mounts(store):
     return result
 
 
+CONVERT_START_FILE = "convert-start.json"
+# Work folders initramfs tools make in /var/tmp and remove when they end normally; a
+# conversion stopped in the middle (receiver restart) leaves them in the copy.
+WORK_LEFTOVER_PREFIXES = ("mkinitramfs", "dracut.")
+
+
+def leftovers(names_now, names_before):
+    """Pure: the initramfs work folders in /var/tmp that the source did not have."""
+    before = set(names_before)
+    return sorted(n for n in names_now
+                  if n not in before and n.startswith(WORK_LEFTOVER_PREFIXES))
+
+
+def remove_work_leftovers(tmp, names_before):
+    import shutil
+
+    if os.path.islink(tmp) or not os.path.isdir(tmp):
+        return []  # a symlinked /var/tmp would lead out of the copy
+    gone = leftovers(os.listdir(tmp), names_before)
+    for name in gone:
+        path = os.path.join(tmp, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    return gone
+
+
 def convert_disks(ctx):
     """CONVERTING: make the copy boot on ECS (receiver.convert), then unmount."""
     from receiver.convert import convert
 
     ctx.progress(5, "mounting the target disks")
     result = ensure_prepared(ctx)
+    root = result["modules"]["system"]
+    tmp = target_path(root, "/var/tmp")
+    before = ctx.store.read(CONVERT_START_FILE)
+    if before is None:  # the first start of CONVERTING: what the source had
+        before = {"var_tmp": sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []}
+        ctx.store.write(CONVERT_START_FILE, before)
+    else:  # run again after an interruption: remove what the first run left behind
+        removed = remove_work_leftovers(tmp, before.get("var_tmp") or [])
+        if removed:
+            log.info("removed the work folders of an interrupted conversion: %s",
+                     ", ".join(removed))
     ctx.progress(20, "converting the copy (fstab, GRUB, initramfs, network, cloud-init)")
     report = convert(result["modules"]["system"], result, ctx.manifest,
                      result["devices"]["system"], (ctx.manifest or {}).get("firmware") or "bios")

@@ -305,8 +305,10 @@ def serve(store, interval=0.5, once=False):
         while not stop["now"]:
             try:
                 ended = run_step(store, stopping=lambda: stop["now"])
-            except Go2AliyunError as e:
+            except Go2AliyunError as e:  # e.g. state.no_space: try again, not in a spin
                 log.error("worker: %s", e)
+                if not once:
+                    time.sleep(max(interval, 5))
                 ended = None
             if once:
                 return ended

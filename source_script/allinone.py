@@ -230,9 +230,17 @@ class AllInOne(object):
     def launch(self):
         """Launch (or resume the launch); returns (address, fingerprint, token)."""
         from image_build import launch
-
-        settings = self.launch_settings()
         from source_script import clientdata
+
+        if self.released():
+            raise ConfigError(
+                "the intermediate instance recorded in %s was released already"
+                % self.state.path, code="config.launch_released",
+                hint="to migrate again from the start: move that file away (nothing in it "
+                     "is left to release%s) and run `go2aliyun clear`" % (
+                         "" if not release_text(self.state.data) else
+                         " once `go2aliyun-cloud cleanup` ran"))
+        settings = self.launch_settings()
 
         clientdata.update(self.workdir, all_in_one={
             "receiver_image": settings.receiver_image_id, "source_cidr": settings.source_cidr,
@@ -247,6 +255,14 @@ class AllInOne(object):
 
     def released(self):
         return bool((self.state.get("released") or {}).get("instance"))
+
+    def image_ready(self, image):
+        """Record in the launch record the image the receiver made (so the record reads
+        ``Released`` afterwards, and cleanup keeps the image's snapshots)."""
+        image_id = image.get("id") if isinstance(image, dict) else image
+        if image_id and not self.state.get("image_id"):
+            self.state.update(image_id=image_id, image_status="Available",
+                              status="ImageReady")
 
     def release(self):
         """Release what the launch made (resumable); returns a line for the user."""

@@ -172,7 +172,9 @@ def _receiver_settings(opts, data):
         register_secret(token)
     if not address:
         raise ConfigError("no receiver address", code="config.receiver_missing",
-                          hint="pass --receiver ADDR or set receiver.address in client_data")
+                          hint="pass --receiver ADDR or set receiver.address in client_data; "
+                               "or put access_id and secret_key in user_config.json and "
+                               "pass --receiver-image to launch one (all-in-one mode)")
     sess.parse_address(address)
     if not fingerprint:
         raise ConfigError("no receiver fingerprint", code="config.fingerprint_missing",
@@ -406,6 +408,7 @@ class Migration(object):
 
     def run_all_in_one(self, aio, data):
         if data.get("status") == "Finished":
+            aio.image_ready(data.get("image"))
             note = aio.release() if not aio.released() else "nothing left to release"
             return Outcome(True, "this migration already finished (image %s); %s"
                            % (_image_text(data.get("image")), note), image=data.get("image"))
@@ -414,6 +417,7 @@ class Migration(object):
         outcome = self.run_receiver(clientdata.load(self.workdir))
         if outcome.finished:
             try:
+                aio.image_ready(outcome.image)
                 note = aio.release()
             except Go2AliyunError as e:
                 note = "could not release the intermediate resources (%s [%s]); %s" % (

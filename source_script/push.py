@@ -8,6 +8,13 @@ xattrs, hard links, sparse files, symlinks, fifos), skips device nodes
 ``--sync-only`` passes converge), keeps partly sent files in a partial folder so a
 rerun resumes them, and honours ``bandwidth_limit`` (KiB/s, rsync's ``--bwlimit``).
 
+Compression (``GO2ALIYUN_COMPRESS``: ``auto`` by default, ``on``, ``off``) is switched on
+only where it pays: from the start under a ``bandwidth_limit`` below
+:data:`COMPRESS_BELOW`, and otherwise when :class:`LinkWatch` sees, from the TLS
+bridge's status file, that the network is what holds the push back and a sample of the
+data compresses; rsync is then restarted with zstd (``-z``), resuming where it was.
+docs/performance.md has the measurements behind it.
+
 Progress comes from ``--info=progress2`` (:func:`parse_progress2`) and the
 totals from ``--stats`` (:func:`parse_stats`); both parsers are tested on output
 captured from rsync 3.5 (tests/data/push/).
@@ -19,6 +26,7 @@ import os
 import re
 import select
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -45,6 +53,7 @@ VANISHED = 24
 COMPRESS_ENV = "GO2ALIYUN_COMPRESS"
 COMPRESS_BELOW = 50 * 1000 * 1000  # B/s: a slower link is worth compressing for
 PROBE_SECONDS = 5
+MIN_RATIO = 1.3  # a sample that compresses less is not worth compressing
 SWITCHED = -1000  # _rsync's answer when it stopped rsync to go on compressed
 
 _PROGRESS = re.compile(
@@ -293,8 +302,10 @@ class LinkWatch(object):
     the network held the bridge back for most of the time at less than ``below`` B/s.
     A slow disk or CPU leaves the bridge's queue empty, so it never triggers then."""
 
-    def __init__(self, path, probe=PROBE_SECONDS, below=COMPRESS_BELOW, busy=0.6):
+    def __init__(self, path, probe=PROBE_SECONDS, below=COMPRESS_BELOW, busy=0.6,
+                 source_dir=None):
         self.path = path
+        self.source_dir = source_dir
         self.probe = probe
         self.below = below
         self.busy = busy
@@ -326,18 +337,70 @@ class LinkWatch(object):
         rate = (now[1] - self.first[1]) / seconds
         waited = (now[2] - self.first[2]) / seconds
         self.finding = {"rate": int(rate), "waited": round(waited, 2)}
+        receiver_bound = False
+        if len(now) >= 6 and len(self.first) >= 6:
+            busy = now[3] - self.first[3]
+            rwnd = now[4] - self.first[4]
+            # the receiver's window held us back: a slow receiver, not a slow link
+            receiver_bound = busy > 0 and rwnd / busy >= 0.5
+            self.finding["receiver_window"] = round(rwnd / busy, 2) if busy > 0 else None
         if eta is not None and eta < 2 * self.probe:
             return False  # nearly done: a restart would cost more than it saves
-        return rate < self.below and waited >= self.busy
+        return rate < self.below and waited >= self.busy and not receiver_bound
+
+    def worth_it(self):
+        """Only restart rsync for data that compresses (incompressible data would pay
+        the restart and the CPU for nothing)."""
+        if self.source_dir is None:
+            return True
+        ratio = sample_ratio(self.source_dir)
+        self.finding["sample_ratio"] = round(ratio, 2)
+        return ratio >= MIN_RATIO
+
+
+def sample_ratio(source_dir, max_entries=5000, files=12, piece=256 * 1024, budget=1.0):
+    """How well the data of ``source_dir`` compresses (zlib level 1, original/compressed)
+    judged on pieces of the largest files among the first ``max_entries`` met, within
+    ``budget`` seconds. 1.0 when nothing could be read."""
+    import zlib
+
+    began = time.time()
+    sizes = []
+    seen = 0
+    for dirpath, _dirs, names in os.walk(source_dir):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and st.st_size:
+                    sizes.append((st.st_size, path))
+            seen += 1
+        if seen >= max_entries or time.time() - began > budget / 2:
+            break
+    raw = packed = 0
+    for size, path in sorted(sizes, reverse=True)[:files]:
+        with contextlib.suppress(OSError):
+            with open(path, "rb") as f:
+                f.seek(max(0, size // 2 - piece // 2))
+                data = f.read(piece)
+            raw += len(data)
+            packed += len(zlib.compress(data, 1))
+        if time.time() - began > budget:
+            break
+    return raw / float(packed) if packed else 1.0
 
 
 def parse_bridge_status(text):
-    """Pure: the bridge's status line ``SECONDS BYTES WAITED`` -> (float, int, float)."""
+    """Pure: the bridge's status line ``SECONDS BYTES WAITED [BUSY RWND SNDBUF]`` ->
+    (float, int, float[, float, float, float])."""
     parts = (text or "").split()
     if len(parts) < 3:
         return None
     try:
-        return float(parts[0]), int(parts[1]), float(parts[2])
+        out = (float(parts[0]), int(parts[1]), float(parts[2]))
+        if len(parts) >= 6:
+            out += tuple(float(p) for p in parts[3:6])
+        return out
     except ValueError:
         return None
 
@@ -383,7 +446,7 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
                                       dir=rules_dir or workdir)
         os.close(fd)
         env[tlsbridge.ENV["status"]] = status
-        watch = LinkWatch(status)
+        watch = LinkWatch(status, source_dir=source_dir)
     try:
         url = module_url(host, module)
         log.info("pushing %s: %s -> %s", disk, source_dir, module)
@@ -391,6 +454,7 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
                                                rsync=rsync, compress=zargs),
                                     env, disk, on_progress, watch)
         if rc == SWITCHED:
+            # the link holds the push back and the data compresses: go on compressed
             zargs = compress_args(runner.run([rsync, "--version"], ok_codes=None).stdout)
             log.info("%s: the link holds the push back (%s B/s, the bridge waited %d%% "
                      "of the time): going on with compression (%s)", disk,
@@ -399,11 +463,13 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
                                                    timeout, rsync=rsync, compress=zargs),
                                         env, disk, on_progress, None)
         elif watch is not None and watch.finding:
+            # no compression: the link keeps up, or the data does not compress
             log.info("%s: link check %s: no compression", disk, watch.finding)
     finally:
         if watch is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(watch.path)
+            for path in (watch.path, watch.path + ".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
     stats = parse_stats(stdout)
     stats["compress"] = " ".join(zargs)
     log.info("pushed %s: %s", disk, stats)
@@ -440,7 +506,7 @@ def _rsync(argv, env, disk, on_progress, watch):
         while True:
             if watch is not None:
                 ready = select.select([fd], [], [], 1.0)[0]
-                if watch.check(eta):
+                if watch.check(eta) and watch.worth_it():
                     switched = True
                     proc.terminate()
                     proc.wait()

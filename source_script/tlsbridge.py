@@ -25,6 +25,7 @@ import shlex
 import signal
 import socket
 import ssl
+import struct
 import sys
 import time
 
@@ -150,14 +151,35 @@ class _Queue(object):
             self.offset = 0
 
 
+TCP_INFO_LIMITS = struct.Struct("=QQQ")  # tcpi_busy_time, rwnd_limited, sndbuf_limited
+TCP_INFO_AT = 168  # their offset in struct tcp_info (Linux >= 4.10), microseconds
+
+
+def tcp_limits(sock):
+    """(busy, receiver-window-limited, send-buffer-limited) seconds of ``sock`` from
+    ``TCP_INFO``, or None (kernel too old, not Linux). Busy time the receiver's window
+    did not limit is time the network (congestion window, a shaped link) did."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_INFO", 11),
+                              TCP_INFO_AT + TCP_INFO_LIMITS.size)
+    except (OSError, ValueError):
+        return None
+    if len(raw) < TCP_INFO_AT + TCP_INFO_LIMITS.size:
+        return None
+    return tuple(v / 1e6 for v in TCP_INFO_LIMITS.unpack_from(raw, TCP_INFO_AT))
+
+
 class Status(object):
     """How the link keeps up, written to ``path`` about once a second as one line
-    ``SECONDS BYTES_SENT SECONDS_WAITED``: the time the bridge waited for the network
-    with its queue to it full (rsync had more to send than the link took)."""
+    ``SECONDS BYTES_SENT SECONDS_WAITED [BUSY RWND_LIMITED SNDBUF_LIMITED]``: the time
+    the bridge waited for the network with its queue to it full (rsync had more to send
+    than the connection took), and the kernel's view of why (see :func:`tcp_limits`):
+    a slow receiver shows as receive-window-limited, a slow link does not."""
 
-    def __init__(self, path, every=1.0):
+    def __init__(self, path, every=1.0, sock=None):
         self.path = path
         self.every = every
+        self.sock = sock
         self.began = self.last = time.monotonic()
         self.sent = 0
         self.waited = 0.0
@@ -165,10 +187,14 @@ class Status(object):
     def tick(self, now):
         if self.path and now - self.last >= self.every:
             self.last = now
+            line = "%.3f %d %.3f" % (now - self.began, self.sent, self.waited)
+            limits = tcp_limits(self.sock) if self.sock is not None else None
+            if limits:
+                line += " %.3f %.3f %.3f" % limits
             tmp = self.path + ".tmp"
             with contextlib.suppress(OSError):
                 with open(tmp, "w") as f:
-                    f.write("%.3f %d %.3f\n" % (now - self.began, self.sent, self.waited))
+                    f.write(line + "\n")
                 os.replace(tmp, self.path)
 
 
@@ -187,6 +213,8 @@ def relay(tls, in_fd=0, out_fd=1, linger=30, status=None):
     in_eof = net_eof = False
     pending_send = 0  # length of an SSL write that must be retried as is
     status = status or Status(None)
+    if status.sock is None:
+        status.sock = tls
     while True:
         if in_eof and not to_net:
             break

@@ -6,10 +6,12 @@ migration; and the receiver's state folder filling up.
 
 How each fault is hit (no fake, no hook in the product but the state file it writes):
 
-* PREPARING and CONVERTING: the test polls ``STATE/migration.json`` and stops the
-  receiver (SIGTERM to serve, which stops API, worker, relay and rsyncd) while the state
-  shows the step: PREPARING lasts several seconds (partitioning, mkfs), CONVERTING more
-  than a minute (initramfs and GRUB in a chroot);
+* PREPARING: the receiver crashes (serve and every process under it SIGKILLed at
+  once) as soon as the system target's first partition shows in sysfs: the table is
+  written, the filesystems are not made yet;
+* CONVERTING: the test polls ``STATE/migration.json`` and stops the receiver (SIGTERM
+  to serve, which stops API, worker, relay and rsyncd) while it shows the step, which
+  lasts more than a minute (initramfs and GRUB in a chroot);
 * the push is made long enough by a ``bandwidth_limit`` in user_config.json; during it
   the source script is SIGKILLed, the veth is cut for 30 s (``ip link set down``), and
   the receiver crashes (serve and every process under it SIGKILLed at once).
@@ -37,8 +39,9 @@ from tests.helpers.netns import netns_pair
 from tests.helpers.receiver import REPO, Receiver, tail_of
 from wire import runner
 
-# KiB/s for rsync --bwlimit: the ~700 MB of the system disk take about a minute.
-BANDWIDTH_LIMIT = 12000
+# KiB/s for rsync --bwlimit: compressed (rsync -z below 50 MB/s), the ~700 MB of the system
+# disk take about a minute: long enough for three faults.
+BANDWIDTH_LIMIT = 6000
 IO_TIMEOUT = "120"
 
 
@@ -110,13 +113,15 @@ def _change_source(disk1):
 def test_migration_survives_faults_then_takes_the_changes(tmp_path):
     config = dict(e2e.CONFIG, bandwidth_limit=BANDWIDTH_LIMIT)
     with e2e.world(str(tmp_path), config=config, writable_data=True) as w:
-        # 1. the receiver stopped and started again during PREPARING
+        # 1. the receiver crashes in the middle of PREPARING (right after it wrote the
+        #    system disk's partition table, before mkfs), then starts again
         d = Driver(w, "--sync-only")
         w.wait_state("PREPARING", timeout=180, proc=d.proc)
-        time.sleep(1)
-        w.receiver.stop()
+        w.wait_until(w.target_partitioned, "partition table on the system target",
+                     proc=d.proc)
+        w.crash_receiver()
         doc = w.state()
-        assert doc["state"] == "PREPARING", doc  # interrupted, not FAILED: runs again
+        assert doc["state"] == "PREPARING", doc
         w.restart_receiver()
 
         # 2. the source script SIGKILLed during the push, then run again

@@ -395,7 +395,7 @@ def _mount_all(layout, devices, mount_root, skip_mount_types):
 
 
 def prepare(manifest, plan, disks, mount_root, force_wipe=(), skip_mount_types=(),
-            layout=None):
+            layout=None, on_layout=None):
     """Rebuild the source layout on ``disks`` ({module: device}) and mount it under
     ``mount_root``. Returns a JSON-able result: ``modules`` {module: mount path},
     ``devices``, ``mounts``, ``unmounted`` (types in ``skip_mount_types``),
@@ -405,7 +405,9 @@ def prepare(manifest, plan, disks, mount_root, force_wipe=(), skip_mount_types=(
     ``layout``: the one a previous prepare of this migration chose (its ``layout`` in
     the result), to mount the disks again after a restart. Planning anew could pick
     other identifiers (the free ones depend on what else the host has attached now)
-    and then refuse the disks it made itself as "holding other data"."""
+    and then refuse the disks it made itself as "holding other data".
+    ``on_layout(layout)`` is called with a new plan before anything is written, so a
+    caller can keep it for a rerun of an interrupted prepare."""
     names = check_disks(disks, mount_root)
     if layout:
         layout = copy.deepcopy(layout)
@@ -414,6 +416,8 @@ def prepare(manifest, plan, disks, mount_root, force_wipe=(), skip_mount_types=(
         layout = plan_layout(manifest, plan, targets,
                              taken_ids=_receiver_ids(names.values()),
                              taken_vg_names=probe.probe_vg_names())
+        if on_layout is not None:
+            on_layout(copy.deepcopy(layout))
     skip = set(skip_mount_types or ())
     for t in sorted({m["type"] for m in layout["mounts"]} - skip):
         ensure_fs_support(t)

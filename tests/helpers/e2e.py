@@ -211,6 +211,23 @@ class World(object):
         raise AssertionError("the receiver did not reach %s in %ss (state %s)\n%s"
                              % (states, timeout, seen, tail_of(self.receiver.log)))
 
+    def target_partitioned(self, name="system"):
+        """True once PREPARING wrote the partition table of target disk ``name``: its
+        first partition shows in sysfs (global, unlike the receiver's mounts)."""
+        dev = os.path.basename(self.disks[name])
+        return os.path.exists("/sys/block/%s/%sp1" % (dev, dev))
+
+    def wait_until(self, predicate, what, timeout=180, proc=None):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError("the source ended (exit %s) before %s:\n%s"
+                                     % (proc.returncode, what, self.output(proc)))
+            time.sleep(0.02)
+        raise AssertionError("no %s in %ss\n%s" % (what, timeout, tail_of(self.receiver.log)))
+
     def crash_receiver(self):
         """SIGKILL serve and everything under it at once (a crash, not a stop)."""
         proc = self.receiver.proc

@@ -32,3 +32,10 @@ def test_grub_and_fstab_render():
     assert "GRUB_TIMEOUT=0" in grub
     assert appliance.render_fstab("abcd").splitlines()[1] == (
         "UUID=abcd / ext4 errors=remount-ro 0 1")
+
+
+def test_build_image_is_for_the_local_provider(capsys):
+    from image_build import cli
+
+    assert cli.main(["build-image"]) == 3
+    assert "--provider local" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from image_build.cloud.local import LocalCloud, _alive
 from source_script import clientdata
 from tests.helpers import sample
 from tests.helpers.netns import netns_pair
+from wire import runner
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
 
@@ -66,18 +67,63 @@ def appliance_image():
     return appliance.build(progress=lambda m: print("build-image:", m))
 
 
-@pytest.fixture
-def world(tmp_path):
-    work = str(tmp_path / "work")
+class Run(object):
+    """One launched appliance, shared by the tests of this module (a TCG boot is the
+    expensive part): namespaces, work folder, local provider state, launch result."""
+
+    def __init__(self, net, work, local_dir, launched):
+        self.net = net
+        self.work = work
+        self.local_dir = local_dir
+        self.launched = launched
+        self.cloud = LocalCloud(local_dir)
+
+    @property
+    def instance_id(self):
+        return self.launched["instance_id"]
+
+    def console(self):
+        return self.cloud.console(self.instance_id)[-3000:]
+
+    def cli(self, *args, ns=None, timeout=600):
+        argv = [sys.executable, "-m", "image_build.cli", "--workdir", self.work,
+                "--provider", "local", "--local-dir", self.local_dir, "--listen",
+                self.net.ecs_ip, "--netns", self.net.ecs, "--poll-interval", "1"] + list(args)
+        if ns:
+            return self.net.run(ns, argv, ok_codes=None, timeout=timeout, cwd=REPO,
+                                env={"PYTHONPATH": REPO})
+        return runner.run(argv, ok_codes=None, timeout=timeout, cwd=REPO,
+                          env={"PYTHONPATH": REPO})
+
+    def migrate(self, root, flag):
+        return self.net.run(self.net.src, [
+            sys.executable, "-m", "source_script.cli", "migrate", "--workdir", self.work,
+            "--root", root, "--receiver", self.net.ecs_ip, "--fingerprint",
+            self.launched["fingerprint"], "--yes", "--no-check", flag],
+            env={"GO2ALIYUN_TOKEN": self.launched["token"], "PYTHONPATH": REPO},
+            ok_codes=None, timeout=1800, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, appliance_image):
+    """Launch from the source's side (`src`); qemu runs in `ecs` with 8080/8703 forwarded
+    on its address. Whatever happens, no qemu of ours outlives the module."""
+    base = str(tmp_path_factory.mktemp("local-provider"))
+    work = os.path.join(base, "work")
     os.makedirs(os.path.join(work, "Excludes"))
     with open(os.path.join(work, "user_config.json"), "w") as f:
         json.dump(CONFIG, f)
-    local_dir = str(tmp_path / "local")
+    local_dir = os.path.join(base, "local")
+    sample.ensure_sample()
     with netns_pair() as net:
         try:
-            yield net, work, local_dir
+            r = Run(net, work, local_dir, None)
+            res = r.cli("launch", "--receiver-image", appliance_image, "--source-cidr",
+                        net.src_ip, "--json", ns=net.src, timeout=900)
+            assert res.returncode == 0, _show(res)
+            r.launched = json.loads(res.stdout)
+            yield r
         finally:
-            # Whatever happened: no qemu of ours may outlive the test.
             if os.path.isdir(local_dir):
                 cloud = LocalCloud(local_dir)
                 for inst_id in list(cloud._read()["instances"]):
@@ -95,69 +141,49 @@ def _allocated(path):
     return os.stat(path).st_blocks * 512
 
 
-def cloud_cli(net, work, local_dir, *args, ns=None, timeout=600):
-    argv = [sys.executable, "-m", "image_build.cli", "--workdir", work, "--provider", "local",
-            "--local-dir", local_dir, "--listen", net.ecs_ip, "--netns", net.ecs,
-            "--poll-interval", "1"] + list(args)
-    if ns:
-        return net.run(ns, argv, ok_codes=None, timeout=timeout, cwd=REPO,
-                       env={"PYTHONPATH": REPO})
-    from wire import runner
-
-    return runner.run(argv, ok_codes=None, timeout=timeout, cwd=REPO,
-                      env={"PYTHONPATH": REPO})
-
-
-def test_local_provider_launch_migrate_image_boots(world, appliance_image):
-    net, work, local_dir = world
-    sample.ensure_sample()
-
-    # launch from the source's side; qemu runs in `ecs` with 8080/8703 on its address
-    r = cloud_cli(net, work, local_dir, "launch", "--receiver-image", appliance_image,
-                  "--source-cidr", net.src_ip, "--json", ns=net.src, timeout=900)
-    assert r.returncode == 0, _show(r)
-    launched = json.loads(r.stdout)
-    assert launched["address"] == net.ecs_ip
-    cloud = LocalCloud(local_dir)
-    inst = cloud.instance(launched["instance_id"])
+@pytest.mark.timeout(1800)
+def test_launched_appliance_answers_and_receives_the_sample(run):
+    """The receiver inside answers with the launcher's fingerprint, refuses a wrong token,
+    and a first pass of `go2aliyun migrate` (which spends the real token) lands on the
+    virtio disks the receiver found by disk id."""
+    assert run.launched["address"] == run.net.ecs_ip
+    inst = run.cloud.instance(run.instance_id)
     assert inst.status == "Running"
-    pid = cloud._get("instances", inst.id)["pid"]
-    ids = [d.id for d in cloud.instance_disks(inst.id)]
+    ids = [d.id for d in run.cloud.instance_disks(inst.id)]
     assert len(ids) == 3 and all(len(i) == 20 for i in ids)
 
-    r = net.run(net.src, [sys.executable, "-c", PROBE, net.ecs_ip, launched["fingerprint"]],
-                ok_codes=None, timeout=120, cwd=REPO, env={"PYTHONPATH": REPO})
+    r = run.net.run(run.net.src, [sys.executable, "-c", PROBE, run.net.ecs_ip,
+                                  run.launched["fingerprint"]],
+                    ok_codes=None, timeout=120, cwd=REPO, env={"PYTHONPATH": REPO})
     assert r.returncode == 0, _show(r)
-    probe = json.loads(r.stdout)
-    assert probe == {"healthz": {"status": "ok"}, "wrong_token": "auth.token_invalid",
-                     "other_pin": "auth.fingerprint_mismatch"}, probe
+    assert json.loads(r.stdout) == {"healthz": {"status": "ok"},
+                                    "wrong_token": "auth.token_invalid",
+                                    "other_pin": "auth.fingerprint_mismatch"}
 
-    # the source migrates the sample server into the appliance: a first pass (spends the
-    # token; the receiver finds its target disks by id and lays them out), then cutover
-    disk_files = {d["name"]: d["file"] for d in cloud._get("instances", inst.id)["disks"]}
+    files = {d["name"]: d["file"] for d in run.cloud._get("instances", inst.id)["disks"]}
     with sample.mounted_readonly() as root:
-        def migrate(flag):
-            return net.run(net.src, [sys.executable, "-m", "source_script.cli", "migrate",
-                                     "--workdir", work, "--root", root, "--receiver",
-                                     net.ecs_ip, "--fingerprint", launched["fingerprint"],
-                                     "--yes", "--no-check", flag],
-                           env={"GO2ALIYUN_TOKEN": launched["token"], "PYTHONPATH": REPO},
-                           ok_codes=None, timeout=1500, cwd=REPO)
+        r = run.migrate(root, "--sync-only")
+    assert r.returncode == 0, _show(r) + "\nconsole:\n" + run.console()
+    assert clientdata.load(run.work)["migration_id"] == _receiver_migration_id(
+        run.cloud.console(inst.id))
+    assert _allocated(files["go2aliyun-target-system"]) > 300 * 1024 * 1024
+    assert _allocated(files["go2aliyun-target-disk1"]) > 0
 
-        r = migrate("--sync-only")
-        assert r.returncode == 0, _show(r) + "\nconsole:\n" + cloud.console(inst.id)[-3000:]
-        data = clientdata.load(work)
-        assert data["migration_id"] == _receiver_migration_id(cloud.console(inst.id))
-        assert _allocated(disk_files["go2aliyun-target-system"]) > 300 * 1024 * 1024
-        r = migrate("--cutover")
-    assert r.returncode == 0, _show(r) + "\nconsole:\n" + cloud.console(inst.id)[-3000:]
-    data = clientdata.load(work)
-    assert data["image"]["by"] == "host"
 
-    # the host snapshots the disk files, assembles the image set and boots it
-    r = cloud_cli(net, work, local_dir, "finish", timeout=1200)
+@pytest.mark.timeout(2400)
+def test_cutover_then_finish_makes_an_image_set_that_boots(run):
+    """`migrate --cutover` (conversion in the VM), then `finish` on the host: snapshots of
+    the disk files, the image set, a verification boot to a login prompt, release;
+    `cleanup` removes the bookkeeping and keeps the image."""
+    pid = run.cloud._get("instances", run.instance_id)["pid"]
+    with sample.mounted_readonly() as root:
+        r = run.migrate(root, "--cutover")
+    assert r.returncode == 0, _show(r) + "\nconsole:\n" + run.console()
+    assert clientdata.load(run.work)["image"]["by"] == "host"
+
+    r = run.cli("finish", timeout=1800)
     assert r.returncode == 0, _show(r)
-    folder = os.path.join(local_dir, "images", IMAGE_NAME)
+    folder = os.path.join(run.local_dir, "images", IMAGE_NAME)
     with open(os.path.join(folder, "image.json")) as f:
         desc = json.load(f)
     assert [d["file"] for d in desc["disks"]] == ["system.qcow2", "disk1.qcow2"]
@@ -166,8 +192,8 @@ def test_local_provider_launch_migrate_image_boots(world, appliance_image):
     assert "login:" in desc["verification"]["console_tail"]
     assert not _alive(pid)  # finish released the instance
 
-    r = cloud_cli(net, work, local_dir, "cleanup", "--yes")
+    r = run.cli("cleanup", "--yes")
     assert r.returncode == 0, _show(r)
-    state = LocalCloud(local_dir)._read()
+    state = LocalCloud(run.local_dir)._read()
     assert not state["vpcs"] and not state["vswitches"] and not state["groups"]
     assert os.path.exists(os.path.join(folder, "image.json"))  # the image is kept

@@ -99,3 +99,50 @@ def test_step_that_finds_state_moved_leaves_it(store, roots, monkeypatch):
     _to_preparing(store, sample_plan())
     assert worker.run_step(store) is State.FAILED
     assert store.load()["error"]["code"] == "x"
+
+
+def test_a_step_interrupted_by_a_stop_is_not_a_failure(store, roots, monkeypatch):
+    """SIGTERM to the worker's group kills the step's commands: the step fails, but
+    because the worker is stopping the state stays, to run the step again after the
+    restart; without a stop the same failure is recorded."""
+    stopping = {"now": False}
+
+    def killed(ctx):
+        ctx.progress(30, "writing the partition table")
+        raise DiskError("sfdisk failed with exit code -15", code="command.failed")
+
+    monkeypatch.setitem(worker.STEPS, State.PREPARING, killed)
+    _to_preparing(store, sample_plan())
+    stopping["now"] = True
+    assert worker.run_step(store, stopping=lambda: stopping["now"]) is None
+    doc = store.load()
+    assert doc["state"] == "PREPARING" and doc["error"] is None
+    stopping["now"] = False
+    assert worker.run_step(store, stopping=lambda: stopping["now"]) is State.FAILED
+    assert store.load()["error"]["code"] == "command.failed"
+
+
+def test_a_second_worker_waits_for_the_first(store, roots):
+    """One worker per state folder: a leftover worker (its serve died) holds the lock;
+    a new one does not start a step until it is gone, and stops on request meanwhile."""
+    import fcntl
+    import threading
+
+    fd = os.open(os.path.join(store.dir, worker.WORKER_LOCK), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    stop = {"now": False}
+    got = []
+    t = threading.Thread(target=lambda: got.append(
+        worker._hold_worker_lock(store, stop, 0.05)))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()  # waiting
+    os.close(fd)  # the first worker ends
+    t.join(5)
+    assert not t.is_alive() and got[0] is not None
+    os.close(got[0])
+    fd = os.open(os.path.join(store.dir, worker.WORKER_LOCK), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    stop["now"] = True
+    assert worker._hold_worker_lock(store, stop, 0.05) is None
+    os.close(fd)

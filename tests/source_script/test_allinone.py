@@ -116,16 +116,28 @@ def test_a_recorded_launch_without_keys_says_where_to_put_them(tmp_path):
     assert e.value.code == "config.missing_keys" and "user_config.json" in e.value.hint
 
 
+def test_a_released_launch_is_not_resumed(tmp_path):
+    (tmp_path / "cloud_state.json").write_text(json.dumps({
+        "migration_id": "m-1", "region_id": "cn-hangzhou", "instance_id": "i-1",
+        "released": {"instance": True}}))
+    aio = allinone.prepare(str(tmp_path), _Cfg("LTAIx", "y"), None, {},
+                           allinone.LaunchOptions(), environ={})
+    with pytest.raises(ConfigError) as e:
+        aio.launch()
+    assert e.value.code == "config.launch_released" and "go2aliyun clear" in e.value.hint
+
+
 # ------------------------------------------------------------------ end to end
 
 class Instances(object):
     """The fake cloud's RunInstances made real: the user-data is applied as cloud-init
     would, and a real receiver serves in the `ecs` namespace."""
 
-    def __init__(self, fake, net, base):
+    def __init__(self, fake, net, base, receiver_args=None):
         self.fake = fake
         self.net = net
         self.base = base
+        self.receiver_args = receiver_args or (lambda root: [])
         self.receivers = []
         self.errors = []
         self.roots = []
@@ -137,6 +149,7 @@ class Instances(object):
     def run_instances(self, params):
         result = self._run(params)
         inst_id = result["InstanceIdSets"]["InstanceIdSet"][0]
+        self.fake.metadata_instance = inst_id  # what the metadata service answers for
         user_data = self.fake.world.instances[inst_id]["UserData"]
         self.user_data.append(user_data)
         threading.Thread(target=self.boot, args=(inst_id, user_data), daemon=True).start()
@@ -154,10 +167,13 @@ class Instances(object):
                 with open(path, "wb") as out:
                     out.write(base64.b64decode(f["content"]))
                 os.chmod(path, int(f["permissions"], 8))
-            target = os.path.join(root, "srv", "target")
-            os.makedirs(target)
-            rec = Receiver(self.net, root, {"system": target}, extra_args=[
-                "--cloud-config", target_path(root, "/etc/go2aliyun/cloud.json")])
+            extra = self.receiver_args(root)
+            roots = {}
+            if "--disk" not in extra:
+                roots["system"] = os.path.join(root, "srv", "target")
+                os.makedirs(roots["system"])
+            rec = Receiver(self.net, root, roots, extra_args=[
+                "--cloud-config", target_path(root, "/etc/go2aliyun/cloud.json")] + extra)
             rec.state = target_path(root, "/var/lib/go2aliyun")
             self.receivers.append(rec)
             rec.start(fresh=False)
@@ -315,5 +331,98 @@ def test_migrate_launches_its_own_receiver_and_cleans_up(tmp_path):
                     if rec.proc is not None and rec.proc.poll() is not None:
                         print(tail_of(rec.log))
                     rec.stop()
+    finally:
+        fake.stop()
+
+
+GIB = 1024 ** 3
+
+
+@pytest.mark.root
+def test_all_in_one_makes_the_cloud_image_and_releases_what_it_launched(tmp_path):
+    """The whole flow on real disks (no verification boot): the sample Debian server is
+    pushed into two loop devices, converted, and the receiver makes the image in the
+    fake cloud with its RAM role; the source then releases instance and network."""
+    from tests.helpers import sample
+    from tests.helpers.e2e import loop_disks
+
+    base = str(tmp_path)
+    key_id, secret = OPERATOR_KEY
+    work = os.path.join(base, "work")
+    os.makedirs(work)
+    with open(os.path.join(work, "user_config.json"), "w") as f:
+        json.dump({"access_id": key_id, "secret_key": secret, "region_id": "cn-hangzhou",
+                   "image_name": "AIO_SAMPLE", "system_disk_size": 20, "platform": "Debian",
+                   "architecture": "x86_64", "bandwidth_limit": 0,
+                   "data_disks": [{"data_disk_index": 1, "data_disk_size": 20,
+                                   "src_path": "/mnt/disk1"}]}, f)
+    sample.ensure_sample()
+    fake = FakeCloud().start()
+    appliance = fake.world.add_image("go2aliyun-receiver-0.1.0")
+    try:
+        with sample.mounted_readonly() as source, netns_pair() as net, \
+                loop_disks(base, {"system": 20 * GIB, "disk1": 20 * GIB}) as disks, \
+                Forward(net.src, ("127.0.0.1", fake.port)) as api, \
+                Forward(net.ecs, ("127.0.0.1", fake.port)) as api_ecs:
+            def receiver_args(root):
+                return ["--disk", "system=" + disks["system"], "--disk",
+                        "disk1=" + disks["disk1"], "--no-verify-boot",
+                        "--cloud-endpoint", api_ecs.endpoint, "--cloud-protocol", "http",
+                        "--metadata-endpoint", api_ecs.endpoint,
+                        "--cloud-poll-interval", "0.1"]
+
+            instances = Instances(fake, net, base, receiver_args)
+            try:
+                r = net.run(net.src, [
+                    sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
+                    "--root", source, "--yes", "--receiver-image", appliance,
+                    "--source-cidr", net.src_ip, "--ram-role", fake.role,
+                    "--cloud-endpoint", api.endpoint, "--cloud-protocol", "http",
+                    "--cloud-poll-interval", "0.1"],
+                    env={"PYTHONPATH": REPO}, ok_codes=None, timeout=600, cwd=work)
+                assert not instances.errors, instances.errors
+                rec = instances.receivers[0]
+                doc = rec.document()
+                assert r.returncode == 0 and FINISHED in r.stdout, (
+                    _show(r) + "\nreceiver: %s\n%s" % (json.dumps(doc.get("error")),
+                                                       tail_of(rec.log)))
+                # a rerun launches nothing and has nothing left to release
+                again = net.run(net.src, [
+                    sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
+                    "--root", source, "--yes", "--cloud-endpoint", api.endpoint,
+                    "--cloud-protocol", "http"],
+                    env={"PYTHONPATH": REPO}, ok_codes=None, timeout=120, cwd=work)
+                assert again.returncode == 0 and "already finished" in again.stdout, \
+                    _show(again)
+                assert "nothing left to release" in again.stdout
+                assert fake.world.actions().count("RunInstances") == 1
+            finally:
+                for rec in instances.receivers:
+                    rec.stop()
+        state = _json(os.path.join(work, "cloud_state.json"))
+        image_id = doc["image"]["id"]
+        assert doc["image"]["provider"] == "aliyun" and image_id in r.stdout
+        image = fake.world.images[image_id]
+        assert (image["ImageName"], image["Status"], image["Platform"]) == (
+            "AIO_SAMPLE", "Available", "Debian")
+        assert [(m["Device"], m["Size"]) for m in
+                image["DiskDeviceMappings"]["DiskDeviceMapping"]] == [("/dev/xvda", "20"),
+                                                                      ("/dev/xvdb", "20")]
+        # snapshots and image were made with the receiver's RAM role keys (STS), the
+        # launch and the release with the user's AccessKey
+        by = {}
+        for (action, _), caller in zip(fake.world.calls, fake.world.callers):
+            by.setdefault(action, set()).add("sts" if caller.startswith("STS.") else caller)
+        assert by["CreateSnapshot"] == {"sts"} and by["CreateImage"] == {"sts"}
+        assert by["RunInstances"] == {key_id} and by["DeleteVpc"] == {key_id}
+        # what launch made is released; the image and its snapshots stay
+        assert "released:" in r.stdout and state["instance_id"] in r.stdout
+        left = fake.world.summary()
+        assert {k: left[k] for k in ("vpcs", "vswitches", "security_groups", "instances",
+                                     "disks")} == dict.fromkeys(
+            ("vpcs", "vswitches", "security_groups", "instances", "disks"), 0), left
+        assert left["snapshots"] == 2
+        assert state["status"] == "Released"
+        assert _json(os.path.join(work, "client_data"))["status"] == "Finished"
     finally:
         fake.stop()

@@ -56,6 +56,7 @@ def test_parse_bridge_status():
     assert push.parse_bridge_status("12.500 1048576 9.250\n") == (12.5, 1048576, 9.25)
     assert push.parse_bridge_status("") is None
     assert push.parse_bridge_status("1.0 x 2") is None
+    assert push.parse_bridge_status("3.0 10 1.5 2.5 0.25 0.0") == (3.0, 10, 1.5, 2.5, 0.25, 0.0)
 
 
 def _status(path, seconds, sent, waited):
@@ -79,6 +80,26 @@ def test_link_watch_decides_once(tmp_path):
     assert w.check(eta=600) is False  # once only
 
 
+def test_link_watch_with_the_kernels_view(tmp_path):
+    path = str(tmp_path / "s")
+    link = push.LinkWatch(path, probe=5)
+    with open(path, "w") as f:
+        f.write("1.0 2097152 0.0 0.5 0.0 0.0\n")
+    link.check()
+    with open(path, "w") as f:  # busy 6 s, the receiver's window 0.4 s of it
+        f.write("7.0 62914560 5.5 6.5 0.4 0.0\n")
+    assert link.check(eta=600) is True
+    assert link.finding["receiver_window"] == 0.07
+    receiver = push.LinkWatch(path, probe=5)
+    with open(path, "w") as f:
+        f.write("1.0 2097152 0.0 0.5 0.4 0.0\n")
+    receiver.check()
+    with open(path, "w") as f:  # the receiver's window held it back most of the time
+        f.write("7.0 62914560 5.5 6.5 4.4 0.0\n")
+    assert receiver.check(eta=600) is False
+    assert receiver.finding["receiver_window"] == 0.67
+
+
 def test_link_watch_leaves_disk_bound_and_nearly_done_pushes_alone(tmp_path):
     path = str(tmp_path / "s")
     slow_disk = push.LinkWatch(path, probe=5)
@@ -96,6 +117,25 @@ def test_link_watch_leaves_disk_bound_and_nearly_done_pushes_alone(tmp_path):
     ending.check()
     _status(path, 7, 60 * 2 ** 20, 5.8)
     assert ending.check(eta=3) is False
+
+
+def test_sample_ratio_tells_text_from_random(tmp_path):
+    text = tmp_path / "text"
+    (text / "var" / "log").mkdir(parents=True)
+    line = b"Nov 26 16:00:01 host sshd[%d]: Accepted publickey for root from 10.0.0.%d\n"
+    (text / "var" / "log" / "auth.log").write_bytes(
+        b"".join(line % (i, i % 250) for i in range(20000)))
+    rnd = tmp_path / "random"
+    rnd.mkdir()
+    (rnd / "blob").write_bytes(os.urandom(1024 * 1024))
+    assert push.sample_ratio(str(text)) > 3
+    assert push.sample_ratio(str(rnd)) < 1.05
+    assert push.sample_ratio(str(tmp_path / "missing")) == 1.0
+    # the watch asks for compression only when the data compresses
+    for root, worth in ((rnd, False), (text, True)):
+        w = push.LinkWatch(str(tmp_path / "none"), source_dir=str(root))
+        w.finding = {}
+        assert w.worth_it() is worth and "sample_ratio" in w.finding
 
 
 def test_queue_hands_out_views_in_order():
@@ -153,9 +193,10 @@ class SlowSink(object):
 
 
 @pytest.mark.commands
-def test_bridge_reports_a_slow_link_and_the_watch_sees_it(tmp_path):
-    """The real relay against a server that reads 4 MB/s: the status file shows the
-    bridge waiting on the network, and LinkWatch asks for compression."""
+def test_bridge_tells_a_slow_receiver_from_a_slow_link(tmp_path):
+    """The real relay against a TLS server that reads 4 MB/s: the bridge waits on the
+    network, but the kernel says the receiver's window held it back (a slow receiver,
+    not a slow link), so LinkWatch leaves compression off."""
     d = str(tmp_path)
     ca_key, ca_crt, fp = _self_signed(d, "receiver")
     key, crt = _client_cert(d, ca_key, ca_crt)
@@ -181,7 +222,7 @@ def test_bridge_reports_a_slow_link_and_the_watch_sees_it(tmp_path):
     asked = None
     began = time.time()
     try:
-        while time.time() - began < 20 and asked is None:
+        while time.time() - began < 20 and not watch.decided:
             time.sleep(0.1)
             if watch.check(eta=600):
                 asked = time.time() - began
@@ -191,8 +232,34 @@ def test_bridge_reports_a_slow_link_and_the_watch_sees_it(tmp_path):
         w.join(10)
         ours.close()
         t.join(30)
-    assert asked is not None, watch.finding
+    assert watch.decided and asked is None, watch.finding
     assert watch.finding["rate"] < 6 * 10 ** 6 and watch.finding["waited"] > 0.6, watch.finding
+    assert watch.finding["receiver_window"] >= 0.5, watch.finding
     with open(status_path) as f:
-        seconds, sent, waited = push.parse_bridge_status(f.read())
-    assert sent > 2 * 2 ** 20 and 0 < waited <= seconds
+        seconds, sent, waited, busy, rwnd, _sndbuf = push.parse_bridge_status(f.read())
+    assert sent > 2 * 2 ** 20 and 0 < waited <= seconds and 0 < rwnd <= busy
+
+
+def test_tcp_limits_of_a_real_socket():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    c = socket.create_connection(srv.getsockname())
+    s, _ = srv.accept()
+
+    def slow_reader():
+        got = 0
+        while got < 8 * 10 ** 6:
+            got += len(s.recv(65536))
+            time.sleep(0.002)
+
+    r = threading.Thread(target=slow_reader)
+    r.start()
+    try:
+        c.sendall(b"x" * (8 * 10 ** 6))
+        r.join(30)
+        busy, rwnd, sndbuf = tlsbridge.tcp_limits(c)
+    finally:
+        for x in (c, s, srv):
+            x.close()
+    assert busy > 0.1 and rwnd > 0.5 * busy and sndbuf >= 0
