@@ -14,8 +14,8 @@ made by us, so ours to delete; user-supplied ids are never deleted), ``net_mode`
 
 import json
 import os
-import tempfile
 
+from wire import files
 from wire.errors import ConfigError
 
 FILENAME = "cloud_state.json"
@@ -63,16 +63,4 @@ class StateFile(object):
     def save(self):
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cloud_state.", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.data, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        files.write_json_atomic(self.path, self.data, mode=0o600)

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 
+from wire import files
 from wire.errors import Go2AliyunError, StateError
 
 log = logging.getLogger(__name__)
@@ -129,30 +130,13 @@ def no_space_error(path):
 
 
 def write_json_atomic(path, data, mode=0o600):
-    tmp = "%s.tmp-%s" % (path, secrets.token_hex(4))
+    """Atomic, fsync'd (folder too); a full disk becomes :class:`NoSpace`."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        files.write_json_atomic(path, data, mode=mode, sync_dir=True)
     except OSError as e:
         if e.errno in NO_SPACE_ERRNOS:
             raise no_space_error(path) from e
         raise
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def read_json(path, default=None):

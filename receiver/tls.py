@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from wire import files
 from wire.errors import Go2AliyunError, TrustError
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,7 @@ def key_path(state_dir):
 
 
 def _write_private(path, data):
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    files.write_atomic(path, data, mode=0o600)
 
 
 def make_ca(common_name="go2aliyun receiver", addresses=(), days=CA_DAYS):

@@ -24,6 +24,7 @@ import json
 import os
 import time
 
+from wire import files
 from wire.errors import ConfigError
 from wire.logs import register_secret
 
@@ -69,27 +70,7 @@ def save(workdir, data):
     data = dict(data)
     data["version"] = VERSION
     p = path_in(workdir)
-    tmp = "%s.tmp.%d" % (p, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(workdir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    files.write_json_atomic(p, data, mode=0o600, sync_dir=True)
     return data
 
 

@@ -18,12 +18,12 @@ is the worker's CONVERTING step:
 
 import logging
 import os
-import tempfile
 
 from receiver.convert import check
 from receiver.convert.chroot import chroot
 from receiver.convert.plan import fix_generated_grub_cfg, plan_conversion, read_target
 from receiver.convert.refs import Targets
+from wire import files
 from wire.errors import CommandError, ConversionError
 from wire.paths import target_path
 
@@ -33,24 +33,16 @@ PRE = ".pre-migration"
 
 
 def write_atomic(path, content, mode=None):
-    """Write ``content`` (text) to ``path`` through a temporary file and a rename."""
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    if mode is None:
-        mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".go2aliyun-", dir=d)
-    try:
-        with os.fdopen(fd, "w", errors="surrogateescape") as f:
-            f.write(content)
-        os.chmod(tmp, mode)
-        if os.path.exists(path):
-            st = os.stat(path)
-            os.chown(tmp, st.st_uid, st.st_gid)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``content`` (text) to ``path`` atomically, keeping the mode and owner of
+    the file it replaces (0644 root for a new one)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    owner = None
+    if os.path.exists(path):
+        st = os.stat(path)
+        owner = (st.st_uid, st.st_gid)
+        if mode is None:
+            mode = st.st_mode & 0o7777
+    files.write_atomic(path, content, mode=0o644 if mode is None else mode, owner=owner)
 
 
 def keep_original(path):
@@ -61,12 +53,7 @@ def keep_original(path):
     with open(path, "rb") as src:
         data = src.read()
     st = os.stat(path)
-    fd, tmp = tempfile.mkstemp(prefix=".go2aliyun-", dir=os.path.dirname(path))
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, st.st_mode & 0o7777)
-    os.chown(tmp, st.st_uid, st.st_gid)
-    os.rename(tmp, pre)
+    files.write_atomic(pre, data, mode=st.st_mode & 0o7777, owner=(st.st_uid, st.st_gid))
     return pre
 
 
