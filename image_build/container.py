@@ -124,32 +124,6 @@ def host_loops(sys_block="/sys/block"):
     return ["/dev/" + n for n in sorted(names) if re.match(r"^loop\d+$", n)]
 
 
-def ensure_partition_nodes(device, sys_block="/sys/block"):
-    """Make ``/dev/loopNpM`` for the partitions the kernel knows on ``device`` (no udev
-    in a container). Needed before the disks are inspected after a restart: a partition
-    without a node looks blank there, and a blank partition gets a new filesystem."""
-    name = os.path.basename(device)
-    made = []
-    try:
-        entries = sorted(os.listdir(os.path.join(sys_block, name)))
-    except OSError:
-        return made
-    for entry in entries:
-        if not re.match(r"^%sp\d+$" % re.escape(name), entry):
-            continue
-        with open(os.path.join(sys_block, name, entry, "dev")) as f:
-            major, minor = (int(x) for x in f.read().strip().split(":"))
-        node = "/dev/" + entry
-        if os.path.exists(node):
-            st = os.stat(node)
-            if stat.S_ISBLK(st.st_mode) and st.st_rdev == os.makedev(major, minor):
-                continue
-            os.unlink(node)
-        os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
-        made.append(node)
-    return made
-
-
 def attached_loops(path):
     """Loop devices that already hold ``path`` (after a restart the old one stays).
 
@@ -212,6 +186,14 @@ def remount_after_restart(state_dir, disks):
 
     store = Store(state_dir)
     cfg = store.config()
+    layout = prepared.get("layout") or {}
+    # A fresh container has no partition nodes, and the disks module takes a partition
+    # without a node for a blank one (and would make a new filesystem on it): have the
+    # nodes made first, as PREPARING had them.
+    for disk in layout.get("disks") or []:
+        numbers = [p["number"] for p in disk.get("partitions") or []]
+        if numbers and disk.get("module") in disks:
+            disks_apply.wait_for_partitions(disks[disk["module"]], numbers)
     log.info("migration %s is %s: mounting the prepared target disks again", doc["id"],
              doc["state"])
     # the layout PREPARING chose: planned anew, identifiers could differ (they depend on
@@ -233,7 +215,6 @@ def serve(args):
     for _idx, name, value in disks:
         if os.path.isfile(value):
             devices[name] = attach(os.path.abspath(value))
-            ensure_partition_nodes(devices[name])
     argv = replace_disk_values(args, disks, devices)
     if not has_console:
         argv += ["--console", "/dev/stdout"]

@@ -12,22 +12,18 @@ import re
 
 from receiver.convert.plan import NETWORK_TYPES, PSEUDO_TYPES, _has_opt, read_target
 from receiver.convert.refs import split_tag
+from source_script.inventory import parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
 
 
 def check_fstab(text, targets, where="/etc/fstab"):
-    problems = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        f = line.split()
-        if len(f) < 3:
-            problems.append("%s line %d: %r is not an fstab entry" % (where, n, line))
-            continue
-        spec, mp, vfstype = f[0], f[1], f[2]
-        mntops = f[3] if len(f) > 3 else "defaults"
+    malformed = []
+    entries = parsers.parse_fstab(text, malformed)
+    problems = [(n, "%s line %d: %r is not an fstab entry" % (where, n, line))
+                for n, line in malformed]
+    for e in entries:
+        spec, mp, vfstype, mntops = e["spec"], e["file"], e["vfstype"], e["mntops"]
         tag, value = split_tag(spec)
         if vfstype in PSEUDO_TYPES or vfstype in NETWORK_TYPES or _has_opt(mntops, "bind") \
                 or (tag is None and not value.startswith("/dev/")):
@@ -35,9 +31,9 @@ def check_fstab(text, targets, where="/etc/fstab"):
         if _has_opt(mntops, "noauto"):
             continue
         if not targets.resolves_now(spec):
-            problems.append("%s line %d: %s (mount point %s) names no filesystem on the "
-                            "new disks" % (where, n, spec, mp))
-    return problems
+            problems.append((e["line"], "%s line %d: %s (mount point %s) names no filesystem "
+                             "on the new disks" % (where, e["line"], spec, mp)))
+    return [msg for _n, msg in sorted(problems, key=lambda p: p[0])]
 
 
 def check_crypttab(text, targets, where="/etc/crypttab"):

@@ -5,6 +5,7 @@ when a copied system is made bootable. Chosen once from the target's os-release
 
 import os
 
+from source_script.inventory import parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
 
@@ -20,26 +21,12 @@ EFI_IDS = {"debian": "debian", "ubuntu": "ubuntu", "rhel": "redhat", "centos": "
            "sles": "sles", "opensuse-leap": "opensuse", "opensuse": "opensuse"}
 
 
-def parse_os_release(text):
-    out = {}
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        k, v = line.split("=", 1)
-        v = v.strip()
-        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-            v = v[1:-1]
-        out[k.strip()] = v
-    return out
-
-
 def read_os_release(root):
     for rel in ("/etc/os-release", "/usr/lib/os-release"):
         p = target_path(root, rel)
         if os.path.isfile(p):
             with open(p, errors="replace") as f:
-                return parse_os_release(f.read())
+                return parsers.parse_os_release(f.read())
     return {}
 
 
@@ -167,4 +154,4 @@ def family_for(os_release):
 
 
 __all__ = ["Family", "Debian", "RHEL", "SUSE", "family_for", "read_os_release",
-           "parse_os_release", "VIRTIO_DRIVERS", "EXTRA_DRIVERS", "REQUIRED_DRIVERS"]
+           "VIRTIO_DRIVERS", "EXTRA_DRIVERS", "REQUIRED_DRIVERS"]

@@ -26,11 +26,11 @@ What it decides (docs/ARCHITECTURE.md, "Conversion"):
 
 import glob
 import os
-import posixpath
 import re
 
 from receiver.convert import distro as distro_mod
 from receiver.convert.refs import DEVICE_NAME_RE, Targets, lv_from_path, split_tag
+from source_script.inventory import parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
 
@@ -76,17 +76,13 @@ def plan_fstab(text, targets, notes):
     resolved."""
     out = []
     referenced = set()
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    entries = {e["line"]: e for e in parsers.parse_fstab(text)}
+    for n, raw in enumerate(text.splitlines(), 1):
+        e = entries.get(n)
+        if e is None:  # comments, blank lines and lines that are no entry stay
             out.append(raw)
             continue
-        fields = line.split()
-        if len(fields) < 3:
-            out.append(raw)
-            continue
-        spec, mp, vfstype = fields[0], fields[1], fields[2]
-        mntops = fields[3] if len(fields) > 3 else "defaults"
+        spec, mp, vfstype, mntops = e["spec"], e["file"], e["vfstype"], e["mntops"]
         tag, value = split_tag(spec)
         if vfstype in PSEUDO_TYPES or vfstype in NETWORK_TYPES or _has_opt(mntops, "bind") \
                 or (tag is None and not value.startswith("/dev/")):
@@ -175,16 +171,6 @@ GRUB_TERMINAL = "console serial"
 GRUB_SERIAL_COMMAND = "serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1"
 
 
-def _shell_unquote(v):
-    v = v.strip()
-    if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-        inner = v[1:-1]
-        if v[0] == '"':
-            inner = re.sub(r'\\([\\$"`])', r"\1", inner)
-        return inner
-    return v.split(" #", 1)[0].strip()
-
-
 def _shell_quote(v):
     return '"%s"' % re.sub(r'([\\"`])', r"\\\1", v)
 
@@ -207,7 +193,7 @@ def plan_default_grub(text, targets, notes, is_main, where):
         if not m:
             continue
         name = m.group(3)
-        value = _shell_unquote(m.group(4))
+        value = parsers.unquote_shell(m.group(4))
         if "$" in value.replace("$GRUB_CMDLINE_LINUX", "").replace("${GRUB_CMDLINE_LINUX}", ""):
             notes.append("%s: %s uses shell expansion: left as it is" % (where, name))
             continue
@@ -299,7 +285,7 @@ def plan_resume_conf(text, targets, notes):
         if not m:
             out.append(raw)
             continue
-        val = _shell_unquote(m.group(2))
+        val = parsers.unquote_shell(m.group(2))
         if val in ("", "none", "auto"):
             out.append(raw)
             continue
@@ -335,17 +321,6 @@ def _modules_dir(root, kver):
     return None
 
 
-def _norm_mod(name):
-    return name.replace("-", "_")
-
-
-# a driver is built in when its kernel config symbol is "y"
-CONFIG_SYMBOLS = {"virtio": "CONFIG_VIRTIO", "virtio_ring": "CONFIG_VIRTIO",
-                  "virtio_pci": "CONFIG_VIRTIO_PCI", "virtio_blk": "CONFIG_VIRTIO_BLK",
-                  "virtio_scsi": "CONFIG_SCSI_VIRTIO", "virtio_net": "CONFIG_VIRTIO_NET",
-                  "nvme": "CONFIG_BLK_DEV_NVME"}
-
-
 def installed_kernels(root):
     """Kernel versions with an image in /boot (rescue images skipped), sorted."""
     out = []
@@ -361,27 +336,16 @@ def kernel_drivers(root, kver):
     """{driver: "module" | "builtin" | "missing"} for the virtio and nvme drivers."""
     mdir = _modules_dir(root, kver)
     modules, builtin = set(), set()
-    if mdir:
+    if mdir:  # the module files present under kernel/ (not modules.dep)
         for _dirpath, _dirs, files in os.walk(os.path.join(mdir, "kernel")):
-            for name in files:
-                m = re.match(r"^(.+?)\.ko(\.(xz|gz|zst))?$", name)
-                if m:
-                    modules.add(_norm_mod(m.group(1)))
+            modules.update(parsers.module_name(n) for n in files if parsers.is_module_file(n))
         bpath = os.path.join(mdir, "modules.builtin")
         if os.path.isfile(bpath):
             with open(bpath) as f:
-                for line in f:
-                    line = line.strip()
-                    if line:
-                        builtin.add(_norm_mod(posixpath.basename(line).split(".ko")[0]))
-    config = read_target(root, "/boot/config-" + kver) or ""
-    for d, sym in CONFIG_SYMBOLS.items():
-        if re.search(r"^%s=y\s*$" % sym, config, re.M):
-            builtin.add(d)
-    status = {}
-    for d in distro_mod.VIRTIO_DRIVERS + distro_mod.EXTRA_DRIVERS:
-        status[d] = "module" if d in modules else "builtin" if d in builtin else "missing"
-    return status
+                builtin = parsers.parse_modules_builtin(f.read())
+    config = parsers.parse_kernel_config(read_target(root, "/boot/config-" + kver) or "")
+    return {d: parsers.driver_status(d, builtin, modules, config)
+            for d in distro_mod.VIRTIO_DRIVERS + distro_mod.EXTRA_DRIVERS}
 
 
 def plan_kernels(root):
@@ -414,7 +378,7 @@ def plan_initramfs_modules(text, drivers):
     for line in (text or "").splitlines():
         s = line.strip()
         if s and not s.startswith("#"):
-            have.add(_norm_mod(s.split()[0]))
+            have.add(parsers.module_name(s.split()[0]))
     missing = [d for d in drivers if d not in have]
     if not missing:
         return None

@@ -136,15 +136,16 @@ def review(manifest, plan, disks, mount_root=None):
 def _table_matches(disk, current, sector):
     if disk["table"] == "none":
         return False
-    if current is None or current["label"] != disk["table"]:
+    if current is None or current["table"] != disk["table"]:
         return False
     want = [(p["number"], p["start_bytes"] // sector, p["size_bytes"] // sector,
              p["type"].lower()) for p in disk["partitions"]]
     if disk.get("extended"):
         e = disk["extended"]
         want.append((4, e["start_bytes"] // sector, e["size_bytes"] // sector, "5"))
-    have = [(p["number"], p["start"], p["size"], p["type"].lower())
-            for p in current["partitions"]]
+    have_sector = current["sector_size"]  # the table's own unit, as sfdisk reported it
+    have = [(p["number"], p["start_bytes"] // have_sector, p["size_bytes"] // have_sector,
+             p["type"].lower()) for p in current["partitions"]]
     return sorted(want) == sorted(have)
 
 

@@ -10,7 +10,7 @@ import re
 # --------------------------------------------------------------------------- os
 
 
-def _unquote_shell(value):
+def unquote_shell(value):
     """Undo the quoting os-release and /etc/default/grub use (a small shell subset)."""
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
@@ -33,7 +33,7 @@ def parse_shell_vars(text):
             line = line[len("export "):].lstrip()
         m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
         if m:
-            out[m.group(1)] = _unquote_shell(m.group(2))
+            out[m.group(1)] = unquote_shell(m.group(2))
     return out
 
 
@@ -143,18 +143,26 @@ def parse_lsblk(text):
 
 
 def parse_blkid(text):
-    """``blkid -p -o export DEV`` (or several devices): a list of dicts of tags."""
+    """``blkid [-p] -o export [DEV...]``: a list of dicts of tags, one per device.
+
+    A device starts after a blank line or at a repeated ``DEVNAME`` (some blkid
+    versions print no blank line between devices). Values are unescaped: blkid puts a
+    backslash before a space, ``"``, ``$``, a backslash and other shell characters.
+    """
     out, cur = [], {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
+    for line in (text or "").splitlines():
+        if not line.strip():
             if cur:
                 out.append(cur)
                 cur = {}
             continue
-        if "=" in line:
-            k, v = line.split("=", 1)
-            cur[k] = v.replace("\\ ", " ")
+        k, sep, v = line.lstrip().partition("=")  # a trailing "\\ " is an escaped space
+        if not sep:
+            continue
+        if k == "DEVNAME" and "DEVNAME" in cur:
+            out.append(cur)
+            cur = {}
+        cur[k] = re.sub(r"\\(.)", r"\1", v)
     if cur:
         out.append(cur)
     return out
@@ -201,7 +209,9 @@ def _mbr_type(value):
 
 
 def parse_sfdisk_json(text, disk_path=None):
-    """``sfdisk --json DEV`` -> ``{table, table_id, sector_size, partitions: [...]}``.
+    """``sfdisk --json DEV`` -> ``{table, label, table_id, sector_size, partitions: [...]}``.
+
+    ``table`` is ``dos``, ``gpt`` or ``none`` (any other label); ``label`` is sfdisk's own.
 
     Starts and sizes are converted to bytes; MBR types become lower-case hex without
     ``0x`` and leading zeros (``83``, ``5``); GPT type GUIDs are upper case.
@@ -237,7 +247,7 @@ def parse_sfdisk_json(text, disk_path=None):
             "flags": partition_flags(table, ptype, number, bool(p.get("bootable"))),
             "attrs": attrs,
         })
-    return {"path": node, "table": table, "table_id": doc.get("id"),
+    return {"path": node, "table": table, "label": label, "table_id": doc.get("id"),
             "sector_size": sector, "partitions": parts}
 
 
@@ -444,8 +454,12 @@ def _unescape_octal(value):
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), value)
 
 
-def parse_fstab(text):
-    """/etc/fstab entries (spec, file, vfstype, mntops, freq, passno, line)."""
+def parse_fstab(text, malformed=None):
+    """/etc/fstab entries (spec, file, vfstype, mntops, freq, passno, line).
+
+    A line with fewer than three fields is no entry: it is skipped, and its
+    ``(line number, text)`` appended to ``malformed`` when a list is given.
+    """
     out = []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -453,6 +467,8 @@ def parse_fstab(text):
             continue
         f = line.split()
         if len(f) < 3:
+            if malformed is not None:
+                malformed.append((n, line))
             continue
         out.append({
             "spec": _unescape_octal(f[0]),
@@ -502,16 +518,22 @@ def parse_proc_swaps(text):
 # ------------------------------------------------------------------ kernel, boot
 
 
+def module_name(path):
+    """The module name of a module file or modules.builtin line (``-`` as ``_``):
+    ``kernel/drivers/block/virtio-blk.ko.xz`` -> ``virtio_blk``."""
+    base = path.strip().rsplit("/", 1)[-1]
+    base = re.sub(r"\.ko(\.(xz|gz|zst))?$", "", base)
+    return base.replace("-", "_")
+
+
+def is_module_file(name):
+    """Whether a file name is a kernel module (``.ko``, maybe compressed)."""
+    return re.search(r".\.ko(\.(xz|gz|zst))?$", name) is not None
+
+
 def parse_modules_builtin(text):
     """lib/modules/<k>/modules.builtin -> set of module names (``-`` as ``_``)."""
-    names = set()
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            base = line.rsplit("/", 1)[-1]
-            base = re.sub(r"\.ko(\.(xz|gz|zst))?$", "", base)
-            names.add(base.replace("-", "_"))
-    return names
+    return {module_name(line) for line in text.splitlines() if line.strip()}
 
 
 def parse_modules_dep(text):

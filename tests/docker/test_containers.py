@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -64,10 +65,15 @@ CHECKSUMMED = ["usr/bin", "usr/lib/x86_64-linux-gnu/libc.so.6", "etc/passwd", "e
 
 
 @pytest.fixture(scope="module")
-def stack(receiver_image, tmp_path_factory):
-    with compose_stack(str(tmp_path_factory.mktemp("docker")), receiver_image,
-                       bandwidth_limit=40000) as s:
-        yield s
+def stack(receiver_image):
+    # our own folder, not pytest's numbered ones: those of a long module can be rotated
+    # away by other pytest sessions started on the same machine meanwhile
+    base = tempfile.mkdtemp(prefix="g2a-docker-", dir="/var/tmp")
+    try:
+        with compose_stack(base, receiver_image, bandwidth_limit=40000) as s:
+            yield s
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager

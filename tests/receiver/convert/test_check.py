@@ -46,6 +46,14 @@ def test_fstab_good_and_each_kind_of_broken(targets):
     ]
 
 
+def test_fstab_line_that_is_no_entry_is_named_in_line_order(targets):
+    text = "%s / ext4 defaults 0 1\n/dev/sda1\n%s /x ext4 defaults 0 2\n" % (ROOT, OLD_ROOT)
+    assert check_fstab(text, targets) == [
+        "/etc/fstab line 2: '/dev/sda1' is not an fstab entry",
+        "/etc/fstab line 3: %s (mount point /x) names no filesystem on the new disks" % OLD_ROOT,
+    ]
+
+
 def test_crypttab(targets):
     assert check_crypttab("# none\ncswap %s /dev/urandom swap\n" % SWAP, targets) == []
     assert check_crypttab("cdata /dev/sdb2 none luks\n", targets) == [

@@ -14,6 +14,7 @@ import pytest
 
 from receiver.disks import probe
 from receiver.disks.apply import prepare, release, review
+from source_script.inventory import parsers
 from tests.receiver.disks import layouts as L
 from wire import runner
 from wire.errors import DiskError
@@ -90,7 +91,7 @@ def mnt(tmp_path):
 
 
 def sfdisk_json(dev):
-    return probe.parse_sfdisk_json(runner.run(["sfdisk", "--json", dev]).stdout)
+    return parsers.parse_sfdisk_json(runner.run(["sfdisk", "--json", dev]).stdout)
 
 
 def blkid(dev):
@@ -98,7 +99,7 @@ def blkid(dev):
 
 
 def dumpe2fs(dev):
-    return probe.parse_dumpe2fs(runner.run(["dumpe2fs", "-h", dev]).stdout)
+    return parsers.parse_dumpe2fs(runner.run(["dumpe2fs", "-h", dev]).stdout)
 
 
 def mounted(path):
@@ -111,11 +112,11 @@ def test_mbr_boot_root_swap(loops, mnt):
     res = prepare(m, L.plan(), {"system": dev}, mnt)
     try:
         t = sfdisk_json(dev)
-        assert t["label"] == "dos" and t["id"] == m["disks"][0]["table_id"]
+        assert t["table"] == "dos" and t["table_id"] == m["disks"][0]["table_id"]
         assert [(p["number"], p["type"], p["bootable"]) for p in t["partitions"]] == [
             (1, "83", True), (2, "83", False), (3, "82", False)]
-        assert t["partitions"][0]["size"] * 512 == U // 2  # /boot keeps its size
-        assert t["partitions"][2]["size"] * 512 == U  # swap keeps its size
+        assert t["partitions"][0]["size_bytes"] == U // 2  # /boot keeps its size
+        assert t["partitions"][2]["size_bytes"] == U  # swap keeps its size
         boot, root, swap = (blkid(dev + "p%d" % n) for n in (1, 2, 3))
         assert (boot["TYPE"], boot["UUID"], boot["LABEL"]) == ("ext4", uuid_of(m, "/boot"),
                                                                "boot")
@@ -142,11 +143,12 @@ def test_gpt_bios_boot_shrink_that_fits(loops, mnt):
     try:
         t = sfdisk_json(dev)
         src = m["disks"][0]
-        assert t["label"] == "gpt" and t["id"] == src["table_id"]
+        assert t["table"] == "gpt" and t["table_id"] == src["table_id"]
         p1, p2 = t["partitions"]
-        assert p1["type"] == "21686148-6449-6E6F-744E-656564454649" and p1["size"] == 2048
-        assert p2["uuid"] == src["partitions"][1]["partuuid"] and p2["name"] == "root"
-        assert (p2["start"] + p2["size"]) * 512 == 299 * MiB
+        assert p1["type"] == "21686148-6449-6E6F-744E-656564454649"
+        assert p1["size_bytes"] == 2048 * 512
+        assert p2["partuuid"] == src["partitions"][1]["partuuid"] and p2["name"] == "root"
+        assert p2["start_bytes"] + p2["size_bytes"] == 299 * MiB
         e = dumpe2fs(dev + "p2")
         assert e["uuid"] == uuid_of(m, "/") and e["label"] == "root"
         # an old source: no 64bit, no metadata_csum, even though this mke2fs defaults to them
@@ -166,7 +168,7 @@ def test_gpt_esp_made_not_mounted(loops, mnt):
     try:
         t = sfdisk_json(dev)
         assert t["partitions"][0]["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-        assert t["partitions"][0]["size"] * 512 == 64 * MiB
+        assert t["partitions"][0]["size_bytes"] == 64 * MiB
         esp = blkid(dev + "p1")
         assert esp["TYPE"] == "vfat" and esp["UUID"] == uuid_of(m, "/boot/efi")
         info = runner.run(["minfo", "-i", dev + "p1", "::"]).stdout
@@ -186,13 +188,13 @@ def test_xfs_without_bigtime_and_data_disk_scaled_up(loops, mnt):
         for dev, mp in ((sysdev + "p1", "/"), (datadev + "p1", "/data")):
             sig = blkid(dev)
             assert (sig["TYPE"], sig["UUID"]) == ("xfs", uuid_of(m, mp))
-            x = probe.parse_xfs_info(runner.run(["xfs_info", dev]).stdout)
+            x = parsers.parse_xfs_info(runner.run(["xfs_info", dev]).stdout)["features"]
             assert x["bigtime"] == 0 and x["inobtcount"] == 0 and x["nrext64"] == 0
             assert x["finobt"] == 0 and x["crc"] == 1 and x["ftype"] == 1
         assert blkid(datadev + "p1")["LABEL"] == "data"
         t = sfdisk_json(datadev)
-        assert t["label"] == "gpt" and len(t["partitions"]) == 1
-        assert t["partitions"][0]["size"] * 512 == 700 * MiB - 2 * MiB
+        assert t["table"] == "gpt" and len(t["partitions"]) == 1
+        assert t["partitions"][0]["size_bytes"] == 700 * MiB - 2 * MiB
         d1 = os.path.join(mnt, "disk1")
         assert res["modules"] == {"system": os.path.join(mnt, "system"), "disk1": d1}
         assert mounted(d1)

@@ -148,6 +148,29 @@ def test_fstab_centos_lvm_names():
     assert entries[-1]["vfstype"] == "swap" and entries[-1]["file"] == "swap"
 
 
+def test_fstab_reports_lines_that_are_no_entries():
+    text = "# c\nUUID=a / ext4 defaults 0 1\nbroken line\n/dev/x\\040y /my\\040dir xfs\n"
+    bad = []
+    entries = parsers.parse_fstab(text, bad)
+    assert bad == [(3, "broken line")]
+    assert [(e["line"], e["spec"], e["file"], e["mntops"]) for e in entries] == [
+        (2, "UUID=a", "/", "defaults"), (4, "/dev/x y", "/my dir", "defaults")]
+    assert parsers.parse_fstab(text) == entries
+
+
+def test_unquote_shell():
+    assert parsers.unquote_shell('"a \\"b\\" \\$c"') == 'a "b" $c'
+    assert parsers.unquote_shell("'x \\y'") == "x \\y"
+    assert parsers.unquote_shell("quiet splash # a comment") == "quiet splash"
+
+
+def test_module_names():
+    assert parsers.module_name("kernel/drivers/block/virtio-blk.ko.xz") == "virtio_blk"
+    assert parsers.module_name("nvme.ko") == "nvme" and parsers.module_name("dm-mod") == "dm_mod"
+    assert parsers.is_module_file("virtio_net.ko.zst") and parsers.is_module_file("a.ko")
+    assert not parsers.is_module_file("modules.order") and not parsers.is_module_file(".ko")
+
+
 def test_mountinfo():
     entries = parsers.parse_mountinfo(captured("mbr.mountinfo.txt"))
     by_mp = {e["mountpoint"]: e for e in entries}
