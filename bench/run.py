@@ -30,7 +30,6 @@ from wire import runner
 MB = 1000 * 1000
 MiB = 1024 * 1024
 LINK_RATE = 100 * MB // 8  # 100 Mbit/s in B/s
-LINK_DELAY = "20ms"
 LIMIT_KIB = 10240  # bandwidth_limit for scenario 5: 10 MiB/s
 
 FULL = {
@@ -39,7 +38,7 @@ FULL = {
               "big_size": 256 * MiB},
     "small": {"count": 200000},
     "tiny": {"count": 1000000}, "tiny_runs": 1,
-    "shaped": {"files": 4, "size": 64 * MiB},
+    "shaped": {"files": 4, "size": 96 * MiB},
     "limit": {"files": 6, "size": 100 * MiB},
 }
 QUICK = {
@@ -185,22 +184,33 @@ def scenario_full_push(net, base, cfg, log, state):
     res["targets"] = {"vs_tar_nc >= 0.9": res["vs_tar_nc"] >= 0.9,
                       "tls_cost <= 0.10": res["tls_cost"] <= 0.10}
     state["full_push_seconds"] = res["ours"]["push_seconds"]
+    state["full_tar_nc_seconds"] = res["tar_nc"]["seconds"]
     state["full_wire_bytes"] = res["ours"]["wire_bytes"]
     return res
 
 
 def delta_runs(world, cfg, log):
+    """Each run changes another 1% of the files (the changes pile up, so each pass has
+    exactly the new 1% to send); one more pass with nothing changed shows the fixed
+    cost (scan, connect). The source set is restored at the end."""
     runs = []
-    for i in range(cfg["runs"]):
-        undo = datasets.change_some(world.root, 0.01, seed=4 + i)
-        try:
-            m = world.ours(fresh=False)
-        finally:
-            datasets.undo_changes(undo)
-        m["changed_files"] = len(undo)
+    undo = []
+    try:
+        m = world.ours(fresh=False)
+        m["changed_files"] = 0
+        log("  delta, nothing changed: %.1f s" % m["push_seconds"])
         runs.append(m)
-        log("  delta run %d: %d files changed, %.1f s, %d bytes on the wire"
-            % (i + 1, len(undo), m["push_seconds"], m["wire_bytes"]))
+        for i in range(cfg["runs"]):
+            changed = datasets.change_some(world.root, 0.01, seed=4 + i)
+            undo.append(changed)
+            m = world.ours(fresh=False)
+            m["changed_files"] = len(changed)
+            runs.append(m)
+            log("  delta run %d: %d files changed, %.1f s, %d bytes on the wire"
+                % (i + 1, len(changed), m["push_seconds"], m["wire_bytes"]))
+    finally:
+        for changed in reversed(undo):
+            datasets.undo_changes(changed)
     return runs
 
 
@@ -208,6 +218,7 @@ def scenario_delta(net, base, cfg, log, state):
     runs = state.get("delta")
     if not runs:
         raise RuntimeError("the delta pass runs after the full push (scenario full_push)")
+    idle, runs = runs[0], runs[1:]
     secs = median([r["push_seconds"] for r in runs])
     wire = median([r["wire_bytes"] for r in runs])
     full = state["full_push_seconds"]
@@ -217,7 +228,9 @@ def scenario_delta(net, base, cfg, log, state):
            "full_push_seconds": full, "full_wire_bytes": state["full_wire_bytes"],
            "time_vs_full": round(secs / full, 3),
            "bytes_vs_full": round(wire / float(state["full_wire_bytes"]), 4),
-           "runs": [r["push_seconds"] for r in runs]}
+           "runs": [r["push_seconds"] for r in runs],
+           "nothing_changed_seconds": idle["push_seconds"],
+           "full_tar_nc_seconds": state.get("full_tar_nc_seconds")}
     res["targets"] = {"time_vs_full <= 0.10": res["time_vs_full"] <= 0.10}
     return res
 
@@ -237,8 +250,10 @@ def scenario_small_files(net, base, cfg, log, state):
 
 
 def scenario_shaped_link(net, base, cfg, log, state):
-    out = {"link": "%d Mbit/s, %s one way (netem on the src veth)"
-           % (LINK_RATE * 8 // MB, LINK_DELAY), "link_Bps": LINK_RATE}
+    # the issue asks for 20 ms of delay too; this kernel has no netem (only tbf and
+    # htb): see docs/performance.md
+    out = {"link": "%d Mbit/s token bucket (tbf) on the src veth, no added delay"
+           % (LINK_RATE * 8 // MB), "link_Bps": LINK_RATE}
     for kind in ("random", "text"):
         root = datasets.ensure(kind, **cfg["shaped"])
         nbytes, _files = datasets.size_of(root)
@@ -249,14 +264,19 @@ def scenario_shaped_link(net, base, cfg, log, state):
             net.shape(rate="100mbit")
             res = {"bytes": nbytes}
             if kind == "random":
-                t = median([world.tar_nc()["seconds"] for _ in range(cfg["runs"])])
+                t = world.tar_nc()["seconds"]  # one run: the link's capacity, for reference
                 res["tar_nc_of_link"] = round(nbytes / t / LINK_RATE, 3)
+                # what TCP payload the shaped link carries (tbf counts headers too)
+                out["capacity_Bps"] = nbytes / t
             for mode in ("off", "auto"):
                 runs = [world.ours(cold=False, compress=mode) for _ in range(cfg["runs"])]
                 secs = median([r["push_seconds"] for r in runs])
                 res[mode] = {"push_seconds": secs,
                              "rate_MBps": round(nbytes / secs / MB, 2),
                              "of_link": round(nbytes / secs / LINK_RATE, 3),
+                             "of_tar_nc": round(nbytes / secs / out["capacity_Bps"], 3),
+                             "switched": sum(1 for r in runs
+                                             if r["wire_bytes"] < 0.8 * nbytes),
                              "wire_bytes": median([r["wire_bytes"] for r in runs]),
                              "cpu_seconds": median([r["cpu"] for r in runs]),
                              "runs": [r["push_seconds"] for r in runs]}
@@ -378,6 +398,9 @@ def rows(results):
         add("delta", "time vs full push", r["time_vs_full"], "<= 0.10",
             r["time_vs_full"] <= 0.10)
         add("delta", "wire bytes vs full", r["bytes_vs_full"])
+        if r.get("nothing_changed_seconds") is not None:
+            add("delta", "seconds, nothing changed / 1% changed",
+                "%s / %s" % (r["nothing_changed_seconds"], r["push_seconds"]))
     r = s.get("shaped_link")
     if r and "error" not in r:
         for kind in ("random", "text"):
@@ -389,6 +412,10 @@ def rows(results):
                 add("shaped_link", "%s, compression %s (x link)" % (kind, mode),
                     r[kind][mode]["of_link"], target, met)
         add("shaped_link", "tar | nc (x link)", r["random"].get("tar_nc_of_link"))
+        for mode in ("off", "auto"):
+            if "of_tar_nc" in r["random"][mode]:
+                add("shaped_link", "random, compression %s (x tar | nc)" % mode,
+                    r["random"][mode]["of_tar_nc"])
     r = s.get("bandwidth_limit")
     if r and "error" not in r:
         add("bandwidth_limit", "KiB/s at %d" % r["limit_KiBps"], r["rate_KiBps"], "±5%",

@@ -173,40 +173,105 @@ def attach(path, attempts=10):
                     code="disk.missing", hint="free a loop device or raise max_loop")
 
 
+def partition_of(device):
+    """(disk, number) of a partition node name such as /dev/loop2p2 or /dev/vdb1 (pure);
+    None for anything else (an LVM volume, a whole disk)."""
+    m = re.match(r"^(/dev/(?:loop|nvme\d+n|mmcblk)\d+)p(\d+)$", device or "")
+    if not m:
+        m = re.match(r"^(/dev/[a-z]+)(\d+)$", device or "")
+    if not m:
+        return None
+    return m.group(1), int(m.group(2))
+
+
+def plan_remount(prepared, disks):
+    """[(node name, kernel name, mount path, type)] to mount again, in PREPARING's order,
+    with each partition moved to the device the module has now (pure); None when a
+    mount is not a plain partition of a target disk (LVM: left to the disks module)."""
+    old = prepared.get("devices") or {}
+    by_old = {dev: module for module, dev in old.items()}
+    out = []
+    for m in prepared.get("mounts") or []:
+        part = partition_of(m.get("device"))
+        if not part or part[0] not in by_old or by_old[part[0]] not in disks:
+            return None
+        disk = disks[by_old[part[0]]]
+        node = ("%sp%d" if disk[-1].isdigit() else "%s%d") % (disk, part[1])
+        out.append((node, os.path.basename(node), m["path"], m["type"]))
+    return out
+
+
+def _make_node(node, kernel_name, sys_block="/sys/block"):
+    disk = re.sub(r"p?\d+$", "", kernel_name)
+    with open(os.path.join(sys_block, disk, kernel_name, "dev")) as f:
+        major, minor = (int(x) for x in f.read().strip().split(":"))
+    want = os.makedev(major, minor)
+    if os.path.lexists(node):
+        st = os.lstat(node)
+        if stat.S_ISBLK(st.st_mode) and st.st_rdev == want:
+            return
+        os.unlink(node)
+    os.mknod(node, 0o660 | stat.S_IFBLK, want)
+
+
+def _mount_fresh(node, kernel_name, path, fstype, attempts=20):
+    """mknod from sysfs, then mount; the kernel may renumber the partitions once (a
+    rescan it owed the disk while the old container had them mounted), so a failed
+    attempt reads sysfs again. A mounted partition can no longer be renumbered."""
+    last = None
+    for _ in range(attempts):
+        try:
+            _make_node(node, kernel_name)
+        except OSError as e:
+            last = str(e)
+            time.sleep(0.5)
+            continue
+        os.makedirs(path, exist_ok=True)
+        r = runner.run(["mount", "-t", fstype, node, path], ok_codes=None)
+        if r.returncode == 0:
+            return
+        last = r.stderr.strip()
+        time.sleep(0.5)
+    raise DiskError("cannot mount %s at %s again: %s" % (node, path, last), code="disk.mount",
+                    hint="see the receiver's log; `go2aliyun-receiver serve` retries at start")
+
+
+def _mounted_paths():
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}
+
+
 def remount_after_restart(state_dir, disks):
-    """PREPARING mounted the target disks in the old container; mount them again (the
-    disks module only mounts a disk that already holds the layout) and record it."""
-    from receiver.state import Store, read_json
+    """PREPARING mounted the target disks in the old container; mount them again, as
+    PREPARING left them, before ``serve`` opens the rsync modules on them.
+
+    Plain partitions are mounted here directly, with nodes made from sysfs right before
+    each mount: the disks module, given a fresh container without partition nodes,
+    takes a partition without a node for a blank one (and would make a new filesystem
+    on it). Anything else (LVM) is left to ``serve``'s own restore."""
+    from receiver.state import read_json
 
     doc = read_json(os.path.join(state_dir, "migration.json"))
     prepared = read_json(os.path.join(state_dir, "prepare.json"))
     if not doc or not prepared or not needs_remount(doc):
         return None
-    from receiver.disks import apply as disks_apply
-
-    store = Store(state_dir)
-    cfg = store.config()
-    layout = prepared.get("layout") or {}
-    # A fresh container has no partition nodes, and the disks module takes a partition
-    # without a node for a blank one (and would make a new filesystem on it): have the
-    # nodes made first, as PREPARING had them.
-    for disk in layout.get("disks") or []:
-        numbers = [p["number"] for p in disk.get("partitions") or []]
-        if numbers and disk.get("module") in disks:
-            disks_apply.wait_for_partitions(disks[disk["module"]], numbers)
+    plan = plan_remount(prepared, disks)
+    if plan is None:
+        log.info("target disks with volume groups: serve mounts them again")
+        return None
     log.info("migration %s is %s: mounting the prepared target disks again", doc["id"],
              doc["state"])
-    # the layout PREPARING chose: planned anew, identifiers could differ (they depend on
-    # what else is attached) and the disks made by it would look foreign
-    result = disks_apply.prepare(store.read("manifest.json"), store.read("plan.json"), disks,
-                                 os.path.join(store.dir, "mnt"), force_wipe=(),
-                                 skip_mount_types=tuple(cfg.get("skip_mount_types") or ()),
-                                 layout=prepared.get("layout"))
-    if result["modules"] != prepared.get("modules"):
-        raise DiskError("the target disks mount elsewhere after the restart: %s, before %s"
-                        % (result["modules"], prepared.get("modules")), code="disk.unexpected")
-    store.write("prepare.json", result)
-    return result
+    for dev in sorted(set(disks.values())):
+        # open the whole disk once: a partition rescan the kernel owes it happens now
+        with contextlib.suppress(OSError):
+            os.close(os.open(dev, os.O_RDONLY))
+    mounted = _mounted_paths()
+    for node, kernel_name, path, fstype in plan:
+        if os.path.realpath(path) in mounted:
+            continue
+        _mount_fresh(node, kernel_name, path, fstype)
+        log.info("mounted %s at %s", node, path)
+    return plan
 
 
 def serve(args):

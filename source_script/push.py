@@ -52,7 +52,11 @@ VANISHED = 24
 # disks, holds the push back; see :class:`LinkWatch`)
 COMPRESS_ENV = "GO2ALIYUN_COMPRESS"
 COMPRESS_BELOW = 50 * 1000 * 1000  # B/s: a slower link is worth compressing for
-PROBE_SECONDS = 5
+PROBE_SECONDS = 3
+# rsync's stdout kept for --stats: progress2 writes a line per file, which at a million
+# files is tens of MB if all kept
+STDOUT_TAIL = 64 * 1024
+NEARLY_DONE = 80  # percent: past this, no restart for compression
 MIN_RATIO = 1.3  # a sample that compresses less is not worth compressing
 SWITCHED = -1000  # _rsync's answer when it stopped rsync to go on compressed
 
@@ -320,8 +324,10 @@ class LinkWatch(object):
         except OSError:
             return None
 
-    def check(self, eta=None):
-        """True once when compression should be switched on."""
+    def check(self, percent=None):
+        """True once when compression should be switched on. ``percent``: how far the
+        pass is (rsync's overall progress); near the end a restart does not pay. (Not
+        rsync's time field: after each file it shows the time spent, not the time left.)"""
         if self.decided:
             return False
         now = self.read()
@@ -344,7 +350,7 @@ class LinkWatch(object):
             # the receiver's window held us back: a slow receiver, not a slow link
             receiver_bound = busy > 0 and rwnd / busy >= 0.5
             self.finding["receiver_window"] = round(rwnd / busy, 2) if busy > 0 else None
-        if eta is not None and eta < 2 * self.probe:
+        if percent is not None and percent >= NEARLY_DONE:
             return False  # nearly done: a restart would cost more than it saves
         return rate < self.below and waited >= self.busy and not receiver_bound
 
@@ -497,16 +503,16 @@ def _rsync(argv, env, disk, on_progress, watch):
 
     t = threading.Thread(target=drain, daemon=True)
     t.start()
-    out_text = []
+    out_tail = ""  # the --stats block comes last; progress lines are not kept
     buf = ""
-    eta = None
+    percent = None
     switched = False
     fd = proc.stdout.fileno()
     try:
         while True:
             if watch is not None:
                 ready = select.select([fd], [], [], 1.0)[0]
-                if watch.check(eta) and watch.worth_it():
+                if watch.check(percent) and watch.worth_it():
                     switched = True
                     proc.terminate()
                     proc.wait()
@@ -517,14 +523,17 @@ def _rsync(argv, env, disk, on_progress, watch):
             if not chunk:
                 break
             text = chunk.decode("utf-8", "replace")
-            out_text.append(text)
+            out_tail = (out_tail + text)[-STDOUT_TAIL:]
             lines, buf = split_progress(buf + text)
-            for line in lines:
+            # progress is cumulative: only the newest line of a read counts (rsync
+            # writes one per file: a million lines would cost half a minute of CPU)
+            for line in reversed(lines):
                 info = parse_progress2(line)
                 if info:
-                    eta = info["eta"]
+                    percent = info["percent"]
                     if on_progress:
                         on_progress(disk, info)
+                    break
         rc = proc.wait()
     except BaseException:
         proc.kill()
@@ -535,4 +544,4 @@ def _rsync(argv, env, disk, on_progress, watch):
     log.debug("rsync %s exit %s; stderr: %s", disk, rc, redact(stderr)[-4000:])
     if switched:
         return SWITCHED, "", stderr
-    return rc, "".join(out_text), stderr
+    return rc, out_tail, stderr

@@ -75,9 +75,9 @@ def test_link_watch_decides_once(tmp_path):
     _status(path, 4, 30 * 2 ** 20, 2.4)
     assert w.check() is False  # not probed long enough
     _status(path, 8, 80 * 2 ** 20, 6.0)  # 13 MB/s, waited 92% of the time
-    assert w.check(eta=600) is True
+    assert w.check(percent=10) is True
     assert w.finding == {"rate": int(78 * 2 ** 20 / 6.0), "waited": 0.92}
-    assert w.check(eta=600) is False  # once only
+    assert w.check(percent=10) is False  # once only
 
 
 def test_link_watch_with_the_kernels_view(tmp_path):
@@ -88,7 +88,7 @@ def test_link_watch_with_the_kernels_view(tmp_path):
     link.check()
     with open(path, "w") as f:  # busy 6 s, the receiver's window 0.4 s of it
         f.write("7.0 62914560 5.5 6.5 0.4 0.0\n")
-    assert link.check(eta=600) is True
+    assert link.check(percent=10) is True
     assert link.finding["receiver_window"] == 0.07
     receiver = push.LinkWatch(path, probe=5)
     with open(path, "w") as f:
@@ -96,7 +96,7 @@ def test_link_watch_with_the_kernels_view(tmp_path):
     receiver.check()
     with open(path, "w") as f:  # the receiver's window held it back most of the time
         f.write("7.0 62914560 5.5 6.5 4.4 0.0\n")
-    assert receiver.check(eta=600) is False
+    assert receiver.check(percent=10) is False
     assert receiver.finding["receiver_window"] == 0.67
 
 
@@ -106,17 +106,17 @@ def test_link_watch_leaves_disk_bound_and_nearly_done_pushes_alone(tmp_path):
     _status(path, 1, 2 * 2 ** 20, 0.0)
     slow_disk.check()
     _status(path, 7, 60 * 2 ** 20, 0.3)  # slow, but the bridge never waited
-    assert slow_disk.check(eta=600) is False
+    assert slow_disk.check(percent=10) is False
     fast = push.LinkWatch(path, probe=5)
     _status(path, 1, 2 * 2 ** 20, 0.0)
     fast.check()
     _status(path, 7, 900 * 2 ** 20, 5.5)  # 150 MB/s: compression would slow it
-    assert fast.check(eta=600) is False
+    assert fast.check(percent=10) is False
     ending = push.LinkWatch(path, probe=5)
     _status(path, 1, 2 * 2 ** 20, 0.0)
     ending.check()
     _status(path, 7, 60 * 2 ** 20, 5.8)
-    assert ending.check(eta=3) is False
+    assert ending.check(percent=85) is False
 
 
 def test_sample_ratio_tells_text_from_random(tmp_path):
@@ -224,7 +224,7 @@ def test_bridge_tells_a_slow_receiver_from_a_slow_link(tmp_path):
     try:
         while time.time() - began < 20 and not watch.decided:
             time.sleep(0.1)
-            if watch.check(eta=600):
+            if watch.check(percent=10):
                 asked = time.time() - began
     finally:
         stop.set()
