@@ -189,9 +189,12 @@ def inspect(layout, devices, force_wipe=()):
                 continue
         elif _table_matches(disk, current, sector):
             mkfs, other = [], []
+            # The nodes must be there before anything is judged blank: a restarted
+            # container has none, and a missing node is not an empty partition.
+            wait_for_partitions(dev, [p["number"] for p in disk["partitions"]])
             for p in disk["partitions"]:
                 node = partition_device(dev, p["number"])
-                psig = probe.probe_signature(node) if os.path.exists(node) else {}
+                psig = probe.probe_signature(node)
                 if p.get("fs"):
                     f = fs_by_id[p["fs"]]
                     if _fs_matches(f, psig):
@@ -259,13 +262,19 @@ def wait_for_partitions(dev, numbers, timeout=PARTITION_WAIT):
             ready = True
             for n in numbers:
                 node = partition_device(dev, n)
-                if not os.path.exists(node):
-                    if time.monotonic() > deadline - timeout / 2:
-                        mm = probe.dev_numbers(known[n])
-                        major, minor = (int(x) for x in mm.split(":"))
-                        os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(major, minor))
-                    else:
-                        ready = False
+                mm = probe.dev_numbers(known[n])
+                want = os.makedev(*(int(x) for x in mm.split(":")))
+                if os.path.exists(node):
+                    st = os.stat(node)
+                    if stat.S_ISBLK(st.st_mode) and st.st_rdev == want:
+                        continue
+                    # a stale node (a container's /dev after the kernel renumbered the
+                    # partitions): it would point at another partition
+                    os.unlink(node)
+                if time.monotonic() > deadline - timeout / 2 or not _devtmpfs(node):
+                    os.mknod(node, 0o600 | stat.S_IFBLK, want)
+                else:
+                    ready = False
             if ready:
                 return
         if time.monotonic() > deadline:
@@ -274,6 +283,17 @@ def wait_for_partitions(dev, numbers, timeout=PARTITION_WAIT):
                             code="disk.partition_node",
                             hint="check dmesg; the kernel must re-read the partition table")
         time.sleep(0.1)
+
+
+def _devtmpfs(path):
+    """Is ``path``'s folder a devtmpfs (where the kernel makes nodes by itself)?"""
+    folder = os.path.dirname(path)
+    best, fstype = "", None
+    for m in probe.read_mountinfo():
+        mp = m["mountpoint"]
+        if (folder == mp or folder.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+            best, fstype = mp, m.get("fstype")
+    return fstype == "devtmpfs"
 
 
 def _unmount_disk(name):

@@ -136,3 +136,24 @@ def test_compose_file_gives_the_documented_flags():
     for flag in ("--cap-add", "--cap-drop", "--security-opt", "--device-cgroup-rule"):
         assert flag in words
     assert "b 7:* rmw" in words and "b 259:* rmw" in words and "ALL" in words
+
+
+def test_remount_plan_follows_the_modules_to_their_devices_now():
+    assert container.partition_of("/dev/loop2p2") == ("/dev/loop2", 2)
+    assert container.partition_of("/dev/vdb1") == ("/dev/vdb", 1)
+    assert container.partition_of("/dev/nvme0n1p3") == ("/dev/nvme0n1", 3)
+    assert container.partition_of("/dev/mapper/vg-root") is None
+    assert container.partition_of("/dev/vdb") is None
+    prepared = {"devices": {"system": "/dev/loop2", "disk1": "/dev/loop3"},
+                "mounts": [{"device": "/dev/loop2p2", "path": "/m/system", "type": "ext4"},
+                           {"device": "/dev/loop2p1", "path": "/m/system/boot",
+                            "type": "ext4"},
+                           {"device": "/dev/loop3p1", "path": "/m/disk1", "type": "xfs"}]}
+    plan = container.plan_remount(prepared, {"system": "/dev/loop9", "disk1": "/dev/vdc"})
+    assert plan == [("/dev/loop9p2", "loop9p2", "/m/system", "ext4"),
+                    ("/dev/loop9p1", "loop9p1", "/m/system/boot", "ext4"),
+                    ("/dev/vdc1", "vdc1", "/m/disk1", "xfs")]
+    lvm = dict(prepared, mounts=[{"device": "/dev/mapper/vg-root", "path": "/m/system",
+                                  "type": "xfs"}])
+    assert container.plan_remount(lvm, {"system": "/dev/loop2"}) is None
+    assert container.plan_remount(prepared, {"system": "/dev/loop2"}) is None  # no disk1

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import os
 import random
+import stat
 import uuid
 
 import pytest
@@ -260,6 +261,36 @@ def test_resume_keeps_data_and_foreign_disk_needs_force_wipe(loops, mnt):
         assert blkid(dev + "p2")["UUID"] == uuid_of(other, "/")
         assert not os.path.exists(marker)
         release(forced)
+    finally:
+        release(res)
+
+
+def test_missing_or_stale_partition_nodes_are_remade_not_reformatted(loops, mnt):
+    """A restarted container has no partition nodes (or stale ones): preparing again
+    must make them and keep the data, never take a missing node for a blank disk."""
+    m = randomize(L.gpt_bios(unit=U))
+    dev = loops.new(300 * MiB)
+    res = prepare(m, L.plan(), {"system": dev}, mnt)
+    marker = os.path.join(res["modules"]["system"], "etc", "marker")
+    try:
+        os.makedirs(os.path.dirname(marker))
+        with open(marker, "w") as f:
+            f.write("synced data")
+        release(res)
+        root_node = dev + "p2"
+        rdev = os.stat(root_node).st_rdev
+        p1_rdev = os.stat(dev + "p1").st_rdev
+        os.unlink(root_node)  # gone, as in a fresh container /dev
+        # and one stale: p1's node points at p2's device numbers
+        os.unlink(dev + "p1")
+        os.mknod(dev + "p1", 0o600 | stat.S_IFBLK, rdev)
+        again = prepare(m, L.plan(), {"system": dev}, mnt)
+        assert again["made"] == [], again["actions"]
+        assert os.stat(root_node).st_rdev == rdev
+        assert os.stat(dev + "p1").st_rdev == p1_rdev != rdev
+        with open(marker) as f:
+            assert f.read() == "synced data"
+        release(again)
     finally:
         release(res)
 
