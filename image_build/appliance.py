@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 
 from image_build import sample_server
 from wire import runner
@@ -193,7 +192,7 @@ def build(out=None, cache_dir=None, project_dir=PROJECT_DIR, progress=None):
             runner.run(["mkfs.ext4", "-q", "-F", "-L", "go2aliyun", part])
             mnt = tempfile.mkdtemp(prefix="mnt-", dir=work)
             runner.run(["mount", part, mnt])
-            stack.callback(_umount_if_mounted, mnt)
+            stack.callback(sample_server.umount_if_mounted, mnt)
             say("unpacking the root tree")
             runner.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-C", mnt, "-xf",
                         tarball], timeout=900)
@@ -209,30 +208,15 @@ def build(out=None, cache_dir=None, project_dir=PROJECT_DIR, progress=None):
                 raise CommandError("update-grub made no /boot/grub/grub.cfg in the appliance")
             # The image is copied next: it must be unmounted for real (the lazy unmounts
             # of the chroot's /dev, /proc, /sys may still be going on), never left dirty.
-            unmount(mnt)
+            sample_server.unmount(mnt)
         say("writing %s" % cached)
-        tmp = cached + ".part"
+        tmp = "%s.%d.part" % (cached, os.getpid())  # two builds at once do not collide
         runner.run(["qemu-img", "convert", "-O", "qcow2", "-f", "raw", raw, tmp], timeout=1800)
         os.rename(tmp, cached)
         prune(cache_dir, keep=cached)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _deliver(cached, out, say)
-
-
-def _umount_if_mounted(mnt):
-    if os.path.ismount(mnt):
-        runner.run(["umount", "-l", mnt], ok_codes=None)
-
-
-def unmount(mnt, attempts=20):
-    runner.run(["sync"])
-    for _ in range(attempts):
-        if runner.run(["umount", mnt], ok_codes=None).returncode == 0:
-            return
-        time.sleep(0.5)
-    raise CommandError("cannot unmount %s: something still uses it" % mnt,
-                       hint="look for processes started in the appliance's chroot")
 
 
 def prune(cache_dir, keep):

@@ -222,11 +222,13 @@ def build(out_dir, cache_dir=None, data_files=True):
                 if part["mount"]:
                     mounts.append((part["mount"], _part(devs[name], n)))
         mounts.sort(key=lambda m: m[0].count("/") if m[0] != "/" else 0)
+        mounted = []
         for mountpoint, node in mounts:
             where = target_path(mnt, mountpoint)
             os.makedirs(where, exist_ok=True)
             runner.run(["mount", node, where])
-            stack.callback(runner.run, ["umount", where], ok_codes=None)
+            stack.callback(umount_if_mounted, where)
+            mounted.append(where)
         runner.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-C", mnt, "-xf", tarball],
                    timeout=900)
         with open(target_path(mnt, "/etc/fstab"), "w") as f:
@@ -234,6 +236,9 @@ def build(out_dir, cache_dir=None, data_files=True):
         if data_files:
             _write_data(mnt)
         kver = _install_grub(mnt, devs["system"])
+        # The images are read next (and cached): unmounted for real, never left dirty.
+        for where in reversed(mounted):
+            unmount(where)
     desc = {"key": key, "kernel": kver, "fstab": render_fstab(LAYOUT),
             "disks": {name: {"file": d["file"], "device": d["device"]}
                       for name, d in LAYOUT.items()}}
@@ -278,6 +283,23 @@ def _install_grub(mnt, system_dev, root_part=2):
     with open(cfg, "w") as f:
         f.write(text)
     return kver
+
+
+def umount_if_mounted(where):
+    if os.path.ismount(where):
+        runner.run(["umount", "-l", where], ok_codes=None)
+
+
+def unmount(where, attempts=20):
+    """Unmount for real (sync, retry while busy) or raise: an image that is copied or
+    cached next must not be half-written."""
+    runner.run(["sync"])
+    for _ in range(attempts):
+        if runner.run(["umount", where], ok_codes=None).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise CommandError("cannot unmount %s: something still uses it" % where,
+                       hint="look for processes started in the chroot")
 
 
 @contextlib.contextmanager

@@ -56,6 +56,7 @@ PROBE_SECONDS = 3
 # rsync's stdout kept for --stats: progress2 writes a line per file, which at a million
 # files is tens of MB if all kept
 STDOUT_TAIL = 64 * 1024
+READ_PACE = 0.02  # s between reads of rsync's stdout (its 64 KiB pipe holds ~800 lines)
 NEARLY_DONE = 80  # percent: past this, no restart for compression
 MIN_RATIO = 1.3  # a sample that compresses less is not worth compressing
 SWITCHED = -1000  # _rsync's answer when it stopped rsync to go on compressed
@@ -534,6 +535,10 @@ def _rsync(argv, env, disk, on_progress, watch):
                     if on_progress:
                         on_progress(disk, info)
                     break
+            if len(chunk) < 65536:
+                # let rsync's lines pile up: it writes one per file, and waking up for
+                # each of a million lines cost `migrate` half a minute of CPU
+                time.sleep(READ_PACE)
         rc = proc.wait()
     except BaseException:
         proc.kill()
