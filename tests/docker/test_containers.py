@@ -27,6 +27,7 @@ import time
 import pytest
 
 from receiver import bootcheck
+from receiver.disks.apply import wait_for_partitions
 from tests.docker.conftest import IMAGE_NAME, _show, compose_stack, loops_of
 from tests.helpers import fidelity
 from wire import runner
@@ -82,9 +83,10 @@ def mounted_target(system_dev, disk1_dev):
     root = tempfile.mkdtemp(prefix="g2a-target-")
     done = []
     try:
-        for dev in (system_dev, disk1_dev):
-            runner.run(["partx", "-u", dev], ok_codes=None)
-            runner.run(["partx", "-a", dev], ok_codes=None)
+        # the partitions were made inside the container: make sure the host's nodes
+        # exist and point at them (the receiver's own wait, which also fixes stale ones)
+        wait_for_partitions(system_dev, [1, 2])
+        wait_for_partitions(disk1_dev, [1])
         for node, where in ((system_dev + "p2", root), (system_dev + "p1", root + "/boot"),
                             (disk1_dev + "p1", root + "/mnt/disk1")):
             runner.run(["mount", "-o", "ro,noload", node, where])
