@@ -8,8 +8,9 @@ import sys
 
 import click
 
-from wire.errors import ConfigError, Go2AliyunError
-from wire.logs import redact, register_secret, setup
+from wire.climain import run_click
+from wire.errors import ConfigError
+from wire.logs import register_secret, setup
 
 CONFIG_NAME = "user_config.json"
 
@@ -280,21 +281,8 @@ def build_image(ctx, out, cache):
 
 
 def main(argv=None):
-    """Entry point: run the click group and map our errors to exit codes."""
-    try:
-        cli.main(args=argv, prog_name="go2aliyun-cloud", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        return 130
-    except click.ClickException as e:
-        e.show()
-        return 2 if isinstance(e, click.UsageError) else e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except Go2AliyunError as e:
-        click.echo("error [%s]: %s" % (e.code, redact(str(e))), err=True)
-        return e.exit_code
-    return 0
+    """Entry point: run the click group; errors become exit codes (wire/climain.py)."""
+    return run_click(cli, argv, "go2aliyun-cloud")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from receiver import clouddisks, datachannel, tls, tokens
 from receiver import state as st
 from receiver.disks import apply as disks_apply
 from wire import CONTROL_PORT, DATA_PORT, logs, runner
+from wire.climain import run_click
 from wire.errors import ConfigError, Go2AliyunError, UsageError
 
 log = logging.getLogger("receiver.cli")
@@ -480,18 +481,8 @@ def datachannel_cmd(state_dir, bind, port, rsync_port):
 
 
 def main(argv=None):
-    try:
-        cli.main(args=argv, prog_name="go2aliyun-receiver", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 1
-    except click.ClickException as e:
-        e.show()
-        return 2
-    except Go2AliyunError as e:
-        click.echo("error: %s" % logs.redact(str(e)), err=True)
-        return e.exit_code
-    return 0
+    """Entry point: run the click group; errors become exit codes (wire/climain.py)."""
+    return run_click(cli, argv, "go2aliyun-receiver")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import click
 
 from source_script import __version__
 from source_script.overrides import config_options
+from wire.climain import run_click
 from wire.errors import Go2AliyunError
 from wire.logs import REDACTED, redact
 
@@ -284,23 +285,8 @@ def tls_bridge(host, port, fingerprint, cert, key):
         raise click.exceptions.Exit(code)
 
 def main(argv=None):
-    """Entry point: run the click group and map our errors to exit codes."""
-    try:
-        rv = cli.main(args=argv, prog_name="go2aliyun", standalone_mode=False)
-        if isinstance(rv, int) and not isinstance(rv, bool):
-            return rv  # click returns the code of a click.exceptions.Exit here
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        return 130
-    except click.ClickException as e:
-        e.show()
-        return 2 if isinstance(e, click.UsageError) else e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except Go2AliyunError as e:
-        click.echo("error [%s]: %s" % (e.code, redact(str(e))), err=True)
-        return e.exit_code
-    return 0
+    """Entry point: run the click group; errors become exit codes (wire/climain.py)."""
+    return run_click(cli, argv, "go2aliyun")
 
 
 if __name__ == "__main__":
