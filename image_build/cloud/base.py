@@ -11,6 +11,7 @@ Implementations: ``aliyun`` (the Alibaba Cloud SDK; tests run it against
 is the conformance suite every implementation must pass.
 """
 
+import abc
 import hashlib
 import time
 
@@ -103,7 +104,7 @@ class ImageSpec(object):
         return out
 
 
-class Cloud(object):
+class Cloud(abc.ABC):
     """The interface. ``sleep`` and ``clock`` are injectable so tests never wait."""
 
     name = "base"
@@ -117,42 +118,46 @@ class Cloud(object):
                               "image": 6 * 3600, "delete": 900}, **(timeouts or {}))
 
     # -- network
+    @abc.abstractmethod
     def zones(self):
-        raise NotImplementedError
+        """Zones."""
 
+    @abc.abstractmethod
     def create_vpc(self, cidr, name, client_token):
-        raise NotImplementedError
+        """Create vpc."""
 
+    @abc.abstractmethod
     def vpc(self, vpc_id):
         """``{"id", "status", "cidr"}`` or None when it does not exist."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def create_vswitch(self, vpc_id, zone_id, cidr, name, client_token):
-        raise NotImplementedError
+        """Create vswitch."""
 
+    @abc.abstractmethod
     def vswitch(self, vswitch_id):
         """``{"id", "vpc_id", "zone_id", "status", "cidr"}`` or None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def create_security_group(self, vpc_id, name, client_token):
-        raise NotImplementedError
+        """Create security group."""
 
+    @abc.abstractmethod
     def allow_ingress(self, group_id, ports, source_cidr, client_token):
         """Admit TCP ``ports`` from ``source_cidr`` only. Adding a rule twice is harmless."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def ingress_rules(self, group_id):
         """List of ``(port, source_cidr)`` admitted over TCP."""
-        raise NotImplementedError
 
     # -- images and instances
+    @abc.abstractmethod
     def find_images_by_name(self, name):
         """The account's own images called ``name``, any status: list of ``{"id", "status"}``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def image(self, image_id):
         """``{"id", "name", "status", "progress"}`` or None."""
-        raise NotImplementedError
 
     def receiver_config(self, config, instance_token):
         """The cloud.json the receiver of the instance made with ``instance_token`` gets
@@ -160,42 +165,50 @@ class Cloud(object):
         more than launch (e.g. the local one: its disk ids, who verifies) adds it here."""
         return config
 
+    @abc.abstractmethod
     def run_instance(self, spec, client_token):
-        raise NotImplementedError
+        """Run instance."""
 
+    @abc.abstractmethod
     def instance(self, instance_id):
         """An :class:`Instance` or None when it does not exist (any more)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def instance_disks(self, instance_id):
         """The instance's disks, system disk first, then data disks in device order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete_instance(self, instance_id):
-        raise NotImplementedError
+        """Delete instance."""
 
     # -- snapshots
+    @abc.abstractmethod
     def create_snapshot(self, disk_id, name, client_token):
-        raise NotImplementedError
+        """Create snapshot."""
 
+    @abc.abstractmethod
     def snapshot(self, snapshot_id):
         """``{"id", "status", "progress"}`` (status progressing|accomplished|failed) or None."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete_snapshot(self, snapshot_id):
-        raise NotImplementedError
+        """Delete snapshot."""
 
+    @abc.abstractmethod
     def create_image(self, spec, client_token):
-        raise NotImplementedError
+        """Create image."""
 
+    @abc.abstractmethod
     def delete_security_group(self, group_id):
-        raise NotImplementedError
+        """Delete security group."""
 
+    @abc.abstractmethod
     def delete_vswitch(self, vswitch_id):
-        raise NotImplementedError
+        """Delete vswitch."""
 
+    @abc.abstractmethod
     def delete_vpc(self, vpc_id):
-        raise NotImplementedError
+        """Delete vpc."""
 
     # -- waiting, shared by every implementation
     def wait_for(self, what, probe, timeout, progress=None):
