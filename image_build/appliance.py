@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 
-from image_build import sample_server
+from image_build import loopdev, sample_server
 from wire import runner
 from wire.errors import CommandError
 from wire.paths import target_path
@@ -186,9 +186,8 @@ def build(out=None, cache_dir=None, project_dir=PROJECT_DIR, progress=None):
             f.truncate(LAYOUT["size_mib"] * sample_server.MIB)
         runner.run(["sfdisk", "-q", raw], input=sample_server.render_sfdisk(LAYOUT))
         with contextlib.ExitStack() as stack:
-            dev = stack.enter_context(sample_server.attached(raw))
-            part = dev + "p1"
-            sample_server._wait_for(part)
+            dev = stack.enter_context(loopdev.attached(raw, partitions=[1]))
+            part = loopdev.partition(dev, 1)
             runner.run(["mkfs.ext4", "-q", "-F", "-L", "go2aliyun", part])
             mnt = tempfile.mkdtemp(prefix="mnt-", dir=work)
             runner.run(["mount", part, mnt])

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from image_build import sample_server
+from image_build import loopdev, sample_server
 from image_build.netns import netns_pair, stop_process
 from wire import runner
 
@@ -42,24 +42,6 @@ def demo_config(image_name=IMAGE_NAME):
             "bandwidth_limit": 0,
             "data_disks": [{"data_disk_index": 1, "data_disk_size": 20,
                             "src_path": "/mnt/disk1"}]}
-
-
-@contextlib.contextmanager
-def target_disks(work, sizes):
-    """Empty target disks (sparse files on loop devices), detached at the end."""
-    devs = {}
-    try:
-        for name, size in sizes.items():
-            path = os.path.join(work, "target-%s.img" % name)
-            if os.path.exists(path):
-                os.unlink(path)
-            with open(path, "wb") as f:
-                f.truncate(size)
-            devs[name] = runner.run(["losetup", "-f", "--show", path]).stdout.strip()
-        yield devs
-    finally:
-        for dev in devs.values():
-            runner.run(["losetup", "-d", dev], ok_codes=None)
 
 
 def start_receiver(net, state, disks, output, log_path):
@@ -113,8 +95,8 @@ def run(work, keep=False):
         root = stack.enter_context(sample_server.mounted_readonly(sample_dir))
         print("    the server's filesystems, read-only, at %s" % root)
         stage(3, total, "receiver: go2aliyun-receiver serve with two empty 20 GiB target disks")
-        disks = stack.enter_context(target_disks(migration, {"system": 20 * GIB,
-                                                             "disk1": 20 * GIB}))
+        disks = stack.enter_context(loopdev.blank_disks(
+            migration, {"system": 20 * GIB, "disk1": 20 * GIB}, prefix="target-"))
         proc, status = start_receiver(net, state, disks, output,
                                       os.path.join(migration, "receiver.log"))
         stack.callback(stop_process, proc)

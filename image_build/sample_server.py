@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 
+from image_build import loopdev
 from wire import runner
 from wire.errors import CommandError, DiskError
 from wire.paths import target_path
@@ -151,32 +152,6 @@ def clean_apt_archives(tree):
             os.unlink(os.path.join(apt_clean, name))
 
 
-def _wait_for(path, timeout=10.0):
-    deadline = time.time() + timeout
-    while not os.path.exists(path):
-        if time.time() > deadline:
-            raise DiskError("partition node %s did not appear" % path,
-                            hint="no udev here: partprobe/partx should create it")
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def attached(image, read_only=False):
-    """Attach an image file as a loop device with partitions; always detached."""
-    ro = ["-r"] if read_only else []
-    dev = runner.run(["losetup", "-f", "--show", "-P"] + ro + [image]).stdout.strip()
-    try:
-        # No udev here: partprobe makes the kernel (devtmpfs) create the partition nodes.
-        runner.run(["partprobe", dev], ok_codes=None)
-        yield dev
-    finally:
-        runner.run(["losetup", "-d", dev], ok_codes=None)
-
-
-def _part(dev, n):
-    return "%sp%d" % (dev, n)
-
-
 def _mkfs(node, part):
     if part["fs"] == "swap":
         runner.run(["mkswap", "-L", part["label"], node])
@@ -210,17 +185,18 @@ def build(out_dir, cache_dir=None, data_files=True):
     with contextlib.ExitStack() as stack:
         devs = {}
         for name, d in LAYOUT.items():
-            devs[name] = stack.enter_context(attached(os.path.join(out_dir, d["file"])))
+            numbers = list(range(1, len(d["partitions"]) + 1))
+            devs[name] = stack.enter_context(loopdev.attached(os.path.join(out_dir, d["file"]),
+                                                              partitions=numbers))
             for n, part in enumerate(d["partitions"], 1):
-                _wait_for(_part(devs[name], n))
-                _mkfs(_part(devs[name], n), part)
+                _mkfs(loopdev.partition(devs[name], n), part)
         mnt = tempfile.mkdtemp(prefix="sample-mnt-")
         stack.callback(os.rmdir, mnt)
         mounts = []
         for name, d in LAYOUT.items():
             for n, part in enumerate(d["partitions"], 1):
                 if part["mount"]:
-                    mounts.append((part["mount"], _part(devs[name], n)))
+                    mounts.append((part["mount"], loopdev.partition(devs[name], n)))
         mounts.sort(key=lambda m: m[0].count("/") if m[0] != "/" else 0)
         mounted = []
         for mountpoint, node in mounts:
@@ -271,7 +247,7 @@ def _install_grub(mnt, system_dev, root_part=2):
         raise CommandError("no kernel in the sample tree")
     kver = kernels[-1][len("vmlinuz-"):]
     root_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value",
-                            _part(system_dev, root_part)]).stdout.strip()
+                            loopdev.partition(system_dev, root_part)]).stdout.strip()
     with _chroot(mnt):
         runner.run(["chroot", mnt, "grub-install", "--target=i386-pc", system_dev], timeout=300)
         runner.run(["chroot", mnt, "update-grub"], env={"GRUB_DISABLE_OS_PROBER": "true"},
@@ -279,7 +255,8 @@ def _install_grub(mnt, system_dev, root_part=2):
     cfg = target_path(mnt, "/boot/grub/grub.cfg")
     with open(cfg) as f:
         text = f.read()
-    text = text.replace("root=%s" % _part(system_dev, root_part), "root=UUID=%s" % root_uuid)
+    text = text.replace("root=%s" % loopdev.partition(system_dev, root_part),
+                        "root=UUID=%s" % root_uuid)
     with open(cfg, "w") as f:
         f.write(text)
     return kver
@@ -326,14 +303,13 @@ def mounted_readonly(out_dir, names=None):
         stack.callback(shutil.rmtree, root, True)
         mounts = []
         for name in names:
-            dev = stack.enter_context(attached(os.path.join(out_dir, LAYOUT[name]["file"]),
-                                               read_only=True))
+            dev = stack.enter_context(loopdev.attached(
+                os.path.join(out_dir, LAYOUT[name]["file"]), read_only=True))
             for n, part in enumerate(LAYOUT[name]["partitions"], 1):
                 if part["mount"]:
-                    mounts.append((part["mount"], _part(dev, n)))
+                    mounts.append((part["mount"], loopdev.partition(dev, n)))
         mounts.sort(key=lambda m: 0 if m[0] == "/" else m[0].count("/"))
         for mountpoint, node in mounts:
-            _wait_for(node)
             where = target_path(root, mountpoint)
             os.makedirs(where, exist_ok=True)
             runner.run(["mount", "-o", "ro,noload", node, where])

@@ -19,6 +19,7 @@ import pytest
 from pytest_docker.plugin import get_docker_services
 
 from image_build import docker as docker_build
+from image_build import loopdev
 from tests.helpers import sample
 from wire import runner
 
@@ -124,7 +125,7 @@ def loops_of(path):
 def detach_loops(paths):
     for path in paths:
         for dev in loops_of(path):
-            runner.run(["losetup", "-d", dev], ok_codes=None)
+            loopdev.detach(dev)
 
 
 @pytest.fixture(scope="module")

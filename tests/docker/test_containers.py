@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from image_build import loopdev
 from receiver import bootcheck
 from receiver.disks.apply import wait_for_partitions
 from tests.docker.conftest import IMAGE_NAME, _show, compose_stack, loops_of
@@ -219,13 +220,13 @@ def test_cutover_converts_verifies_and_the_image_boots(stack, tmp_path):
         for path in files:
             raw = str(tmp_path / (os.path.basename(path) + ".raw"))
             runner.run(["qemu-img", "convert", "-O", "raw", path, raw], timeout=600)
-            raws.append(runner.run(["losetup", "-f", "--show", "-r", "-P", raw]).stdout.strip())
+            raws.append(loopdev.attach(raw, read_only=True))
         with mounted_target(raws[0], raws[1]) as target:
             got = checksums(target, CHECKSUMMED)
         want = checksums(stack.dirs["source"], CHECKSUMMED)
     finally:
         for dev in raws:
-            runner.run(["losetup", "-d", dev], ok_codes=None)
+            loopdev.detach(dev)
     assert len(want) > 100 and got == want
 
 

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from image_build import sample_server
+from image_build import loopdev
 from receiver import bootcheck
 from tests.helpers import fidelity, sample
 from tests.helpers.netns import netns_pair
@@ -55,26 +55,9 @@ REGENERATED = ["boot/initrd.img-*", "boot/grub/*", "var/lib/initramfs-tools/*",
                "etc/ld.so.cache", "var/lib/systemd/*"]
 
 
-@contextlib.contextmanager
 def loop_disks(base, sizes):
     """Empty sparse files of ``sizes`` ({name: bytes}) on loop devices; {name: dev}."""
-    devs = {}
-    try:
-        for name, size in sizes.items():
-            path = os.path.join(base, "%s.img" % name)
-            with open(path, "wb") as f:
-                f.truncate(size)
-            devs[name] = runner.run(["losetup", "-f", "--show", path]).stdout.strip()
-        yield devs
-    finally:
-        for dev in devs.values():
-            runner.run(["losetup", "-d", dev], ok_codes=None)
-
-
-def _wait_node(node, timeout=10):
-    deadline = time.time() + timeout
-    while not os.path.exists(node) and time.time() < deadline:
-        time.sleep(0.1)
+    return loopdev.blank_disks(base, sizes)
 
 
 @contextlib.contextmanager
@@ -87,18 +70,15 @@ def mounted_image(qcow2, partition):
     dev = None
     try:
         runner.run(["qemu-img", "convert", "-O", "raw", qcow2, raw], timeout=600)
-        dev = runner.run(["losetup", "-f", "--show", "-r", "-P", raw]).stdout.strip()
-        runner.run(["partprobe", dev], ok_codes=None)
-        node = "%sp%d" % (dev, partition)
-        _wait_node(node)
-        runner.run(["mount", "-o", "ro,noload", node, mnt])
+        dev = loopdev.attach(raw, read_only=True, partitions=[partition])
+        runner.run(["mount", "-o", "ro,noload", loopdev.partition(dev, partition), mnt])
         try:
             yield mnt
         finally:
             runner.run(["umount", mnt], ok_codes=None)
     finally:
         if dev:
-            runner.run(["losetup", "-d", dev], ok_codes=None)
+            loopdev.detach(dev)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -109,10 +89,8 @@ def writable_disk1(root, base):
     copy = os.path.join(base, "source-disk1.img")
     runner.run(["cp", "--sparse=always", sample.image("disk1"), copy], timeout=300)
     where = os.path.join(root, "mnt", "disk1")
-    with sample_server.attached(copy) as dev:
-        node = dev + "p1"
-        _wait_node(node)
-        runner.run(["mount", node, where])
+    with loopdev.attached(copy, partitions=[1]) as dev:
+        runner.run(["mount", loopdev.partition(dev, 1), where])
         try:
             yield where
         finally:

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from image_build import sample_server
+from image_build import loopdev, sample_server
 from wire import runner
 
 SAMPLE_DIR = os.environ.get("GO2ALIYUN_SAMPLE_DIR",
@@ -39,7 +39,7 @@ def kernel_files():
     """Copy the sample's kernel and initrd out of its /boot; yields (vmlinuz, initrd, root_uuid)."""
     out = tempfile.mkdtemp(prefix="sample-kernel-")
     try:
-        with sample_server.attached(image("system")) as dev:
+        with loopdev.attached(image("system"), read_only=True) as dev:
             mnt = tempfile.mkdtemp(prefix="sample-boot-")
             try:
                 runner.run(["mount", "-o", "ro,noload", dev + "p1", mnt])

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from image_build import sample_server
+from image_build import loopdev, sample_server
 from receiver import bootcheck
 from receiver.convert import convert
 from receiver.disks import apply as disks_apply
@@ -38,20 +38,8 @@ def _read(path):
         return f.read()
 
 
-def _wait_for(path, timeout=10.0):
-    deadline = time.time() + timeout
-    while not os.path.exists(path):
-        if time.time() > deadline:
-            raise AssertionError("%s did not appear" % path)
-        time.sleep(0.1)
-
-
 def _attach(stack, image, read_only=False):
-    argv = ["losetup", "-f", "--show", "-P"] + (["-r"] if read_only else []) + [image]
-    dev = runner.run(argv).stdout.strip()
-    stack.callback(runner.run, ["losetup", "-d", dev], ok_codes=None)
-    runner.run(["partprobe", dev], ok_codes=None)
-    return dev
+    return stack.enter_context(loopdev.attached(image, read_only=read_only))
 
 
 def _mount(stack, dev, where, ro=False):
@@ -109,7 +97,6 @@ def build_converted(work):
         for dev, where in ((srcdev["system"] + "p2", src),
                            (srcdev["system"] + "p1", src + "/boot"),
                            (srcdev["disk1"] + "p1", src + "/mnt/disk1")):
-            _wait_for(dev)
             _mount(stack, dev, where, ro=True)
         manifest = as_on_the_source(collect(src), names)
         assert {f["device"] for f in manifest["filesystems"]} == {
@@ -187,7 +174,6 @@ def test_wrong_root_fails_verification_with_the_console(converted, tmp_path):
     root_uuid = _uuid(converted["result"], "/")
     with contextlib.ExitStack() as stack:
         dev = _attach(stack, broken)
-        _wait_for(dev + "p1")
         boot = str(tmp_path / "boot")
         _mount(stack, dev + "p1", boot)
         cfg = os.path.join(boot, "grub", "grub.cfg")

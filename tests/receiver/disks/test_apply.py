@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from image_build import loopdev
 from receiver.disks import probe
 from receiver.disks.apply import prepare, release, review
 from source_script.inventory import parsers
@@ -59,7 +60,7 @@ class Loops(object):
         path = os.path.join(self.tmp, "disk%d.img" % len(self.devices))
         with open(path, "wb") as f:
             f.truncate(size)
-        dev = runner.run(["losetup", "-f", "--show", "-P", path]).stdout.strip()
+        dev = loopdev.attach(path, partitions=())
         self.devices.append(dev)
         self.files[dev] = path
         return dev
@@ -81,7 +82,7 @@ def loops(tmp_path):
     finally:
         _unmount_under(str(tmp_path))
         for dev in lp.devices:
-            runner.run(["losetup", "-d", dev], ok_codes=None)
+            loopdev.detach(dev)  # also the nodes a test made by hand
 
 
 @pytest.fixture
