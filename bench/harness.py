@@ -11,6 +11,8 @@ Everything runs between the ``src`` and ``ecs`` namespaces of one
   limit of this machine for moving files.
 * :class:`PlainRsyncd`: a plain rsync daemon in ``ecs`` (no TLS) and the same rsync
   command as the push, straight to it: the cost of our security.
+* :class:`DelayRelay`: :mod:`bench.delay` in front of a receiver bound to 127.0.0.1:
+  the shaped link's added latency (no netem in this kernel).
 """
 
 import contextlib
@@ -64,8 +66,9 @@ def tx_bytes(net):
 class Receiver(object):
     """``go2aliyun-receiver serve`` in ``ecs``, target root ``system`` -> ``target``."""
 
-    def __init__(self, net, base, target):
+    def __init__(self, net, base, target, bind=None):
         self.net = net
+        self.bind = bind or net.ecs_ip  # 127.0.0.1: behind bench.delay's relay
         self.state = os.path.join(base, "state")
         self.target = target
         self.log = os.path.join(base, "receiver.out")
@@ -74,7 +77,7 @@ class Receiver(object):
 
     def start(self):
         argv = [sys.executable, "-m", "receiver.cli", "serve", "--state", self.state,
-                "--bind", self.net.ecs_ip, "--address", self.net.ecs_ip, "--no-console",
+                "--bind", self.bind, "--address", self.net.ecs_ip, "--no-console",
                 "--workers", "1", "--target-root", "system=%s" % self.target]
         with open(self.log, "ab") as out:
             self.proc = self.net.start(self.net.ecs, argv, cwd=REPO, stdout=out,
@@ -90,8 +93,9 @@ class Receiver(object):
                 if self.status.get("fingerprint") and self.status.get("token"):
                     break
             time.sleep(0.2)
-        self.net.wait_port(self.net.src, self.net.ecs_ip, 8080, timeout=60)
-        self.net.wait_port(self.net.src, self.net.ecs_ip, 8703, timeout=60)
+        ns = self.net.src if self.bind == self.net.ecs_ip else self.net.ecs
+        self.net.wait_port(ns, self.bind, 8080, timeout=60)
+        self.net.wait_port(ns, self.bind, 8703, timeout=60)
         return self
 
     def stop(self):
@@ -246,3 +250,28 @@ def tempdir(prefix):
     finally:
         runner.run(["rm", "-rf", "--one-file-system", path], ok_codes=None)
         shutil.rmtree(path, ignore_errors=True)
+
+
+class DelayRelay(object):
+    """:mod:`bench.delay` in ``ecs`` on the receiver's address, forwarding the two ports
+    to a receiver bound to 127.0.0.1 (``Receiver(bind="127.0.0.1")``) with ``delay``
+    seconds added to what the source sends."""
+
+    def __init__(self, net, delay, ports=(8080, 8703)):
+        self.net = net
+        self.argv = [sys.executable, "-m", "bench.delay", str(delay), net.ecs_ip, "127.0.0.1"]
+        self.argv += [str(p) for p in ports]
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = self.net.start(self.net.ecs, self.argv, cwd=REPO, stdout=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL)
+        if self.proc.stdout.readline().strip() != b"ready":
+            self.__exit__()
+            raise RuntimeError("the delaying relay did not start")
+        return self
+
+    def __exit__(self, *exc):
+        stop_process(self.proc)
+        self.net.procs.remove(self.proc)
+        self.proc.stdout.close()

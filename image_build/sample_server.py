@@ -2,8 +2,8 @@
 
 Used by the demo (the README's first command) and by the end-to-end tests: it is the
 kind of server operators migrate, laid out the old-fashioned way the seed's users have
-it (MBR, a separate ``/boot``, swap, fstab by ``/dev/sdX`` names, a data disk at
-``/mnt/disk1``), and it boots under qemu as it is.
+it (MBR, a separate ``/boot``, swap with ``resume=UUID=``, fstab by ``/dev/sdX`` names,
+a data disk at ``/mnt/disk1``), and it boots under qemu as it is.
 
 The debootstrap tree is cached as a tarball outside the repository, keyed by its
 inputs (suite, mirror, variant, packages), so a second run is fast; nothing depends
@@ -14,6 +14,7 @@ on the cache existing.
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -62,6 +63,22 @@ LAYOUT = {
         ],
     },
 }
+
+
+# Bumped when what build() makes changes (not only its inputs): a new folder, so a run
+# of the older code on the same machine keeps its own images.
+BUILD_VERSION = 2
+
+
+def build_key():
+    """The sample's images are made anew when this changes."""
+    return rootfs_key() + "-" + hashlib.sha256(json.dumps(
+        [BUILD_VERSION, LAYOUT], sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_out_dir(cache_dir=None):
+    """Where the sample's disk images are kept: one folder per build key."""
+    return os.path.join(cache_dir or default_cache_dir(), "sample-server-" + build_key())
 
 
 def rootfs_key(suite=SUITE, mirror=MIRROR, variant=VARIANT, packages=PACKAGES):
@@ -165,9 +182,15 @@ def build(out_dir, cache_dir=None, data_files=True):
     Idempotent: when ``out_dir/sample.json`` exists with the same key, nothing is done.
     """
     os.makedirs(out_dir, exist_ok=True)
+    # one builder at a time per folder (tests and the demo may start together)
+    with open(os.path.join(out_dir, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(out_dir, cache_dir, data_files)
+
+
+def _build(out_dir, cache_dir, data_files):
     desc_path = os.path.join(out_dir, "sample.json")
-    key = rootfs_key() + "-" + hashlib.sha256(
-        json.dumps(LAYOUT, sort_keys=True).encode()).hexdigest()[:8]
+    key = build_key()
     if os.path.exists(desc_path):
         with open(desc_path) as f:
             desc = json.load(f)
@@ -211,11 +234,14 @@ def build(out_dir, cache_dir=None, data_files=True):
             f.write(render_fstab(LAYOUT))
         if data_files:
             _write_data(mnt)
+        swap_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value", loopdev.partition(
+            devs["system"], _swap_number(LAYOUT["system"]))]).stdout.strip()
+        _set_resume(mnt, swap_uuid)
         kver = _install_grub(mnt, devs["system"])
         # The images are read next (and cached): unmounted for real, never left dirty.
         for where in reversed(mounted):
             unmount(where)
-    desc = {"key": key, "kernel": kver, "fstab": render_fstab(LAYOUT),
+    desc = {"key": key, "kernel": kver, "fstab": render_fstab(LAYOUT), "resume": swap_uuid,
             "disks": {name: {"file": d["file"], "device": d["device"]}
                       for name, d in LAYOUT.items()}}
     tmp = desc_path + ".part"
@@ -236,6 +262,28 @@ def _write_data(mnt):
     os.symlink("README.txt", os.path.join(d, "app", "readme.link"))
     with open(target_path(mnt, "/etc/motd"), "w") as f:
         f.write("migrated by go2aliyun\n")
+
+
+def _swap_number(disk):
+    return next(n for n, p in enumerate(disk["partitions"], 1) if p["fs"] == "swap")
+
+
+def _set_resume(mnt, swap_uuid):
+    """Hibernation resumes from the swap partition, by UUID, on the kernel command line
+    and in the initramfs config, as Debian's installer sets it up: the conversion must
+    point both at the swap of the new disks."""
+    with open(target_path(mnt, "/etc/initramfs-tools/conf.d/resume"), "w") as f:
+        f.write("RESUME=UUID=%s\n" % swap_uuid)
+    path = target_path(mnt, "/etc/default/grub")
+    with open(path) as f:
+        text = f.read()
+    new = text.replace('GRUB_CMDLINE_LINUX_DEFAULT="quiet"',
+                       'GRUB_CMDLINE_LINUX_DEFAULT="quiet resume=UUID=%s"' % swap_uuid)
+    if new == text:
+        raise CommandError("the sample's /etc/default/grub has no GRUB_CMDLINE_LINUX_DEFAULT"
+                           "=\"quiet\" line to add resume= to")
+    with open(path, "w") as f:
+        f.write(new)
 
 
 def _install_grub(mnt, system_dev, root_part=2):

@@ -8,21 +8,24 @@ rsync re-reads its configuration on every connection, and the relay re-renders t
 (when it changed) before connecting, so modules follow the state without restarts.
 """
 
-import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
 import ssl
+import threading
+import time
 
 from receiver import state as st
 from receiver import tls
+from wire import tlspipe
 from wire.errors import Go2AliyunError
 
 log = logging.getLogger(__name__)
 
 CONF_FILE = "rsyncd.conf"
-BUFFER = 1024 * 1024
+HANDSHAKE_TIMEOUT = 20  # s
 OPEN_STATES = (st.State.READY_FOR_DATA.value, st.State.SYNCING.value)
 
 
@@ -105,7 +108,8 @@ def rsyncd_argv(rsync, state_dir, port):
 
 
 class Relay(object):
-    """The TLS front of the rsync daemon."""
+    """The TLS front of the rsync daemon: one thread per connection, each moving bytes
+    with :func:`wire.tlspipe.relay` (the loop the source's bridge runs too)."""
 
     def __init__(self, state_dir, bind, port, rsync_port):
         self.state_dir = os.path.abspath(state_dir)
@@ -114,6 +118,7 @@ class Relay(object):
         self.port = port
         self.rsync_port = rsync_port
         self.ctx = tls.server_context(self.state_dir, require_client_cert=True)
+        self.server = None
 
     def _allowed(self, der):
         """The certificate passed the CA check; is it one we issued for this migration?"""
@@ -122,67 +127,84 @@ class Relay(object):
         serial = tls.serial_hex(der)
         return serial in (self.store.load().get("_clients") or [])
 
-    async def handle(self, reader, writer):
-        peer = writer.get_extra_info("peername")
-        sslobj = writer.get_extra_info("ssl_object")
+    def handle(self, conn, peer):
+        """One connection: handshake, check the certificate, relay to rsyncd."""
+        peer = peer[:2] if isinstance(peer, tuple) else peer
+        channel = tlspipe.Channel(conn, self.ctx, server_side=True)
         upstream = None
         try:
-            der = sslobj.getpeercert(binary_form=True) if sslobj else None
-            if not self._allowed(der):
+            try:
+                channel.handshake(HANDSHAKE_TIMEOUT)
+            except (ssl.SSLError, OSError) as e:
+                # no or a foreign certificate, plain text, a port probe: expected
+                log.info("data channel: TLS handshake with %s failed: %s", peer, e)
+                return
+            if not self._allowed(channel.peercert()):
                 log.warning("data channel: refused %s (certificate not issued here)", peer)
                 return
-            _keepalive(writer.get_extra_info("socket"))
+            _keepalive(conn)
             doc = self.store.load()
             ensure_rsyncd_conf(self.state_dir, self.rsync_port, doc)
-            up_reader, upstream = await asyncio.open_connection(
-                "127.0.0.1", self.rsync_port, limit=BUFFER)
-            sock = upstream.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            log.info("data channel: %s connected (state %s)", peer, doc.get("state"))
-            await asyncio.gather(
-                _pipe(reader, upstream, half_close=True),
-                _pipe(up_reader, writer, half_close=False),
-            )
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as e:
+            upstream = socket.create_connection(("127.0.0.1", self.rsync_port), timeout=20)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            log.info("data channel: %s connected (state %s, %s %s)", peer, doc.get("state"),
+                     *channel.version())
+            tlspipe.relay(channel, upstream.fileno(), upstream.fileno(), linger=30)
+            if channel.error is not None:
+                log.info("data channel: %s ended: %s", peer, channel.error)
+            else:
+                log.info("data channel: %s ended", peer)
+        except (OSError, ssl.SSLError) as e:
             log.info("data channel: %s ended: %s", peer, e)
-        except asyncio.CancelledError:
-            # the relay stops (SIGTERM): the connection ends with it; rsync resumes
-            log.info("data channel: %s cut by shutdown", peer)
         except Go2AliyunError as e:
             log.error("data channel: %s", e)
+        except Exception:  # noqa: BLE001 - one connection's bug must not end the others
+            log.exception("data channel: %s failed", peer)
         finally:
-            for w in (upstream, writer):
-                if w is not None:
-                    with contextlib.suppress(Exception):
-                        w.close()
+            if upstream is not None:
+                with contextlib.suppress(OSError):
+                    upstream.close()
+            channel.close()
 
-    async def start(self):
-        # "::" alone would be IPv6-only in asyncio; None listens on every address, as
-        # gunicorn does for "[::]"
-        host = None if self.bind in ("::", "") else self.bind
-        return await asyncio.start_server(
-            self.handle, host, self.port, ssl=self.ctx, limit=BUFFER,
-            ssl_handshake_timeout=20, reuse_address=True,
-        )
+    def listen(self):
+        """The listening socket: every address for "::" or "" (IPv4 too), else ``bind``."""
+        if self.bind in ("::", ""):
+            if socket.has_dualstack_ipv6():
+                return socket.create_server(("", self.port), family=socket.AF_INET6,
+                                            dualstack_ipv6=True, backlog=64)
+            return socket.create_server(("", self.port), backlog=64)
+        family = socket.getaddrinfo(self.bind, self.port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((self.bind, self.port), family=family, backlog=64)
 
     def serve_forever(self):
-        async def main():
-            loop = asyncio.get_running_loop()
-            loop.set_exception_handler(_quiet_handler)
-            server = await self.start()
-            stop = asyncio.Event()
-            import signal
+        import signal
 
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            log.info("data channel on %s:%s -> 127.0.0.1:%s", self.bind, self.port,
-                     self.rsync_port)
-            async with server:
-                await stop.wait()
-            log.info("data channel stops")
-
-        asyncio.run(main())
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.server = server = self.listen()
+        server.settimeout(0.5)
+        log.info("data channel on %s:%s -> 127.0.0.1:%s", self.bind, self.port,
+                 self.rsync_port)
+        try:
+            while not stop.is_set():
+                try:
+                    conn, peer = server.accept()
+                except (socket.timeout, InterruptedError):
+                    continue
+                except OSError as e:
+                    if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.error("data channel: cannot accept: %s", e)
+                        time.sleep(0.5)
+                        continue
+                    raise
+                conn.settimeout(None)
+                threading.Thread(target=self.handle, args=(conn, peer), daemon=True,
+                                 name="relay-%s" % (peer[:2],)).start()
+        finally:
+            server.close()
+        # the relayed connections end with the process; rsync resumes on the next pass
+        log.info("data channel stops")
 
 
 def _keepalive(sock):
@@ -194,29 +216,3 @@ def _keepalive(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 15)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 8)
-
-
-async def _pipe(reader, writer, half_close):
-    try:
-        while True:
-            data = await reader.read(BUFFER)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    finally:
-        with contextlib.suppress(Exception):
-            if half_close and writer.can_write_eof():
-                writer.write_eof()
-            else:
-                writer.close()
-
-
-def _quiet_handler(loop, context):
-    """Failed TLS handshakes (no or foreign certificate, plain text) are expected:
-    log them short, without a traceback."""
-    exc = context.get("exception")
-    if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
-        log.info("data channel: %s: %s", context.get("message"), exc)
-        return
-    loop.default_exception_handler(context)

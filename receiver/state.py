@@ -16,7 +16,6 @@ import datetime
 import enum
 import errno
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -140,16 +139,8 @@ def write_json_atomic(path, data, mode=0o600):
 
 
 def read_json(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return default
-    except ValueError as e:
-        raise Go2AliyunError(
-            "state file %s is not valid JSON: %s" % (path, e),
-            code="state.corrupt", hint="restore it from a backup or remove the state folder",
-        ) from e
+    return files.read_json(path, default, code="state.corrupt",
+                           hint="restore it from a backup or remove the state folder")
 
 
 @contextlib.contextmanager

@@ -337,7 +337,5 @@ def release(ctx):
     if (ctx.config.get("provider") or "local") != "aliyun":
         ctx.progress(100, "nothing to release (local provider)")
         return
-    import time
-
-    time.sleep(float(ctx.config.get("release_grace_seconds", 600)))
+    ctx.wait(float(ctx.config.get("release_grace_seconds", 600)))
     on_receiver(ctx).release_self()

@@ -66,11 +66,23 @@ class StepContext(object):
     """What a step gets: the store, the serve config, the migration, the manifest and
     plan, and a progress reporter."""
 
-    def __init__(self, store, doc):
+    def __init__(self, store, doc, stopping=None):
         self.store = store
         self.doc = doc
         self.config = store.config()
         self.state = State(doc["state"])
+        self._stopping = stopping or (lambda: False)
+
+    def wait(self, seconds, step=0.5):
+        """Sleep ``seconds``, but end early when the worker is being stopped (then
+        raise: the step did not finish, it runs again after the restart)."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(step, left))
+        raise Go2AliyunError("the worker is stopping", code="worker.stopping")
 
     @property
     def manifest(self):
@@ -212,7 +224,7 @@ def run_step(store, doc=None, stopping=None):
     if current not in NEXT:
         return None
     fn = STEPS.get(current)
-    ctx = StepContext(store, doc)
+    ctx = StepContext(store, doc, stopping)
     log.info("step %s starts", current.value)
     try:
         if fn is None:

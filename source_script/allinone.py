@@ -240,6 +240,14 @@ class AllInOne(object):
                      "is left to release%s) and run `go2aliyun clear`" % (
                          "" if not release_text(self.state.data) else
                          " once `go2aliyun-cloud cleanup` ran"))
+        done = self.launched()
+        if done is not None:
+            # launched to the end already: by an earlier run, or by
+            # `go2aliyun-cloud launch` in this folder (which keeps no launch settings
+            # in client_data); its record has all the source needs
+            self.echo("Intermediate instance %s (recorded in %s) answers at %s"
+                      % (self.state.get("instance_id"), self.state.path, done[0]))
+            return done
         settings = self.launch_settings()
 
         clientdata.update(self.workdir, all_in_one={
@@ -255,6 +263,17 @@ class AllInOne(object):
 
     def released(self):
         return bool((self.state.get("released") or {}).get("instance"))
+
+    def launched(self):
+        """(address, fingerprint, token) of a launch recorded to its end, else None."""
+        tls = self.state.get("tls") or {}
+        if self.state.get("status") != "Launched" or not self.state.get("instance_id"):
+            return None
+        address, token = self.state.get("address"), self.state.get("token")
+        if not (address and token and tls.get("fingerprint")):
+            return None
+        register_secret(token)
+        return address, tls["fingerprint"], token
 
     def image_ready(self, image):
         """Record in the launch record the image the receiver made (so the record reads

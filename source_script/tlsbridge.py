@@ -6,7 +6,8 @@ protocol over the bridge's stdin/stdout. The bridge connects to the receiver's
 data port (8703), presents the session's client certificate, checks the pinned
 SHA-256 fingerprint of the receiver's certificate before relaying one byte, and
 then copies bytes both ways in one thread with non-blocking I/O (an SSL object
-must not be used by two threads at once).
+must not be used by two threads at once): :mod:`wire.tlspipe`, the loop the
+receiver's relay runs too.
 
 Settings come from options or, so that nothing needs quoting in the shell string
 rsync runs, from the environment (see :data:`ENV`). Errors go to stderr as
@@ -14,13 +15,9 @@ rsync runs, from the environment (see :data:`ENV`). Errors go to stderr as
 recognises in rsync's stderr.
 """
 
-import collections
 import contextlib
-import errno
-import fcntl
 import logging
 import os
-import select
 import shlex
 import signal
 import socket
@@ -30,7 +27,7 @@ import sys
 import time
 
 from source_script.session import check_fingerprint, client_context, normalize_fingerprint
-from wire import DATA_PORT
+from wire import DATA_PORT, tlspipe
 from wire.errors import ConfigError, Go2AliyunError, NetworkError, TrustError
 
 log = logging.getLogger(__name__)
@@ -45,9 +42,6 @@ ENV = {
     "status": "GO2ALIYUN_BRIDGE_STATUS",
 }
 ERROR_PREFIX = "go2aliyun tls-bridge: error"
-CHUNK = 64 * 1024
-READ = 256 * 1024  # from rsync, and per SSL write
-BUFFER = 1024 * 1024  # queued each way before we stop reading
 
 
 def connect_prog(python=None):
@@ -102,53 +96,27 @@ def open_channel(host, port, fingerprint, cert, key, timeout=30):
         raise NetworkError("cannot reach the receiver %s on port %s (data channel): %s"
                            % (host, port, e), code="network.unreachable",
                            hint="check the route and that TCP %s is open" % port) from e
-    ctx = client_context(cert, key)
+    tcp_tuning(raw)
+    channel = tlspipe.Channel(raw, client_context(cert, key))
     try:
-        tls = ctx.wrap_socket(raw)
+        channel.handshake(timeout)
     except (ssl.SSLError, OSError) as e:
         raw.close()
         raise TrustError("TLS handshake with the %s failed: %s" % (where, e),
                          code="auth.tls_failed") from e
     try:
-        check_fingerprint(tls.getpeercert(binary_form=True), fingerprint, where)
+        check_fingerprint(channel.peercert(), fingerprint, where)
     except TrustError:
-        tls.close()
+        raw.close()
         raise
-    return tls
+    return channel
 
 
-def _set_nonblocking(fd):
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-
-
-class _Queue(object):
-    """Bytes waiting to be written, as the chunks they were read in: taking from the
-    front never moves the rest (a bytearray's ``del buf[:n]`` copies what is left, for
-    every write: that cost the bridge most of its CPU)."""
-
-    def __init__(self):
-        self.chunks = collections.deque()
-        self.offset = 0  # of the first chunk, already written
-        self.size = 0
-
-    def __len__(self):
-        return self.size
-
-    def append(self, data):
-        self.chunks.append(data)
-        self.size += len(data)
-
-    def head(self, limit):
-        """A view of up to ``limit`` bytes from the front (no copy)."""
-        return memoryview(self.chunks[0])[self.offset:self.offset + limit]
-
-    def consume(self, n):
-        self.size -= n
-        self.offset += n
-        if self.offset >= len(self.chunks[0]):
-            self.chunks.popleft()
-            self.offset = 0
+def tcp_tuning(sock):
+    """rsync's protocol is request/answer in places (file list, checksums, the end of a
+    pass): small writes must leave at once, not wait for an ACK (Nagle)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 TCP_INFO_LIMITS = struct.Struct("=QQQ")  # tcpi_busy_time, rwnd_limited, sndbuf_limited
@@ -169,7 +137,7 @@ def tcp_limits(sock):
     return tuple(v / 1e6 for v in TCP_INFO_LIMITS.unpack_from(raw, TCP_INFO_AT))
 
 
-class Status(object):
+class Status(tlspipe.Meter):
     """How the link keeps up, written to ``path`` about once a second as one line
     ``SECONDS BYTES_SENT SECONDS_WAITED [BUSY RWND_LIMITED SNDBUF_LIMITED]``: the time
     the bridge waited for the network with its queue to it full (rsync had more to send
@@ -177,12 +145,11 @@ class Status(object):
     a slow receiver shows as receive-window-limited, a slow link does not."""
 
     def __init__(self, path, every=1.0, sock=None):
+        tlspipe.Meter.__init__(self)
         self.path = path
         self.every = every
         self.sock = sock
         self.began = self.last = time.monotonic()
-        self.sent = 0
-        self.waited = 0.0
 
     def tick(self, now):
         if self.path and now - self.last >= self.every:
@@ -198,105 +165,31 @@ class Status(object):
                 os.replace(tmp, self.path)
 
 
-def relay(tls, in_fd=0, out_fd=1, linger=30, status=None):
-    """Copy stdin -> TLS and TLS -> stdout until either side ends. After stdin ended,
-    what is still queued for the network gets ``linger`` seconds to leave.
-
-    rsync's data is read in ``READ``-sized pieces and handed to OpenSSL whole (it cuts
-    the 16 KiB records itself), so a gigabyte costs a few thousand loop turns."""
-    _set_nonblocking(in_fd)
-    if out_fd != in_fd:
-        _set_nonblocking(out_fd)
-    tls.setblocking(False)
-    to_net = _Queue()
-    to_out = _Queue()
-    in_eof = net_eof = False
-    pending_send = 0  # length of an SSL write that must be retried as is
+def relay(channel, in_fd=0, out_fd=1, linger=30, status=None):
+    """Copy stdin -> TLS and TLS -> stdout until either side ends (see
+    :func:`wire.tlspipe.relay`). After stdin ended, what is still queued for the network
+    gets ``linger`` seconds to leave."""
     status = status or Status(None)
     if status.sock is None:
-        status.sock = tls
-    while True:
-        if in_eof and not to_net:
-            break
-        if net_eof and not to_out:
-            break
-        rlist, wlist = [], []
-        if not in_eof and len(to_net) < BUFFER:
-            rlist.append(in_fd)
-        can_read_net = not net_eof and len(to_out) < BUFFER
-        if can_read_net:
-            rlist.append(tls)
-        if to_net:
-            wlist.append(tls)
-        if to_out:
-            wlist.append(out_fd)
-        timeout = 0 if (can_read_net and tls.pending()) else (linger if in_eof else None)
-        full = len(to_net) >= BUFFER
-        before = time.monotonic()
-        readable, writable, _ = select.select(rlist, wlist, [], timeout)
-        now = time.monotonic()
-        if full:
-            status.waited += now - before
-        status.tick(now)
-        if in_eof and not readable and not writable and timeout:
-            break  # rsync is gone and the network takes nothing more
-        if can_read_net and (tls in readable or tls.pending()):
-            try:
-                while len(to_out) < BUFFER:
-                    data = tls.recv(CHUNK)
-                    if not data:
-                        net_eof = True
-                        break
-                    to_out.append(data)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                pass
-            except ssl.SSLError as e:
-                if "CERTIFICATE" in str(e).upper():
-                    raise TrustError("the receiver refused our client certificate on the "
-                                     "data channel: %s" % e, code="auth.certificate_refused",
-                                     hint="run `go2aliyun clear` and start again with a "
-                                          "fresh token") from e
-                net_eof = True
-            except OSError:
-                net_eof = True
-        if in_fd in readable:
-            try:
-                data = os.read(in_fd, READ)
-                if data:
-                    to_net.append(data)
-                else:
-                    in_eof = True
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    in_eof = True
-        while to_net and tls in writable:
-            # a retried SSL write must offer the same bytes again
-            view = to_net.head(pending_send or READ)
-            try:
-                sent = tls.send(view)
-                pending_send = 0
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                pending_send = len(view)
-                break
-            except OSError as e:
-                raise NetworkError("the data channel closed while sending: %s" % e,
-                                   code="network.reset") from e
-            finally:
-                view.release()
-            to_net.consume(sent)
-            status.sent += sent
-        if to_out and out_fd in writable:
-            view = to_out.head(READ)
-            try:
-                n = os.write(out_fd, view)
-                to_out.consume(n)
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    break  # rsync went away
-            finally:
-                view.release()
-    with contextlib.suppress(OSError):
-        tls.close()
+        status.sock = channel.sock
+    try:
+        tlspipe.relay(channel, in_fd, out_fd, linger=linger, meter=status)
+    except OSError as e:
+        raise NetworkError("the data channel closed while sending: %s" % e,
+                           code="network.reset") from e
+    e = channel.error
+    if e is not None and refused_certificate(e):
+        raise TrustError("the receiver refused our client certificate on the data channel: "
+                         "%s" % e, code="auth.certificate_refused",
+                         hint="run `go2aliyun clear` and start again with a fresh token") \
+            from e
+
+
+def refused_certificate(error):
+    """Is this TLS error the receiver's alert that our certificate is not one of its
+    own (unknown CA, bad, revoked, expired or missing certificate)?"""
+    text = str(error).upper()
+    return "CERTIFICATE" in text or "UNKNOWN_CA" in text or "ACCESS_DENIED" in text
 
 
 def run_bridge(host, port=None, fingerprint=None, cert=None, key=None, timeout=None):
@@ -309,10 +202,11 @@ def run_bridge(host, port=None, fingerprint=None, cert=None, key=None, timeout=N
     timeout = float(timeout or env.get(ENV["timeout"]) or 30)
     _die_with_parent()
     try:
-        tls = open_channel(host, port, normalize_fingerprint(fingerprint), cert, key, timeout)
+        channel = open_channel(host, port, normalize_fingerprint(fingerprint), cert, key,
+                               timeout)
         # rsync runs us through system() in a forked child of its own, so we do not
         # die with rsync: its end of the socket closing (EOF on stdin) ends us
-        relay(tls, linger=min(2.0, timeout), status=Status(env.get(ENV["status"])))
+        relay(channel, linger=min(2.0, timeout), status=Status(env.get(ENV["status"])))
     except Go2AliyunError as e:
         sys.stderr.write("%s [%s]: %s\n" % (ERROR_PREFIX, e.code, e))
         sys.stderr.flush()

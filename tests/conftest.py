@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from tests.fakecloud.fixtures import clock, cloud, fake  # noqa: F401 (fixtures for every test)
 from wire import logs, runner
 
 REAL_COMMAND_MARKERS = ("commands", "root", "qemu")

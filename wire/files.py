@@ -7,6 +7,8 @@ import json
 import os
 import tempfile
 
+from wire.errors import Go2AliyunError
+
 
 def write_atomic(path, data, mode=0o600, owner=None, sync_dir=False):
     """Write ``data`` (bytes or text) to ``path`` atomically with ``mode``.
@@ -44,10 +46,14 @@ def write_json_atomic(path, obj, mode=0o600, sync_dir=False):
     write_atomic(path, text, mode=mode, sync_dir=sync_dir)
 
 
-def read_json(path, default=None):
-    """The JSON document at ``path``, or ``default`` when the file does not exist."""
+def read_json(path, default=None, code="file.corrupt", hint=None):
+    """The JSON document at ``path``, or ``default`` when the file does not exist. A file
+    that is not JSON is an error (``code``) naming the file, the place and ``hint``."""
     try:
         with open(path) as f:
             return json.load(f)
     except FileNotFoundError:
         return default
+    except ValueError as e:
+        raise Go2AliyunError("%s is not valid JSON: %s" % (path, e), code=code,
+                             hint=hint or "restore the file or remove it") from e

@@ -49,6 +49,7 @@ ZONE = "local-a"
 GUEST_ADDRESS = "10.0.2.15"  # qemu user networking gives the guest this address
 RECEIVER_PORTS = (8080, 8703)
 IMAGE_FILE = "image.json"
+VERIFY_CONSOLE = "verification-console.log"
 
 
 def disk_id_for(instance_token, name):
@@ -61,19 +62,29 @@ def render_meta_data(instance_id, hostname="go2aliyun-receiver"):
     return "instance-id: %s\nlocal-hostname: %s\n" % (instance_id, hostname)
 
 
-def render_qemu_argv(instance_dir, disks, seed, address, ports, memory_mib=1536, smp=1,
+def render_accel(accel, smp):
+    """The ``-accel`` value (pure): TCG with one host thread per guest CPU (MTTCG) when
+    the guest has more than one; KVM or anything else as given."""
+    if accel == "tcg" and int(smp) > 1:
+        return "tcg,thread=multi"
+    return accel
+
+
+def render_qemu_argv(instance_dir, disks, seed, address, ports, memory_mib=2048, smp=1,
                      accel="tcg", start_paused=False, qemu="qemu-system-x86_64"):
     """qemu argv for an instance (pure). ``disks``: [(file, serial)], the instance's own
     system disk first; ``ports``: {guest port: host port} forwarded on ``address``."""
     fwd = ",".join("hostfwd=tcp:%s:%d-:%d" % (address, host, guest)
                    for guest, host in sorted(ports.items()))
-    # -cpu max: under TCG the guest gets AES-NI & co., which its TLS and rsync use
-    argv = [qemu, "-name", os.path.basename(instance_dir), "-accel", accel, "-cpu", "max",
-            "-m", str(memory_mib), "-smp", str(smp), "-display", "none",
+    # -cpu max: under TCG the guest gets AES-NI & co., which its TLS and rsync use;
+    # virtio-rng: the guest's entropy does not wait for interrupts that TCG makes rare
+    argv = [qemu, "-name", os.path.basename(instance_dir), "-accel", render_accel(accel, smp),
+            "-cpu", "max", "-m", str(memory_mib), "-smp", str(smp), "-display", "none",
             "-daemonize", "-pidfile", os.path.join(instance_dir, "qemu.pid"),
             "-qmp", "unix:%s,server=on,wait=off" % os.path.join(instance_dir, "qmp"),
             "-serial", "file:" + os.path.join(instance_dir, "console.log"),
-            "-netdev", "user,id=n0," + fwd, "-device", "virtio-net-pci,netdev=n0"]
+            "-netdev", "user,id=n0," + fwd, "-device", "virtio-net-pci,netdev=n0",
+            "-device", "virtio-rng-pci"]
     for n, (path, serial) in enumerate(disks):
         argv += ["-drive", "file=%s,if=none,id=d%d,format=qcow2,cache=writeback" % (path, n),
                  "-device", "virtio-blk-pci,drive=d%d,serial=%s%s" % (
@@ -155,7 +166,7 @@ class LocalCloud(Cloud):
     name = "local"
 
     def __init__(self, state_dir, output_dir=None, address="127.0.0.1", ports=None,
-                 netns=None, memory_mib=1536, smp=2, accel="tcg", verify_images=True,
+                 netns=None, memory_mib=2048, smp=2, accel="tcg", verify_images=True,
                  verify_timeout=600, autostart=True, region_id="local", **kw):
         kw.setdefault("poll_interval", 1.0)
         super(LocalCloud, self).__init__(**kw)
@@ -324,6 +335,7 @@ class LocalCloud(Cloud):
         idir = rec["dir"]
         os.makedirs(idir, exist_ok=True)
         disks = rec["disks"]
+        boot = _keep_boot_image(boot, os.path.join(idir, "boot-image"))
         runner.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", _format(boot), "-b", boot,
                     disks[0]["file"], "%dG" % max(disks[0]["size_gib"], _gib(boot))])
         for d in disks[1:]:
@@ -577,6 +589,10 @@ class LocalCloud(Cloud):
                                 reason="verification boot failed: %s" % v.reason,
                                 console_tail=v.console[-4000:])
                 return
+            # the boot's whole console (colour codes removed) stays with the image set:
+            # what "it boots" rests on
+            with open(os.path.join(part, VERIFY_CONSOLE), "w") as f:
+                f.write(v.console)
             shutil.rmtree(os.path.join(part, "verify"), ignore_errors=True)
         desc["verification"] = verdict or {"ok": None, "skipped": True}
         with open(os.path.join(part, IMAGE_FILE), "w") as f:
@@ -585,6 +601,20 @@ class LocalCloud(Cloud):
             shutil.rmtree(final)
         os.rename(part, final)
         self._set_image(image_id, status="Available", progress="100%")
+
+
+def _keep_boot_image(image, where):
+    """The instance's own name for its boot image (a hard link, else a copy): its system
+    disk is an overlay on it, and the appliance cache may drop the file it came from
+    (a newer appliance prunes the old ones) while the instance runs."""
+    if os.path.exists(where):
+        return where
+    try:
+        os.link(image, where)
+    except OSError:
+        shutil.copyfile(image, where + ".part")
+        os.rename(where + ".part", where)
+    return where
 
 
 def _format(path):

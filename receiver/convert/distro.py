@@ -37,6 +37,9 @@ class Family(object):
     grub_install = "grub2-install"
     grub_mkconfig = "grub2-mkconfig"
     initramfs_tool = "dracut"
+    # EFI GRUB: None means the distro's signed binaries are used as they are (no
+    # grub-install); otherwise the flag that keeps the signed chain with shim.
+    efi_signed_flag = None
 
     def __init__(self, os_release):
         self.os_release = os_release
@@ -65,8 +68,14 @@ class Family(object):
         return [self.grub_install, "--target=i386-pc", device]
 
     def efi_install_argv(self, efi_dir, bootloader_id, has_shim):
-        """None: the distro's signed EFI binaries are used as they are."""
-        return None
+        """grub-install for UEFI, or None where the signed binaries are kept as they are."""
+        if self.efi_signed_flag is None:
+            return None
+        argv = [self.grub_install, "--target=x86_64-efi", "--efi-directory=" + efi_dir,
+                "--bootloader-id=" + bootloader_id, "--no-nvram"]
+        if has_shim:
+            argv.append(self.efi_signed_flag)
+        return argv
 
     def initramfs_argvs(self, kernels):
         """kernels: [(version, [drivers that are modules])]."""
@@ -87,16 +96,10 @@ class Debian(Family):
     grub_install = "grub-install"
     grub_mkconfig = "grub-mkconfig"
     initramfs_tool = "initramfs-tools"
+    efi_signed_flag = "--uefi-secure-boot"
 
     def mkconfig_argv(self, firmware, efi_dir=None):
         return ["update-grub"]
-
-    def efi_install_argv(self, efi_dir, bootloader_id, has_shim):
-        argv = [self.grub_install, "--target=x86_64-efi", "--efi-directory=" + efi_dir,
-                "--bootloader-id=" + bootloader_id, "--no-nvram"]
-        if has_shim:
-            argv.append("--uefi-secure-boot")
-        return argv
 
     def initramfs_argvs(self, kernels):
         return [["update-initramfs", "-u", "-k", "all"]]
@@ -125,13 +128,7 @@ class RHEL(Family):
 class SUSE(Family):
     name = "suse"
     ids = ("sles", "sled", "opensuse-leap", "opensuse-tumbleweed", "opensuse", "suse")
-
-    def efi_install_argv(self, efi_dir, bootloader_id, has_shim):
-        argv = [self.grub_install, "--target=x86_64-efi", "--efi-directory=" + efi_dir,
-                "--bootloader-id=" + bootloader_id, "--no-nvram"]
-        if has_shim:
-            argv.append("--suse-force-signed")
-        return argv
+    efi_signed_flag = "--suse-force-signed"
 
 
 FAMILIES = (Debian, RHEL, SUSE)

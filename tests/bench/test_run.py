@@ -72,6 +72,54 @@ def test_table_names_every_target():
     assert "time vs full push" in text and "FAILED" in text and "boom" in text
 
 
+@pytest.mark.commands
+def test_delay_relay_holds_what_goes_to_the_target_and_passes_the_rest(tmp_path):
+    """bench.delay as the shaped-link scenario runs it (a process), against an echo
+    server: the echo comes back whole, and not before the delay (a lower bound only)."""
+    import socket
+    import threading
+    import time
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    port = lst.getsockname()[1]
+
+    def echo():
+        conn, _ = lst.accept()
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    # the relay listens on 127.0.0.2 (all of 127/8 is loopback) and forwards to 127.0.0.1
+    proc = runner.start([sys.executable, "-m", "bench.delay", "0.3", "127.0.0.2",
+                         "127.0.0.1", str(port)], cwd=REPO, stdout=runner.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        c = socket.create_connection(("127.0.0.2", port), timeout=20)
+        payload = os.urandom(3 * 1024 * 1024)
+        began = time.monotonic()
+        threading.Thread(target=c.sendall, args=(payload,), daemon=True).start()
+        got = b""
+        while len(got) < len(payload):
+            chunk = c.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        assert time.monotonic() - began >= 0.3
+        assert got == payload
+        c.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        lst.close()
+
+
 @pytest.mark.root
 def test_quick_benchmark_covers_every_scenario(tmp_path):
     out = str(tmp_path / "results.json")
@@ -93,7 +141,7 @@ def test_quick_benchmark_covers_every_scenario(tmp_path):
     assert s["delta"]["changed_files"] >= 1
     assert 0 < s["delta"]["wire_bytes"] < s["delta"]["full_wire_bytes"]
     for kind in ("random", "text"):
-        for mode in ("off", "auto"):
+        for mode in ("off", "auto", "auto_delay"):
             assert 0 < s["shaped_link"][kind][mode]["of_link"] < 20
     # compressible data crossed the link in fewer bytes than it has, once compressed
     assert s["bandwidth_limit"]["rate_KiBps"] > 0

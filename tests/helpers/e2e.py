@@ -61,17 +61,21 @@ def loop_disks(base, sizes):
 
 
 @contextlib.contextmanager
-def mounted_image(qcow2, partition):
-    """A partition of a qcow2 image, read back through a raw copy, mounted read-only."""
+def mounted_image(qcow2, partition, in_use=False):
+    """A partition of a qcow2 image, read back through a raw copy, mounted read-only.
+    ``in_use``: a disk of a running VM (``qemu-img -U``); its ext4 journal is replayed
+    on the copy, so what the guest wrote and synced is there."""
     work = tempfile.mkdtemp(prefix="e2e-image-")
     raw = os.path.join(work, "disk.raw")
     mnt = os.path.join(work, "mnt")
     os.makedirs(mnt)
     dev = None
     try:
-        runner.run(["qemu-img", "convert", "-O", "raw", qcow2, raw], timeout=600)
-        dev = loopdev.attach(raw, read_only=True, partitions=[partition])
-        runner.run(["mount", "-o", "ro,noload", loopdev.partition(dev, partition), mnt])
+        runner.run(["qemu-img", "convert"] + (["-U"] if in_use else []) +
+                   ["-O", "raw", qcow2, raw], timeout=600)
+        dev = loopdev.attach(raw, read_only=not in_use, partitions=[partition])
+        runner.run(["mount", "-o", "ro" if in_use else "ro,noload",
+                    loopdev.partition(dev, partition), mnt])
         try:
             yield mnt
         finally:

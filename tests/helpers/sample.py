@@ -14,8 +14,7 @@ import tempfile
 from image_build import loopdev, sample_server
 from wire import runner
 
-SAMPLE_DIR = os.environ.get("GO2ALIYUN_SAMPLE_DIR",
-                            os.path.join(sample_server.default_cache_dir(), "sample-server"))
+SAMPLE_DIR = os.environ.get("GO2ALIYUN_SAMPLE_DIR") or sample_server.default_out_dir()
 
 
 def ensure_sample():

@@ -10,30 +10,14 @@ import base64
 import json
 import os
 
-import pytest
 import yaml
 
 from image_build import finish, launch
 from image_build.state import StateFile
 from receiver import state as st
 from receiver import worker
-from tests.fakecloud.fixtures import REGION, FakeClock, aliyun_cloud
-from tests.fakecloud.server import OPERATOR_KEY, FakeCloud
-
-
-@pytest.fixture
-def fake():
-    cloud = FakeCloud().start()
-    try:
-        cloud.appliance_image = cloud.world.add_image("go2aliyun-receiver-0.1.0")
-        yield cloud
-    finally:
-        cloud.stop()
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
+from tests.fakecloud.fixtures import REGION, aliyun_cloud
+from tests.fakecloud.server import OPERATOR_KEY
 
 
 def _launched(fake, clock, base):

@@ -146,3 +146,23 @@ def test_a_second_worker_waits_for_the_first(store, roots):
     stop["now"] = True
     assert worker._hold_worker_lock(store, stop, 0.05) is None
     os.close(fd)
+
+
+def test_a_waiting_step_ends_early_on_a_stop_and_runs_again(store, roots, monkeypatch):
+    """A step that waits (the aliyun release grace of 600 s) must not keep a stopped
+    worker alive: the wait ends as soon as the worker stops, the state stays."""
+    import threading
+    import time
+
+    stop = threading.Event()
+    monkeypatch.setitem(worker.STEPS, State.PREPARING, lambda ctx: ctx.wait(600))
+    _to_preparing(store, sample_plan())
+    threading.Timer(0.3, stop.set).start()
+    t = time.monotonic()
+    assert worker.run_step(store, stopping=stop.is_set) is None
+    assert time.monotonic() - t < 60
+    doc = store.load()
+    assert doc["state"] == "PREPARING" and doc["error"] is None
+    # without a stop, a short wait simply ends and the step is done
+    monkeypatch.setitem(worker.STEPS, State.PREPARING, lambda ctx: ctx.wait(0.05))
+    assert worker.run_step(store, stopping=lambda: False) is State.READY_FOR_DATA

@@ -1,17 +1,13 @@
 """The all-in-one mode: `go2aliyun migrate` with AccessKeys in user_config.json and no
 receiver launches the intermediate instance itself (source_script/allinone.py).
 
-The end-to-end test runs against the fake cloud (tests/fakecloud/) whose RunInstances
-is made real: when the fake instance is created, the test decodes its user-data the way
-cloud-init does (write_files, b64, permissions) into a temporary root and starts a REAL
-`go2aliyun-receiver serve` in the `ecs` namespace on that state folder (the launcher's
-TLS key/certificate and token hash) with a folder target, and the fake reports the
-namespace's address as the instance's public IP. The source runs in `src` and reaches
-the fake cloud through a port forwarded into its namespace (tests/helpers/nsforward.py),
-which also records every byte the source sent to the cloud API.
+The end-to-end tests run against the fake cloud whose RunInstances starts a real
+receiver in the `ecs` namespace from the rendered user-data
+(tests/fakecloud/instances.py: `fake_aliyun`); the source runs in `src` and reaches the
+fake cloud through a port forwarded into its namespace (tests/helpers/nsforward.py),
+which in the first test also records every byte the source sent to the cloud API.
 """
 
-import base64
 import json
 import os
 import subprocess
@@ -20,16 +16,14 @@ import threading
 import time
 
 import pytest
-import yaml
 
 from source_script import allinone
-from tests.fakecloud.server import OPERATOR_KEY, FakeCloud
+from tests.fakecloud.instances import fake_aliyun
+from tests.fakecloud.server import OPERATOR_KEY
 from tests.helpers.netns import netns_pair
-from tests.helpers.nsforward import Forward
-from tests.helpers.receiver import Receiver, tail_of
+from tests.helpers.receiver import tail_of
 from tests.helpers.sourcetree import build as build_tree
 from wire.errors import ConfigError, UsageError
-from wire.paths import target_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FINISHED = "Goto Aliyun Finished!"
@@ -42,6 +36,7 @@ class _Cfg(object):
     def __init__(self, access_id="", secret_key=""):
         self.access_id = access_id
         self.secret_key = secret_key
+        self.data_disks = []
 
 
 def test_keys_come_from_the_config_then_the_environment():
@@ -127,59 +122,27 @@ def test_a_released_launch_is_not_resumed(tmp_path):
     assert e.value.code == "config.launch_released" and "go2aliyun clear" in e.value.hint
 
 
+def test_a_launch_recorded_to_its_end_needs_no_launch_settings(tmp_path):
+    """`go2aliyun-cloud launch` in the server's folder, then `go2aliyun migrate`: the
+    record has the receiver (no --receiver-image needed, no cloud call, no keys)."""
+    record = {"migration_id": "m-1", "region_id": "cn-hangzhou", "instance_id": "i-1",
+              "address": "203.0.113.9", "token": "tok-" + "z" * 40,
+              "tls": {"fingerprint": "ab" * 32}, "status": "Launched"}
+    (tmp_path / "cloud_state.json").write_text(json.dumps(record))
+    aio = allinone.prepare(str(tmp_path), _Cfg(), None, {}, allinone.LaunchOptions(),
+                           environ={})
+    assert aio.launch() == ("203.0.113.9", "ab" * 32, record["token"])
+    # not to its end (crashed mid-launch): the launch runs again and needs its settings
+    record["status"] = "Launching"
+    (tmp_path / "cloud_state.json").write_text(json.dumps(record))
+    aio = allinone.prepare(str(tmp_path), _Cfg("LTAIx", "y"), None, {},
+                           allinone.LaunchOptions(), environ={})
+    with pytest.raises(UsageError) as e:
+        aio.launch()
+    assert e.value.code == "usage.receiver_image"
+
+
 # ------------------------------------------------------------------ end to end
-
-class Instances(object):
-    """The fake cloud's RunInstances made real: the user-data is applied as cloud-init
-    would, and a real receiver serves in the `ecs` namespace."""
-
-    def __init__(self, fake, net, base, receiver_args=None):
-        self.fake = fake
-        self.net = net
-        self.base = base
-        self.receiver_args = receiver_args or (lambda root: [])
-        self.receivers = []
-        self.errors = []
-        self.roots = []
-        self.user_data = []
-        self._run = fake.world.run_instances
-        fake.world.run_instances = self.run_instances
-        fake.world.public_ip = net.ecs_ip
-
-    def run_instances(self, params):
-        result = self._run(params)
-        inst_id = result["InstanceIdSets"]["InstanceIdSet"][0]
-        self.fake.metadata_instance = inst_id  # what the metadata service answers for
-        user_data = self.fake.world.instances[inst_id]["UserData"]
-        self.user_data.append(user_data)
-        threading.Thread(target=self.boot, args=(inst_id, user_data), daemon=True).start()
-        return result
-
-    def boot(self, inst_id, user_data):
-        try:
-            root = os.path.join(self.base, "instance-" + inst_id)
-            self.roots.append(root)
-            doc = yaml.safe_load(user_data)
-            for f in doc["write_files"]:
-                assert f["encoding"] == "b64"
-                path = target_path(root, f["path"])
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as out:
-                    out.write(base64.b64decode(f["content"]))
-                os.chmod(path, int(f["permissions"], 8))
-            extra = self.receiver_args(root)
-            roots = {}
-            if "--disk" not in extra:
-                roots["system"] = os.path.join(root, "srv", "target")
-                os.makedirs(roots["system"])
-            rec = Receiver(self.net, root, roots, extra_args=[
-                "--cloud-config", target_path(root, "/etc/go2aliyun/cloud.json")] + extra)
-            rec.state = target_path(root, "/var/lib/go2aliyun")
-            self.receivers.append(rec)
-            rec.start(fresh=False)
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            self.errors.append(e)
-
 
 class ProcessWatch(object):
     """Samples every process's argv while the migration runs (what `ps` shows)."""
@@ -240,99 +203,90 @@ def test_migrate_launches_its_own_receiver_and_cleans_up(tmp_path):
                    "image_name": "AIO_IMAGE", "system_disk_size": 40, "platform": "Debian",
                    "architecture": "x86_64", "bandwidth_limit": 0, "data_disks": []}, f)
     os.chmod(os.path.join(work, "user_config.json"), 0o600)
-    fake = FakeCloud().start()
-    appliance = fake.world.add_image("go2aliyun-receiver-0.1.0")
     watch = None
-    try:
-        with netns_pair() as net, Forward(net.src, ("127.0.0.1", fake.port),
-                                          record=True) as api:
-            instances = Instances(fake, net, base)
-            try:
-                def go2aliyun(*argv, module="source_script.cli", timeout=120):
-                    return net.run(net.src, [sys.executable, "-m", module] + list(argv),
-                                   env={"PYTHONPATH": REPO}, ok_codes=None,
-                                   timeout=timeout, cwd=work)
+    with netns_pair() as net, fake_aliyun(net, base, record=True) as cloud:
+        fake, appliance, api, instances = (cloud.fake, cloud.appliance, cloud.api,
+                                           cloud.instances)
+        try:
+            def go2aliyun(*argv, module="source_script.cli", timeout=120):
+                return net.run(net.src, [sys.executable, "-m", module] + list(argv),
+                               env={"PYTHONPATH": REPO}, ok_codes=None,
+                               timeout=timeout, cwd=work)
 
-                migrate = ["migrate", "--workdir", work, "--root", source, "--yes",
-                           "--no-check", "--io-timeout", "30",
-                           "--receiver-image", appliance, "--source-cidr", net.src_ip,
-                           "--cloud-endpoint", api.endpoint, "--cloud-protocol", "http",
-                           "--cloud-poll-interval", "0.1"]
-                watch = ProcessWatch()
-                r = go2aliyun(*migrate)
-                assert not instances.errors, instances.errors
-                assert len(instances.receivers) == 1, _show(r)
-                rec = instances.receivers[0]
-                doc = rec.document()
-                # launch -> token session with the launcher-made identity -> push ->
-                # finalize; the folder target cannot be converted: an honest failure
-                assert r.returncode != 0 and NOT_FINISHED in r.stdout, _show(r)
-                assert doc["state"] == "FAILED", doc
-                assert (doc["error"]["step"], doc["error"]["code"]) == (
-                    "CONVERTING", "conversion.unavailable"), doc["error"]
-                state = _json(os.path.join(work, "cloud_state.json"))
-                assert rec.status["fingerprint"] == state["tls"]["fingerprint"]
-                data = _json(os.path.join(work, "client_data"))
-                assert data["receiver"]["address"] == net.ecs_ip
-                assert data["migration_id"] == doc["id"]
-                with open(os.path.join(instances.roots[0], "srv", "target", "etc",
-                                       "hostname"), "rb") as got, \
-                        open(os.path.join(source, "etc", "hostname"), "rb") as want:
-                    assert got.read() == want.read()
-                inst_id = state["instance_id"]
-                group = fake.world.groups[state["security_group_id"]]
-                assert {(p["PortRange"], p["SourceCidrIp"]) for p in group["Permissions"]} \
-                    == {("8080/8080", net.src_ip + "/32"), ("8703/8703", net.src_ip + "/32")}
-                # the failure says what cleanup would release
-                assert "go2aliyun-cloud --workdir %s cleanup" % work in r.stderr, _show(r)
-                assert "instance %s" % inst_id in r.stderr
+            migrate = ["migrate", "--workdir", work, "--root", source, "--yes",
+                       "--no-check", "--io-timeout", "30",
+                       "--receiver-image", appliance, "--source-cidr", net.src_ip,
+                       "--cloud-endpoint", api.endpoint, "--cloud-protocol", "http",
+                       "--cloud-poll-interval", "0.1"]
+            watch = ProcessWatch()
+            r = go2aliyun(*migrate)
+            assert not instances.errors, instances.errors
+            assert len(instances.receivers) == 1, _show(r)
+            rec = instances.receivers[0]
+            doc = rec.document()
+            # launch -> token session with the launcher-made identity -> push ->
+            # finalize; the folder target cannot be converted: an honest failure
+            assert r.returncode != 0 and NOT_FINISHED in r.stdout, _show(r)
+            assert doc["state"] == "FAILED", doc
+            assert (doc["error"]["step"], doc["error"]["code"]) == (
+                "CONVERTING", "conversion.unavailable"), doc["error"]
+            state = _json(os.path.join(work, "cloud_state.json"))
+            assert rec.status["fingerprint"] == state["tls"]["fingerprint"]
+            data = _json(os.path.join(work, "client_data"))
+            assert data["receiver"]["address"] == net.ecs_ip
+            assert data["migration_id"] == doc["id"]
+            with open(os.path.join(instances.roots[0], "srv", "target", "etc",
+                                   "hostname"), "rb") as got, \
+                    open(os.path.join(source, "etc", "hostname"), "rb") as want:
+                assert got.read() == want.read()
+            inst_id = state["instance_id"]
+            group = fake.world.groups[state["security_group_id"]]
+            assert {(p["PortRange"], p["SourceCidrIp"]) for p in group["Permissions"]} \
+                == {("8080/8080", net.src_ip + "/32"), ("8703/8703", net.src_ip + "/32")}
+            # the failure says what cleanup would release
+            assert "go2aliyun-cloud --workdir %s cleanup" % work in r.stderr, _show(r)
+            assert "instance %s" % inst_id in r.stderr
 
-                # a rerun resumes: the same instance, no second RunInstances
-                r2 = go2aliyun(*migrate)
-                assert "retrying it" in r2.stderr, _show(r2)
-                assert NOT_FINISHED in r2.stdout, _show(r2)
-                assert fake.world.actions().count("RunInstances") == 1
-                assert len(instances.receivers) == 1 and len(fake.world.instances) == 1
+            # a rerun resumes: the same instance, no second RunInstances
+            r2 = go2aliyun(*migrate)
+            assert "retrying it" in r2.stderr, _show(r2)
+            assert NOT_FINISHED in r2.stdout, _show(r2)
+            assert fake.world.actions().count("RunInstances") == 1
+            assert len(instances.receivers) == 1 and len(fake.world.instances) == 1
 
-                # cleanup releases the instance and the network launch made
-                r3 = go2aliyun("--workdir", work, "--endpoint", api.endpoint, "--protocol",
-                               "http", "--poll-interval", "0.1", "cleanup", "--yes",
-                               module="image_build.cli")
-                assert r3.returncode == 0, _show(r3)
+            # cleanup releases the instance and the network launch made
+            r3 = go2aliyun("--workdir", work, "--endpoint", api.endpoint, "--protocol",
+                           "http", "--poll-interval", "0.1", "cleanup", "--yes",
+                           module="image_build.cli")
+            assert r3.returncode == 0, _show(r3)
+            watch.stop()
+            left = fake.world.summary()
+            assert {k: v for k, v in left.items() if k != "images"} == {
+                "vpcs": 0, "vswitches": 0, "security_groups": 0, "instances": 0,
+                "disks": 0, "snapshots": 0}, left
+
+            # the AccessKey secret went nowhere: not in argv, the source's output or
+            # logs, the receiver's files, the user-data, nor any byte sent to the API
+            # (the signature is an HMAC made with it; the key itself never travels)
+            needle = secret.encode()
+            assert not [c for c in watch.seen if needle in c]
+            for r_ in (r, r2, r3):
+                assert secret not in r_.stdout + r_.stderr
+            leaks = [p for p, content in _files_under(os.path.join(work, "logs"),
+                                                      instances.roots[0])
+                     if needle in content or key_id.encode() in content]
+            assert not leaks, leaks
+            assert instances.user_data and needle not in instances.user_data[0]
+            assert key_id.encode() not in instances.user_data[0]
+            for name in ("cloud_state.json", "client_data"):
+                with open(os.path.join(work, name), "rb") as f:
+                    assert needle not in f.read(), name
+            assert api.sent and needle not in api.sent
+            assert key_id.encode() in api.sent  # the recording does see the requests
+            assert all(c == key_id for c in fake.world.callers)
+        finally:
+            if watch is not None:
                 watch.stop()
-                left = fake.world.summary()
-                assert {k: v for k, v in left.items() if k != "images"} == {
-                    "vpcs": 0, "vswitches": 0, "security_groups": 0, "instances": 0,
-                    "disks": 0, "snapshots": 0}, left
-
-                # the AccessKey secret went nowhere: not in argv, the source's output or
-                # logs, the receiver's files, the user-data, nor any byte sent to the API
-                # (the signature is an HMAC made with it; the key itself never travels)
-                needle = secret.encode()
-                assert not [c for c in watch.seen if needle in c]
-                for r_ in (r, r2, r3):
-                    assert secret not in r_.stdout + r_.stderr
-                leaks = [p for p, content in _files_under(os.path.join(work, "logs"),
-                                                          instances.roots[0])
-                         if needle in content or key_id.encode() in content]
-                assert not leaks, leaks
-                assert instances.user_data and needle not in instances.user_data[0]
-                assert key_id.encode() not in instances.user_data[0]
-                for name in ("cloud_state.json", "client_data"):
-                    with open(os.path.join(work, name), "rb") as f:
-                        assert needle not in f.read(), name
-                assert api.sent and needle not in api.sent
-                assert key_id.encode() in api.sent  # the recording does see the requests
-                assert all(c == key_id for c in fake.world.callers)
-            finally:
-                if watch is not None:
-                    watch.stop()
-                for rec in instances.receivers:
-                    if rec.proc is not None and rec.proc.poll() is not None:
-                        print(tail_of(rec.log))
-                    rec.stop()
-    finally:
-        fake.stop()
 
 
 GIB = 1024 ** 3
@@ -357,72 +311,58 @@ def test_all_in_one_makes_the_cloud_image_and_releases_what_it_launched(tmp_path
                    "data_disks": [{"data_disk_index": 1, "data_disk_size": 20,
                                    "src_path": "/mnt/disk1"}]}, f)
     sample.ensure_sample()
-    fake = FakeCloud().start()
-    appliance = fake.world.add_image("go2aliyun-receiver-0.1.0")
-    try:
-        with sample.mounted_readonly() as source, netns_pair() as net, \
-                loop_disks(base, {"system": 20 * GIB, "disk1": 20 * GIB}) as disks, \
-                Forward(net.src, ("127.0.0.1", fake.port)) as api, \
-                Forward(net.ecs, ("127.0.0.1", fake.port)) as api_ecs:
-            def receiver_args(root):
-                return ["--disk", "system=" + disks["system"], "--disk",
-                        "disk1=" + disks["disk1"], "--no-verify-boot",
-                        "--cloud-endpoint", api_ecs.endpoint, "--cloud-protocol", "http",
-                        "--metadata-endpoint", api_ecs.endpoint,
-                        "--cloud-poll-interval", "0.1"]
+    with sample.mounted_readonly() as source, netns_pair() as net, \
+            loop_disks(base, {"system": 20 * GIB, "disk1": 20 * GIB}) as disks:
+        def receiver_args(root):
+            return ["--disk", "system=" + disks["system"], "--disk",
+                    "disk1=" + disks["disk1"], "--no-verify-boot"]
 
-            instances = Instances(fake, net, base, receiver_args)
-            try:
-                r = net.run(net.src, [
-                    sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
-                    "--root", source, "--yes", "--receiver-image", appliance,
-                    "--source-cidr", net.src_ip, "--ram-role", fake.role,
-                    "--cloud-endpoint", api.endpoint, "--cloud-protocol", "http",
-                    "--cloud-poll-interval", "0.1"],
-                    env={"PYTHONPATH": REPO}, ok_codes=None, timeout=600, cwd=work)
-                assert not instances.errors, instances.errors
-                rec = instances.receivers[0]
-                doc = rec.document()
-                assert r.returncode == 0 and FINISHED in r.stdout, (
-                    _show(r) + "\nreceiver: %s\n%s" % (json.dumps(doc.get("error")),
-                                                       tail_of(rec.log)))
-                # a rerun launches nothing and has nothing left to release
-                again = net.run(net.src, [
-                    sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
-                    "--root", source, "--yes", "--cloud-endpoint", api.endpoint,
-                    "--cloud-protocol", "http"],
-                    env={"PYTHONPATH": REPO}, ok_codes=None, timeout=120, cwd=work)
-                assert again.returncode == 0 and "already finished" in again.stdout, \
-                    _show(again)
-                assert "nothing left to release" in again.stdout
-                assert fake.world.actions().count("RunInstances") == 1
-            finally:
-                for rec in instances.receivers:
-                    rec.stop()
-        state = _json(os.path.join(work, "cloud_state.json"))
-        image_id = doc["image"]["id"]
-        assert doc["image"]["provider"] == "aliyun" and image_id in r.stdout
-        image = fake.world.images[image_id]
-        assert (image["ImageName"], image["Status"], image["Platform"]) == (
-            "AIO_SAMPLE", "Available", "Debian")
-        assert [(m["Device"], m["Size"]) for m in
-                image["DiskDeviceMappings"]["DiskDeviceMapping"]] == [("/dev/xvda", "20"),
-                                                                      ("/dev/xvdb", "20")]
-        # snapshots and image were made with the receiver's RAM role keys (STS), the
-        # launch and the release with the user's AccessKey
-        by = {}
-        for (action, _), caller in zip(fake.world.calls, fake.world.callers):
-            by.setdefault(action, set()).add("sts" if caller.startswith("STS.") else caller)
-        assert by["CreateSnapshot"] == {"sts"} and by["CreateImage"] == {"sts"}
-        assert by["RunInstances"] == {key_id} and by["DeleteVpc"] == {key_id}
-        # what launch made is released; the image and its snapshots stay
-        assert "released:" in r.stdout and state["instance_id"] in r.stdout
-        left = fake.world.summary()
-        assert {k: left[k] for k in ("vpcs", "vswitches", "security_groups", "instances",
-                                     "disks")} == dict.fromkeys(
-            ("vpcs", "vswitches", "security_groups", "instances", "disks"), 0), left
-        assert left["snapshots"] == 2
-        assert state["status"] == "Released"
-        assert _json(os.path.join(work, "client_data"))["status"] == "Finished"
-    finally:
-        fake.stop()
+        with fake_aliyun(net, base, receiver_args) as cloud:
+            fake, instances = cloud.fake, cloud.instances
+            r = net.run(net.src, [
+                sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
+                "--root", source, "--yes", "--receiver-image", cloud.appliance,
+                "--source-cidr", net.src_ip, "--ram-role", fake.role]
+                + cloud.source_flags(),
+                env={"PYTHONPATH": REPO}, ok_codes=None, timeout=600, cwd=work)
+            assert not instances.errors, instances.errors
+            rec = instances.receivers[0]
+            doc = rec.document()
+            assert r.returncode == 0 and FINISHED in r.stdout, (
+                _show(r) + "\nreceiver: %s\n%s" % (json.dumps(doc.get("error")),
+                                                   tail_of(rec.log)))
+            # a rerun launches nothing and has nothing left to release
+            again = net.run(net.src, [
+                sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
+                "--root", source, "--yes", "--cloud-endpoint", cloud.api.endpoint,
+                "--cloud-protocol", "http"],
+                env={"PYTHONPATH": REPO}, ok_codes=None, timeout=120, cwd=work)
+            assert again.returncode == 0 and "already finished" in again.stdout, \
+                _show(again)
+            assert "nothing left to release" in again.stdout
+            assert fake.world.actions().count("RunInstances") == 1
+    state = _json(os.path.join(work, "cloud_state.json"))
+    image_id = doc["image"]["id"]
+    assert doc["image"]["provider"] == "aliyun" and image_id in r.stdout
+    image = fake.world.images[image_id]
+    assert (image["ImageName"], image["Status"], image["Platform"]) == (
+        "AIO_SAMPLE", "Available", "Debian")
+    assert [(m["Device"], m["Size"]) for m in
+            image["DiskDeviceMappings"]["DiskDeviceMapping"]] == [("/dev/xvda", "20"),
+                                                                  ("/dev/xvdb", "20")]
+    # snapshots and image were made with the receiver's RAM role keys (STS), the
+    # launch and the release with the user's AccessKey
+    by = {}
+    for (action, _), caller in zip(fake.world.calls, fake.world.callers):
+        by.setdefault(action, set()).add("sts" if caller.startswith("STS.") else caller)
+    assert by["CreateSnapshot"] == {"sts"} and by["CreateImage"] == {"sts"}
+    assert by["RunInstances"] == {key_id} and by["DeleteVpc"] == {key_id}
+    # what launch made is released; the image and its snapshots stay
+    assert "released:" in r.stdout and state["instance_id"] in r.stdout
+    left = fake.world.summary()
+    assert {k: left[k] for k in ("vpcs", "vswitches", "security_groups", "instances",
+                                 "disks")} == dict.fromkeys(
+        ("vpcs", "vswitches", "security_groups", "instances", "disks"), 0), left
+    assert left["snapshots"] == 2
+    assert state["status"] == "Released"
+    assert _json(os.path.join(work, "client_data"))["status"] == "Finished"

@@ -138,22 +138,6 @@ def test_sample_ratio_tells_text_from_random(tmp_path):
         assert w.worth_it() is worth and "sample_ratio" in w.finding
 
 
-def test_queue_hands_out_views_in_order():
-    q = tlsbridge._Queue()
-    q.append(b"abcdef")
-    q.append(b"gh")
-    assert len(q) == 8
-    v = q.head(4)
-    assert bytes(v) == b"abcd"
-    v.release()
-    q.consume(4)
-    assert bytes(q.head(100)) == b"ef"
-    q.consume(2)
-    assert bytes(q.head(100)) == b"gh" and len(q) == 2
-    q.consume(2)
-    assert len(q) == 0 and not q.chunks
-
-
 class SlowSink(object):
     """mTLS server that takes ``rate`` bytes/s at most: a slow link."""
 

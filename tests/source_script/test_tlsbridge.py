@@ -112,6 +112,30 @@ def test_wrong_pin_relays_nothing(tmp_path):
 
 
 @pytest.mark.commands
+def test_a_client_certificate_the_receiver_did_not_issue_is_a_trust_error(tmp_path):
+    d = str(tmp_path)
+    ca_key, ca_crt, fp = _self_signed(d, "receiver")
+    other = str(tmp_path / "other")
+    os.makedirs(other)
+    other_key, other_crt, _ = _self_signed(other, "another-receiver")
+    key, crt = _client_cert(other, other_key, other_crt)
+    server = EchoServer(ca_key, ca_crt)
+    ours, theirs = socket.socketpair()
+    try:
+        with pytest.raises(TrustError) as e:
+            # TLS 1.3: our side of the handshake completes; the refusal comes as an alert
+            channel = tlsbridge.open_channel("127.0.0.1", server.port, fp, crt, key)
+            ours.sendall(b"@RSYNCD: 31.0\n")
+            tlsbridge.relay(channel, theirs.fileno(), theirs.fileno(), linger=5)
+        assert e.value.code in ("auth.certificate_refused", "auth.tls_failed")
+        server.thread.join(10)
+        assert server.got == 0 and server.error is not None
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@pytest.mark.commands
 def test_bridge_command_reports_for_rsync(tmp_path):
     d = str(tmp_path)
     ca_key, ca_crt, fp = _self_signed(d, "receiver")
@@ -137,3 +161,11 @@ def test_parse_bridge_error():
     text = "rsync: x\ngo2aliyun tls-bridge: error [network.refused]: refused on 8703\n"
     assert tlsbridge.parse_bridge_error(text) == ("network.refused", "refused on 8703")
     assert tlsbridge.parse_bridge_error("rsync: connection unexpectedly closed") is None
+
+
+def test_refused_certificate_knows_the_alerts_of_a_refusal():
+    assert tlsbridge.refused_certificate(
+        "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
+    assert tlsbridge.refused_certificate("[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+    assert not tlsbridge.refused_certificate("[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]")
+    assert not tlsbridge.refused_certificate("EOF occurred in violation of protocol")

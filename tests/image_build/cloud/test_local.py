@@ -8,6 +8,7 @@ import pytest
 
 from image_build.cloud.local import (
     LocalCloud,
+    _keep_boot_image,
     disk_id_for,
     parse_qemu_img_progress,
     render_image_description,
@@ -46,6 +47,17 @@ def test_qemu_argv_serials_forwards_and_seed():
     assert "file=/s/seed.iso,if=ide,media=cdrom,format=raw,readonly=on" in text
     assert "-daemonize" in argv and "-S" not in argv
     assert "-S" in render_qemu_argv("/x", [], "/s", "a", {}, start_paused=True)
+    assert argv[argv.index("-device", argv.index("virtio-net-pci,netdev=n0")) + 1] == \
+        "virtio-rng-pci"
+
+
+def test_qemu_argv_multi_threaded_tcg_for_more_than_one_cpu():
+    argv = render_qemu_argv("/x", [], "/s", "a", {}, smp=2)
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-smp") + 1] == "2"
+    assert argv[argv.index("-m") + 1] == "2048"
+    kvm = render_qemu_argv("/x", [], "/s", "a", {}, smp=2, accel="kvm")
+    assert kvm[kvm.index("-accel") + 1] == "kvm"
 
 
 def test_meta_data_and_image_description():
@@ -103,3 +115,15 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_an_instance_keeps_its_boot_image_when_the_cache_drops_it(tmp_path):
+    cached = tmp_path / "appliance-old.qcow2"
+    cached.write_bytes(b"QFI\xfb appliance")
+    idir = tmp_path / "instances" / "i-1"
+    idir.mkdir(parents=True)
+    kept = _keep_boot_image(str(cached), str(idir / "boot-image"))
+    assert kept == str(idir / "boot-image")
+    assert _keep_boot_image(str(cached), kept) == kept  # a restart reuses it
+    cached.unlink()  # a newer appliance pruned the cache
+    assert (idir / "boot-image").read_bytes() == b"QFI\xfb appliance"

@@ -17,19 +17,20 @@ import time
 
 import pytest
 
-from image_build import loopdev, sample_server
+from image_build import loopdev
 from receiver import bootcheck
 from receiver.convert import convert
 from receiver.disks import apply as disks_apply
 from receiver.disks import probe
 from source_script.inventory.collect import collect
+from tests.helpers import sample
 from wire import runner
 from wire.errors import VerifyError
 from wire.paths import target_path
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
 
-SAMPLE_DIR = os.path.join(sample_server.default_cache_dir(), "sample-convert")
+SAMPLE_DIR = sample.SAMPLE_DIR
 BOOT_TIMEOUT = 300
 
 
@@ -82,7 +83,7 @@ def as_on_the_source(manifest, names):
 def build_converted(work):
     """Build the sample (cached), prepare target disk images in ``work``, copy, convert
     and release. Returns the images, the reports and the converted files."""
-    desc = sample_server.build(SAMPLE_DIR)
+    _, desc = sample.ensure_sample()
     images = {"system": os.path.join(work, "system.img"),
               "disk1": os.path.join(work, "disk1.img")}
     report = {}
@@ -121,13 +122,16 @@ def build_converted(work):
                              disks["system"], "bios")
             fstab = _read(target_path(result["modules"]["system"], "/etc/fstab"))
             grub_cfg = _read(target_path(result["modules"]["system"], "/boot/grub/grub.cfg"))
+            resume = _read(target_path(result["modules"]["system"],
+                                       "/etc/initramfs-tools/conf.d/resume"))
         finally:
             disks_apply.release(result)
         # the source's filesystems were attached here: every UUID collided and changed
         assert {c["kind"] for c in result["id_changes"]} >= {"filesystem"}
     _wait_detached(images.values())
     return {"images": images, "report": report, "result": result, "fstab": fstab,
-            "grub_cfg": grub_cfg, "work": work, "manifest": manifest}
+            "grub_cfg": grub_cfg, "resume": resume, "work": work, "manifest": manifest,
+            "source": desc}
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +161,14 @@ def test_converted_sample_boots_on_virtio_with_its_data_disk(converted, tmp_path
         "grub-install", "--target=i386-pc", converted["result"]["devices"]["system"]]
     assert os.path.basename(report["commands"][-1][0]) == "update-grub"
     assert "console=ttyS0,115200n8" in cfg and "/dev/loop" not in cfg
+    # hibernation resumes from the new swap: its UUID changed (it collided with the
+    # attached source), on the kernel command line and in the initramfs config
+    swap = next(f for f in result["filesystems"] if f["type"] == "swap")
+    old = converted["source"]["resume"]
+    assert old and swap["uuid"] and swap["uuid"] != old
+    assert "resume=UUID=%s" % swap["uuid"] in cfg and old not in cfg
+    assert converted["resume"].split() == ["RESUME=UUID=%s" % swap["uuid"]]
+    assert re.search(r"^UUID=%s\s+none\s+swap\s" % swap["uuid"], fstab, re.M)
     t = time.time()
     verdict = bootcheck.require_boot(list(converted["images"].values()), firmware="bios",
                                      timeout=BOOT_TIMEOUT, workdir=str(tmp_path))

@@ -1,1 +1,0 @@
-from tests.fakecloud.fixtures import clock, cloud, fake  # noqa: F401
