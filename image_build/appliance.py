@@ -27,15 +27,22 @@ from wire.paths import target_path
 
 log = logging.getLogger(__name__)
 
-PACKAGES = (
-    "linux-image-amd64", "grub-pc", "systemd-sysv", "initramfs-tools", "udev", "kmod",
+# What the receiver itself needs on any Debian 12 (python, rsync, the disk and
+# boot-repair tools): installed by debootstrap here and by apt on an ECS base instance
+# (cloud-init/appliance-build.yaml.tmpl, image_build/buildimage.py). ONE list for both.
+RECEIVER_PACKAGES = (
     # python3-cffi-backend: provides the virtual package python3-cryptography needs,
     # which debootstrap's resolver does not pick by itself
     "cloud-init", "python3-cffi-backend", "python3", "python3-venv", "rsync", "fdisk",
     "util-linux", "e2fsprogs", "xfsprogs", "dosfstools", "mtools", "lvm2", "grub-pc-bin",
-    "grub-efi-amd64-bin", "openssl", "qemu-utils", "iproute2", "ifupdown", "isc-dhcp-client",
-    "netbase",
+    "grub-efi-amd64-bin", "openssl", "qemu-utils", "iproute2",
 )
+# What only a disk made from nothing needs to boot (an ECS base image has it already).
+BOOT_PACKAGES = (
+    "linux-image-amd64", "grub-pc", "systemd-sysv", "initramfs-tools", "udev", "kmod",
+    "ifupdown", "isc-dhcp-client", "netbase",
+)
+PACKAGES = BOOT_PACKAGES + RECEIVER_PACKAGES
 DISK_MIB = 4096
 VENV = "/opt/go2aliyun"
 # The files that make the project; their content is part of the cache key.

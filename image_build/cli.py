@@ -255,29 +255,80 @@ def cleanup(ctx, config_path, yes):
 
 
 @cli.command("build-image")
+@click.option("--base-image", default=None, metavar="IMAGE_ID",
+              help="aliyun: the Debian 12 public image of the region to start from (e.g. "
+                   "the id of debian_12_*_x64_20G_alibase_*.vhd)")
+@click.option("--region", default=None, metavar="REGION",
+              help="aliyun: region to build in [default: region_id of user_config.json in "
+                   "--workdir]")
+@click.option("--version", "version", default=None, metavar="VERSION",
+              help="aliyun: go2aliyun version to install; the image is called "
+                   "go2aliyun-receiver-VERSION [default: the version running here]")
+@click.option("--pip-index", default=None, metavar="URL",
+              help="aliyun: package index pip installs from [default: Alibaba's PyPI "
+                   "mirror https://mirrors.aliyun.com/pypi/simple/]")
+@click.option("--wheel-url", default=None, metavar="URL",
+              help="aliyun: install go2aliyun from this wheel instead (its dependencies "
+                   "still come from --pip-index)")
+@click.option("--instance-type", default="ecs.g7.large", show_default=True,
+              help="aliyun: instance type of the build instance")
+@click.option("--zone", default=None, help="aliyun: zone (default: the first that offers "
+                                           "instances)")
+@click.option("--vpc-id", default=None, help="aliyun: reuse this VPC (never deleted)")
+@click.option("--vswitch-id", default=None, help="aliyun: reuse this vSwitch (with --vpc-id)")
+@click.option("--bandwidth", default=10, show_default=True, metavar="MBIT",
+              help="aliyun: public outbound bandwidth while installing, Mbit/s")
+@click.option("--timeout", default=3600, show_default=True, metavar="SECONDS",
+              help="aliyun: how long the install and self-check may take")
 @click.option("--out", default=None, metavar="FILE",
-              help="also copy the appliance qcow2 here (default: only the cache)")
+              help="local: also copy the appliance qcow2 here (default: only the cache)")
 @click.option("--cache", default=None, metavar="DIR",
-              help="cache folder [default: $GO2ALIYUN_CACHE or /var/cache/go2aliyun]")
+              help="local: cache folder [default: $GO2ALIYUN_CACHE or /var/cache/go2aliyun]")
 @click.pass_context
-def build_image(ctx, out, cache):
-    """Build the receiver appliance image.
+def build_image(ctx, base_image, region, version, pip_index, wheel_url, instance_type, zone,
+                vpc_id, vswitch_id, bandwidth, timeout, out, cache):
+    """Build the receiver appliance image; prints what `launch --receiver-image` takes.
+
+    With --provider aliyun (resumable, like launch): starts a build instance from
+    --base-image in a VPC made for it (no inbound port open) with cloud-init user-data
+    that installs the Debian packages the receiver needs and go2aliyun into
+    /opt/go2aliyun (pip, from --pip-index or --wheel-url), enables the receiver's systemd
+    unit, checks itself and prints `go2aliyun-appliance: ready VERSION` (or `failed:
+    REASON`) on the serial console, then powers off. build-image reads the console,
+    creates the image go2aliyun-receiver-VERSION from the stopped instance (a taken name
+    is refused before anything is made), waits until it is Available and releases the
+    instance and the network. Every id goes to build_image_state.json in --workdir first:
+    if this stops half-way, run it again. A failed self-check is shown with the end of
+    the console; what was made is released.
 
     With --provider local: a Debian 12 qcow2 (debootstrap, the receiver in a venv at
     /opt/go2aliyun, cloud-init NoCloud, console on ttyS0), cached by its inputs, so a
-    rerun with no change is instant. Prints its path: give it to `launch
-    --receiver-image`.
+    rerun with no change is instant. Prints its path.
     """
-    from image_build import appliance
+    if ctx.obj["provider"] == "local":
+        from image_build import appliance
 
-    if ctx.obj["provider"] != "local":
-        raise ConfigError("build-image is available for --provider local only in this build",
-                          code="config.provider",
-                          hint="use --provider local, or make the ECS appliance image by hand")
-    setup(verbose=ctx.obj["verbose"])
-    path = appliance.build(out=out, cache_dir=cache,
-                           progress=lambda m: click.echo("build-image: " + m, err=True))
-    click.echo(path)
+        setup(verbose=ctx.obj["verbose"])
+        path = appliance.build(out=out, cache_dir=cache,
+                               progress=lambda m: click.echo("build-image: " + m, err=True))
+        click.echo(path)
+        return
+    from image_build import buildimage
+
+    workdir = ctx.obj["workdir"]
+    cfg_path = os.path.join(workdir, CONFIG_NAME)
+    cfg = load_user_config(cfg_path) if os.path.exists(cfg_path) else None
+    settings = buildimage.BuildSettings(
+        region_id=region or (cfg.region_id if cfg else ""), base_image_id=base_image,
+        version=version, pip_index=pip_index, wheel_url=wheel_url,
+        instance_type=instance_type, zone_id=zone, vpc_id=vpc_id, vswitch_id=vswitch_id,
+        bandwidth_mbit=bandwidth, timeout=timeout)
+    setup(logfile=os.path.join(workdir, "logs", "go2aliyun-cloud.log"),
+          verbose=ctx.obj["verbose"])
+    cloud = make_cloud_from(ctx, cfg, region_id=settings.region_id)
+    image_id = buildimage.build(cloud, buildimage.state_in(workdir), settings,
+                                progress=lambda m: click.echo("build-image: " + m, err=True))
+    click.echo(image_id)
 
 
 def main(argv=None):

@@ -219,7 +219,7 @@ def ensure_security_group(cloud, state, settings, mid, vpc_id):
             sg_id = cloud.create_security_group(vpc_id, "go2aliyun-" + mid,
                                                 client_token(mid, "security-group"))
             state.update(security_group_id=sg_id, created=_created(state, security_group=True))
-    if not state.get("ingress_allowed"):
+    if settings.source_cidr and not state.get("ingress_allowed"):  # none: build-image
         cloud.allow_ingress(sg_id, RECEIVER_PORTS, settings.source_cidr,
                             client_token(mid, "ingress-" + settings.source_cidr))
         state.set("ingress_allowed", settings.source_cidr)

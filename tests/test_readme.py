@@ -74,6 +74,10 @@ WHERE = {
         "test", DEMO, "launch in src with --workdir, --receiver-image, --source-cidr, "
         "--ram-role against the " + FAKE),
     "go2aliyun-cloud launch": ("test", DEMO, FAKE),
+    "go2aliyun-cloud --workdir mig1 build-image --base-image <Debian 12 image id>": (
+        "test", "tests/image_build/test_buildimage.py::"
+        "test_cli_builds_in_a_region_with_keys_from_the_environment",
+        "build-image in a region against the " + FAKE),
     "go2aliyun-cloud --provider local build-image": (
         "test", "tests/image_build/test_local_provider.py::"
         "test_launched_appliance_answers_and_receives_the_sample",

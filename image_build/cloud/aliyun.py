@@ -300,3 +300,21 @@ class AliyunCloud(Cloud):
             description=spec.description, disk_device_mapping=mappings,
             client_token=client_token))
         return body["ImageId"]
+
+    def create_image_from_instance(self, instance_id, name, client_token,
+                                   description="made by go2aliyun"):
+        m = self._models()
+        body = self._call(self.ecs, "create_image", m.CreateImageRequest(
+            region_id=self.region_id, instance_id=instance_id, image_name=name,
+            description=description, client_token=client_token))
+        return body["ImageId"]
+
+    # ------------------------------------------------------------------ console
+    def console_output(self, instance_id):
+        m = self._models()
+        body = self._call(self.ecs, "get_instance_console_output",
+                          m.GetInstanceConsoleOutputRequest(
+                              region_id=self.region_id, instance_id=instance_id,
+                              remove_symbols=True))
+        raw = (body or {}).get("ConsoleOutput") or ""
+        return base64.b64decode(raw).decode("utf-8", "replace")

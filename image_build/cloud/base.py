@@ -198,6 +198,18 @@ class Cloud(abc.ABC):
     def create_image(self, spec, client_token):
         """Create image."""
 
+    # -- building the receiver appliance (build-image); optional for a provider
+    def console_output(self, instance_id):
+        """The instance's serial console output as text ("" when there is none yet)."""
+        raise CloudError("the %s provider cannot read an instance's console" % self.name,
+                         code="cloud.unsupported", hint="use --provider aliyun")
+
+    def create_image_from_instance(self, instance_id, name, client_token,
+                                   description="made by go2aliyun"):
+        """CreateImage from all disks of a (stopped) instance; returns the image id."""
+        raise CloudError("the %s provider cannot make an image from an instance" % self.name,
+                         code="cloud.unsupported", hint="use --provider aliyun")
+
     @abc.abstractmethod
     def delete_security_group(self, group_id):
         """Delete security group."""

@@ -8,6 +8,7 @@ import copy
 import itertools
 import json
 import secrets
+import shlex
 import threading
 import time
 import uuid
@@ -74,7 +75,12 @@ ERRORS = {
 
 # How many describes a resource spends in each transitional state.
 DEFAULT_TICKS = {"vpc": 1, "vswitch": 1, "instance_pending": 2, "instance_starting": 1,
-                 "instance_deleting": 1, "snapshot_step": 40, "image": 2}
+                 "instance_deleting": 1, "snapshot_step": 40, "image": 2,
+                 "appliance_build": 2}
+# The marker the receiver appliance build prints on the console (cloud-init/
+# appliance-build.sh) and the command its user-data runs.
+BUILD_MARKER = "go2aliyun-appliance: "
+BUILD_COMMAND = "/usr/local/sbin/go2aliyun-appliance-build"
 
 
 class ApiError(Exception):
@@ -150,6 +156,7 @@ class World(object):
         self.crashed_at = None
         self.crash_event = threading.Event()  # set when a simulated crash happened
         self.public_ip = None    # give new instances this public address (e.g. 127.0.0.1)
+        self.appliance_failure = None  # a build user-data's self-check fails with this
         self._ips = itertools.count(10)
 
     # ------------------------------------------------------------------ helpers
@@ -430,6 +437,8 @@ class World(object):
             "PublicIp": (self.public_ip or "47.96.0.%d" % n) if bandwidth > 0 else None,
             "RamRoleName": p.get("RamRoleName"), "UserData": raw,
             "Tags": _indexed(p, "Tag"), "_ticks": 0,
+            "_console": "[    0.000000] Linux version 6.1.0-28-amd64 (fake)\n",
+            "_build": appliance_build_version(raw), "_build_ticks": 0,
         }
         devices = iter("bcdefghijklmnopqrstuvwxyz")
         self._disk(inst_id, "system", "/dev/xvda", sys_size, p.get("SystemDisk.DiskName", ""))
@@ -454,6 +463,16 @@ class World(object):
             inst["_ticks"] += 1
             if inst["_ticks"] > self.ticks["instance_starting"]:
                 inst["Status"] = "Running"
+                inst["_console"] += "Debian GNU/Linux 12 %s ttyS0\n" % inst["InstanceId"]
+        elif inst["Status"] == "Running" and inst["_build"]:
+            # "runs" the appliance build user-data: its marker line, then power_state off
+            inst["_build_ticks"] += 1
+            if inst["_build_ticks"] > self.ticks["appliance_build"]:
+                result = ("failed: " + self.appliance_failure if self.appliance_failure
+                          else "ready " + inst["_build"])
+                inst["_console"] += "cloud-init: running %s\n%s%s\nreboot: Power down\n" % (
+                    BUILD_COMMAND, BUILD_MARKER, result)
+                inst["Status"], inst["_build"] = "Stopped", None
         return True
 
     def _tick_deletions(self):
@@ -502,6 +521,14 @@ class World(object):
             raise ApiError("IncorrectInstanceStatus")
         inst["Status"], inst["_ticks"] = "Deleting", 0
         return {}
+
+    def get_instance_console_output(self, p):
+        inst = self.instances.get(_need(p, "InstanceId"))
+        if inst is None or inst["Status"] == "Deleting":
+            raise ApiError("InvalidInstanceId.NotFound")
+        text = inst["_console"].encode("utf-8")
+        return {"InstanceId": inst["InstanceId"], "LastUpdateTime": iso_after(0),
+                "ConsoleOutput": base64.b64encode(text).decode("ascii")}
 
     def describe_disks(self, p):
         out = []
@@ -559,6 +586,8 @@ class World(object):
                for i in self.images.values()):
             raise ApiError("InvalidImageName.Duplicated")
         mappings = _indexed(p, "DiskDeviceMapping")
+        if p.get("InstanceId") and not mappings:
+            return self._image_from_instance(name, p)
         if not mappings:
             raise ApiError("MissingParameter", "DiskDeviceMapping or SnapshotId is required.")
         for m in mappings:
@@ -575,6 +604,24 @@ class World(object):
         img["DiskDeviceMappings"] = {"DiskDeviceMapping": [
             {"SnapshotId": m["SnapshotId"], "Device": m.get("Device", ""),
              "Type": m.get("DiskType", "data"), "Size": m.get("Size", "")} for m in mappings]}
+        return {"ImageId": image_id}
+
+    def _image_from_instance(self, name, p):
+        inst = self.instances.get(p["InstanceId"])
+        if inst is None or inst["Status"] == "Deleting":
+            raise ApiError("InvalidInstanceId.NotFound")
+        disks = sorted((d for d in self.disks.values() if d["InstanceId"] == inst["InstanceId"]),
+                       key=lambda d: d["Device"])
+        base = self.images.get(inst["ImageId"], {})
+        image_id = self.add_image(name, status="Creating", platform=base.get("Platform", ""),
+                                  architecture=base.get("Architecture", "x86_64"))
+        img = self.images[image_id]
+        img["Progress"] = "0%"
+        img["SourceInstanceId"] = inst["InstanceId"]
+        # the real service snapshots each disk for the image; those belong to the image
+        img["DiskDeviceMappings"] = {"DiskDeviceMapping": [
+            {"SnapshotId": "s-" + secrets.token_hex(10), "Device": d["Device"],
+             "Type": d["Type"], "Size": str(d["Size"])} for d in disks]}
         return {"ImageId": image_id}
 
     def describe_images(self, p):
@@ -622,6 +669,34 @@ class World(object):
         return 404, "Not Found"
 
 
+def appliance_build_version(user_data):
+    """The go2aliyun version a receiver appliance build user-data installs, or None when
+    ``user_data`` is not one: a cloud-config that runs the build command, writes the build
+    script (which prints the marker) and the settings file, and powers off."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(user_data)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(doc, dict) or [BUILD_COMMAND] not in (doc.get("runcmd") or []):
+        return None
+    if (doc.get("power_state") or {}).get("mode") != "poweroff":
+        return None
+    files = {}
+    for f in doc.get("write_files") or []:
+        if f.get("encoding") == "b64":
+            files[f.get("path")] = base64.b64decode(f.get("content", "")).decode("utf-8")
+    if BUILD_MARKER.strip() not in files.get(BUILD_COMMAND, ""):
+        return None
+    settings = {}
+    for line in files.get("/etc/go2aliyun/appliance-build.env", "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            settings[key.strip()] = " ".join(shlex.split(value))
+    return settings.get("G2A_VERSION") or None
+
+
 def _public(res):
     return {k: v for k, v in res.items() if not k.startswith("_")}
 
@@ -650,6 +725,7 @@ ECS_ACTIONS = {
     "DescribeInstances": "describe_instances",
     "DeleteInstance": "delete_instance",
     "DescribeDisks": "describe_disks",
+    "GetInstanceConsoleOutput": "get_instance_console_output",
     "CreateSnapshot": "create_snapshot",
     "DescribeSnapshots": "describe_snapshots",
     "DeleteSnapshot": "delete_snapshot",

@@ -34,8 +34,11 @@ def test_grub_and_fstab_render():
         "UUID=abcd / ext4 errors=remount-ro 0 1")
 
 
-def test_build_image_is_for_the_local_provider(capsys):
+def test_build_image_for_aliyun_needs_a_region_and_a_base_image(capsys, tmp_path):
     from image_build import cli
 
-    assert cli.main(["build-image"]) == 3
-    assert "--provider local" in capsys.readouterr().err
+    # the aliyun build itself: tests/image_build/test_buildimage.py
+    assert cli.main(["--workdir", str(tmp_path), "build-image"]) == 2
+    assert "--region" in capsys.readouterr().err
+    assert cli.main(["--workdir", str(tmp_path), "build-image", "--region", "cn-hangzhou"]) == 2
+    assert "--base-image" in capsys.readouterr().err
