@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 
+from image_build.netns import ReceiverProcess
 from source_script import push
 from tests.helpers.netns import stop_process
 from wire import runner
@@ -63,50 +64,10 @@ def tx_bytes(net):
     return int(r.stdout.strip())
 
 
-class Receiver(object):
-    """``go2aliyun-receiver serve`` in ``ecs``, target root ``system`` -> ``target``."""
-
-    def __init__(self, net, base, target, bind=None):
-        self.net = net
-        self.bind = bind or net.ecs_ip  # 127.0.0.1: behind bench.delay's relay
-        self.state = os.path.join(base, "state")
-        self.target = target
-        self.log = os.path.join(base, "receiver.out")
-        self.proc = None
-        self.status = {}
-
-    def start(self):
-        argv = [sys.executable, "-m", "receiver.cli", "serve", "--state", self.state,
-                "--bind", self.bind, "--address", self.net.ecs_ip, "--no-console",
-                "--workers", "1", "--target-root", "system=%s" % self.target]
-        with open(self.log, "ab") as out:
-            self.proc = self.net.start(self.net.ecs, argv, cwd=REPO, stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        path = os.path.join(self.state, "status.json")
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the receiver died: %s" % _tail(self.log))
-            with contextlib.suppress(OSError, ValueError):
-                with open(path) as f:
-                    self.status = json.load(f)
-                if self.status.get("fingerprint") and self.status.get("token"):
-                    break
-            time.sleep(0.2)
-        ns = self.net.src if self.bind == self.net.ecs_ip else self.net.ecs
-        self.net.wait_port(ns, self.bind, 8080, timeout=60)
-        self.net.wait_port(ns, self.bind, 8703, timeout=60)
-        return self
-
-    def stop(self):
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.net.procs.remove(self.proc)
-            self.proc = None
-
-    def document(self):
-        with open(os.path.join(self.state, "migration.json")) as f:
-            return json.load(f)
+def Receiver(net, base, target, bind=None):
+    """``go2aliyun-receiver serve`` in ``ecs``, target root ``system`` -> ``target``
+    (image_build.netns.ReceiverProcess; ``bind`` 127.0.0.1 behind bench.delay's relay)."""
+    return ReceiverProcess(net, base, roots={"system": target}, bind=bind)
 
 
 class Pusher(object):

@@ -187,7 +187,7 @@ def build(out=None, cache_dir=None, project_dir=PROJECT_DIR, progress=None):
         say("building the project's wheels on the host")
         wheels = os.path.join(work, "wheels")
         names = build_wheels(wheels, project_dir)
-        say("wheels: %s" % ", ".join(names))
+        say("%d wheels (go2aliyun and its dependencies)" % len(names))
         raw = os.path.join(work, LAYOUT["file"])
         with open(raw, "wb") as f:
             f.truncate(LAYOUT["size_mib"] * sample_server.MIB)

@@ -218,8 +218,31 @@ def ensure_image(cloud, state, settings, bid, inst_id):
     return image_id
 
 
+# What the build's create calls are made of, by option name: a rerun with other values
+# would send the same ClientTokens with other parameters (IdempotentParameterMismatch).
+RECORDED_OPTIONS = (("--base-image", "base_image_id"), ("--instance-type", "instance_type"),
+                    ("--pip-index", "pip_index"), ("--wheel-url", "wheel_url"),
+                    ("--bandwidth", "bandwidth_mbit"))
+
+
+def recorded_options(settings):
+    return {opt: getattr(settings, attr) for opt, attr in RECORDED_OPTIONS}
+
+
+def _shown(value):
+    return value if value not in ("", None) else "(none)"
+
+
+def changed_options(recorded, settings):
+    """[(option, recorded value, this run's value)] that differ (pure)."""
+    now = recorded_options(settings)
+    return [(opt, recorded[opt], now[opt]) for opt, _ in RECORDED_OPTIONS
+            if opt in recorded and recorded[opt] != now[opt]]
+
+
 def _start(state, settings):
-    """Start a new build or resume the recorded one; returns the build id."""
+    """Start a new build or resume the recorded one; returns the build id. A resumed
+    build must run with the options it was started with."""
     recorded = state.get("image_name")
     if recorded and state.get("status") == "Released" and recorded != settings.image_name:
         state.data = {}  # an earlier, finished build of another version
@@ -230,7 +253,19 @@ def _start(state, settings):
                  "releasing its resources" % recorded[len(IMAGE_PREFIX):])
     if "migration_id" not in state:
         state.update(migration_id=new_build_id(), region_id=settings.region_id,
-                     image_name=settings.image_name)
+                     image_name=settings.image_name, options=recorded_options(settings))
+    elif state.get("status") != "Released":
+        changed = changed_options(state.get("options") or {}, settings)
+        if changed:
+            raise UsageError(
+                "%s records an unfinished build %s started with other options: %s" % (
+                    state.path, state.get("migration_id"), "; ".join(
+                        "%s was %s, now %s" % (o, _shown(was), _shown(now))
+                        for o, was, now in changed)),
+                code="usage.build_options_changed",
+                hint="rerun with the options it was started with to finish it (%s), or "
+                     "remove the file after releasing its resources" % " ".join(
+                         "%s %s" % (o, _shown(was)) for o, was, _ in changed))
     return state.get("migration_id")
 
 

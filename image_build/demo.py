@@ -4,14 +4,20 @@
 
 Every step is real: the sample server (Debian 12 made with debootstrap onto loop disk
 images: MBR with /boot, / and swap, fstab by /dev/sda names, a data disk at
-/mnt/disk1) is mounted read-only in a network namespace ``src``; the receiver runs in a
-namespace ``ecs`` with two empty target disks. Two modes (``--cloud``):
+/mnt/disk1) is mounted read-only in a network namespace ``src``; the intermediate
+instance lives in a namespace ``ecs``. Two modes (``--cloud``):
 
-* ``local`` (the default): the receiver is started directly with the ``local``
-  provider; ``go2aliyun migrate --cutover`` pushes the server through TLS; the receiver
-  rebuilds the disks, converts the copy, boots it under qemu to prove it, and writes
-  the image as qcow2 files; the demo then boots the image once more and prints the
-  result.
+* ``local`` (the default): the ``local`` provider, whose instances are qemu VMs.
+  ``go2aliyun-cloud --provider local launch`` (run in ``src``) boots the receiver
+  appliance (image_build/appliance.py: Debian 12 with go2aliyun-receiver, built once
+  and cached) under qemu in ``ecs`` with an empty virtio disk per source disk, its
+  ports 8080 and 8703 forwarded on the ``ecs`` address; ``go2aliyun migrate
+  --sync-only`` and ``--cutover`` push the server through TLS; the receiver inside
+  the VM rebuilds the disks and converts the copy (update-initramfs, GRUB) and hands
+  the disks over; ``go2aliyun-cloud finish`` snapshots them, writes the image set
+  (qcow2 files), boots it under qemu to a login prompt with the data disk mounted
+  (VERIFYING) and releases the instance; ``cleanup`` drops the rest. The demo prints
+  the image folder and the boot's result.
 * ``fake-aliyun``: the Alibaba Cloud way, against the fake Alibaba Cloud API of the
   tests (tests/fakecloud, started by the demo on 127.0.0.1 and reached from ``src``
   and ``ecs`` through forwarded ports). ``go2aliyun-cloud --provider aliyun launch``
@@ -25,7 +31,7 @@ namespace ``ecs`` with two empty target disks. Two modes (``--cloud``):
   the image id, the verification boot's result and what is left in the fake cloud
   (only the image and its snapshots). Needs a checkout of the repository (tests/).
 
-A second run reuses the cached sample server and finishes faster.
+A second run reuses the cached sample server and appliance and finishes faster.
 
 Needs root, the Debian packages of image_build/setup.sh and the project installed
 (``bash image_build/demo.sh`` does both, then runs this).
@@ -35,12 +41,15 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
+import shutil
+import signal
 import sys
 import time
 
-from image_build import loopdev, sample_server
-from image_build.netns import netns_pair, stop_process
+from image_build import appliance, loopdev, sample_server
+from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE, LocalCloud
+from image_build.cloud.local import STATE_FILE as LOCAL_STATE
+from image_build.netns import netns_pair
 from wire import runner
 
 GIB = 1024 ** 3
@@ -60,31 +69,40 @@ def demo_config(image_name=IMAGE_NAME):
                             "src_path": "/mnt/disk1"}]}
 
 
-def start_receiver(net, state, disks, output, log_path):
-    """``go2aliyun-receiver serve`` in the ``ecs`` namespace; returns (process, status)."""
-    argv = [sys.executable, "-m", "receiver.cli", "serve", "--state", state,
-            "--bind", net.ecs_ip, "--address", net.ecs_ip, "--no-console", "--workers", "1",
-            "--provider", "local", "--output", output]
-    for name, dev in sorted(disks.items()):
-        argv += ["--disk", "%s=%s" % (name, dev)]
-    with open(log_path, "ab") as out:
-        proc = net.start(net.ecs, argv, stdout=out, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL)
-    status_path = os.path.join(state, "status.json")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the receiver stopped; see %s" % log_path)
-        try:
-            with open(status_path) as f:
-                status = json.load(f)
-            if status.get("token") and status.get("fingerprint"):
-                net.wait_port(net.src, net.ecs_ip, 8080, timeout=60)
-                return proc, status
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.3)
-    raise SystemExit("the receiver did not come up in 120 s; see %s" % log_path)
+def begin(work, total, cloud_config):
+    """Stage 1 of both modes: the sample server (built once, then cached), the run's
+    folders, the server's work folder with its user_config.json (never an AccessKey:
+    the server does not need one) and the operator's folder for go2aliyun-cloud with
+    ``cloud_config`` (0600). Returns (migration folder, server work folder, operator
+    folder)."""
+    os.makedirs(work, exist_ok=True)
+    stage(1, total, "sample source server: Debian 12 on loop disks (cached after the first run)")
+    sample_dir = sample_server.default_out_dir()
+    desc = sample_server.build(sample_dir)
+    print("    %s (kernel %s)" % (sample_dir, desc["kernel"]))
+    migration = os.path.join(work, "run-%d" % int(time.time()))
+    cloud_work = os.path.join(migration, "cloud-work")
+    workdir = os.path.join(migration, "source-work")
+    for folder in (cloud_work, workdir):
+        os.makedirs(folder)
+    with open(os.path.join(workdir, "user_config.json"), "w") as f:
+        json.dump(demo_config(), f, indent=2)
+    fd = os.open(os.path.join(cloud_work, "user_config.json"),
+                 os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(cloud_config, f, indent=2)
+    return migration, workdir, cloud_work
+
+
+def hosts(stack, n, total, ecs_role):
+    """Stage ``n`` of both modes: the namespaces ``src`` and ``ecs`` and the sample
+    server mounted read-only (both undone by ``stack``). Returns (net, root)."""
+    stage(n, total, "two hosts: network namespaces src (the server) and ecs (%s)" % ecs_role)
+    net = stack.enter_context(netns_pair())
+    print("    src %s  <->  ecs %s" % (net.src_ip, net.ecs_ip))
+    root = stack.enter_context(sample_server.mounted_readonly(sample_server.default_out_dir()))
+    print("    the server's filesystems, read-only, at %s" % root)
+    return net, root
 
 
 def run(work, keep=False, cloud="local"):
@@ -92,84 +110,140 @@ def run(work, keep=False, cloud="local"):
     return run_demo(work, keep=keep, cloud=cloud)["rc"]
 
 
-def run_demo(work, keep=False, cloud="local"):
+def run_demo(work, keep=False, cloud="local", observe=None):
     """The demo in mode ``cloud``; returns a dict with ``rc`` (0: done and verified) and
-    what was made (``image``, ``boot`` and, in ``fake-aliyun`` mode, the fake cloud's
-    record of the image and what is left in it)."""
+    what was made (see :func:`run_local` and :func:`run_fake_aliyun`)."""
     if cloud == "fake-aliyun":
         return run_fake_aliyun(work, keep=keep)
-    total = 6
-    os.makedirs(work, exist_ok=True)
-    started = time.time()
-    stage(1, total, "sample source server: Debian 12 on loop disks (cached after the first run)")
-    sample_dir = sample_server.default_out_dir()
-    desc = sample_server.build(sample_dir)
-    print("    %s (kernel %s)" % (sample_dir, desc["kernel"]))
-    migration = os.path.join(work, "run-%d" % int(started))
-    os.makedirs(migration)
-    workdir = os.path.join(migration, "source-work")
-    os.makedirs(workdir)
-    with open(os.path.join(workdir, "user_config.json"), "w") as f:
-        json.dump(demo_config(), f, indent=2)
-    output = os.path.join(migration, "images")
-    state = os.path.join(migration, "receiver-state")
-    result = {}
-    with contextlib.ExitStack() as stack:
-        stage(2, total, "two hosts: network namespaces src (the server) and ecs (the receiver)")
-        net = stack.enter_context(netns_pair())
-        print("    src %s  <->  ecs %s" % (net.src_ip, net.ecs_ip))
-        root = stack.enter_context(sample_server.mounted_readonly(sample_dir))
-        print("    the server's filesystems, read-only, at %s" % root)
-        stage(3, total, "receiver: go2aliyun-receiver serve with two empty 20 GiB target disks")
-        disks = stack.enter_context(loopdev.blank_disks(
-            migration, {"system": 20 * GIB, "disk1": 20 * GIB}, prefix="target-"))
-        proc, status = start_receiver(net, state, disks, output,
-                                      os.path.join(migration, "receiver.log"))
-        stack.callback(stop_process, proc)
-        print("    address %s  fingerprint %s" % (status["address"], status["fingerprint"]))
-        print("    token: in %s (never on a command line)" % os.path.join(state, "status.json"))
-        stage(4, total, "go2aliyun migrate --cutover, run on the server (namespace src)")
-        argv = net.argv(net.src, [
-            sys.executable, "-m", "source_script.cli", "migrate", "--workdir", workdir,
-            "--root", root, "--receiver", net.ecs_ip, "--fingerprint", status["fingerprint"],
-            "--cutover", "--yes"])
-        env = dict(os.environ, GO2ALIYUN_TOKEN=status["token"])
-        rc = subprocess.call(argv, env=env, cwd=workdir)
-        with open(os.path.join(state, "migration.json")) as f:
-            doc = json.load(f)
-        if rc != 0:
-            print("\nthe migration did not finish (exit %d); receiver state %s: %s"
-                  % (rc, doc.get("state"), json.dumps(doc.get("error"))))
-            return {"rc": rc}
-        image = doc.get("image") or {}
-        stage(5, total, "image")
-        print("    %s" % image.get("path"))
-        with open(os.path.join(image["path"], "image.json")) as f:
-            image_desc = json.load(f)
-        for d in image_desc["disks"]:
-            print("    %-8s %-10s %s" % (d["module"], d["device"], d["file"]))
-        stage(6, total, "boot the image under qemu (virtio disks and NIC, serial console)")
-        from receiver import bootcheck
-
-        files = [os.path.join(image["path"], d["file"]) for d in image_desc["disks"]]
-        verdict = bootcheck.boot_and_watch(files, workdir=os.path.join(migration, "boot"),
-                                           timeout=900)
-        print("    %s: %s (console: %s)" % ("PASS" if verdict.ok else "FAIL", verdict.reason,
-                                             os.path.join(migration, "boot", "console.log")))
-        result = {"image": image.get("path"), "boot": verdict.ok,
-                  "seconds": int(time.time() - started)}
-    if not keep:
-        remove_target_files(migration)
-    print("\ndemo done in %d s: image %s, boot %s" % (
-        result["seconds"], result["image"], "passed" if result["boot"] else "FAILED"))
-    result["rc"] = 0 if result["boot"] else 1
-    return result
+    return run_local(work, keep=keep, observe=observe)
 
 
 def remove_target_files(migration):
     for name in os.listdir(migration):
         if name.startswith("target-"):
             os.unlink(os.path.join(migration, name))
+
+
+def _run_in(net, ns, argv, env=None, capture=False):
+    """``python3 -m argv...`` (a go2aliyun command) in namespace ``ns`` (the host's
+    when ``ns`` is None); its output goes to the terminal, or with ``capture`` (True or
+    "stdout") is returned. Returns (exit code, stdout)."""
+    full = [sys.executable, "-m"] + argv
+    r = runner.run(net.argv(ns, full) if ns else full, env=env, ok_codes=None,
+                   capture=capture)
+    if capture is True and r.returncode != 0:
+        print(r.stderr[-3000:])
+    return r.returncode, r.stdout
+
+
+# ------------------------------------------------------------------ local mode
+
+def release_local_instances(local_dir):
+    """Stop and delete every instance of the local provider in ``local_dir`` (its qemu
+    never outlives the demo, whatever happens)."""
+    if not os.path.isfile(os.path.join(local_dir, LOCAL_STATE)):
+        return
+    cloud = LocalCloud(local_dir)
+    for inst_id in list(cloud._read()["instances"]):
+        cloud.delete_instance(inst_id)
+
+
+def run_local(work, keep=False, observe=None):
+    """``--cloud local``: see the module docstring. Returns a dict: ``rc``, ``image``
+    (the image set's folder), ``boot`` and ``verify`` (the verification boot),
+    ``local_dir``, ``instance_id``, ``workdir`` (the server's work folder),
+    ``cloud_left`` (the local cloud's state after cleanup), ``seconds``.
+    ``observe(point, info)``, when given, is called at "launched" (the receiver
+    answers) and "converted" (cutover done, the instance still running) with a dict
+    of ``net``, ``launched``, ``local_dir``, ``instance_id``: for tests."""
+    total = 7
+    started = time.time()
+    migration, workdir, cloud_work = begin(work, total, demo_config())
+    local_dir = os.path.join(migration, "local-cloud")
+    result = {"rc": 1, "image": None, "boot": False, "local_dir": local_dir,
+              "workdir": workdir, "migration": migration}
+    with contextlib.ExitStack() as stack:
+        stage(2, total, "the receiver appliance: Debian 12 with go2aliyun-receiver as a qcow2 "
+                        "image (built once, then cached)")
+        image = appliance.build(progress=lambda m: print("    " + m, flush=True))
+        print("    %s" % image)
+        net, root = hosts(stack, 3, total, "where qemu runs the intermediate instance")
+        stack.callback(release_local_instances, local_dir)
+        cloud_cli = ["image_build.cli", "--workdir", cloud_work, "--provider", "local",
+                     "--local-dir", local_dir, "--listen", net.ecs_ip, "--netns", net.ecs]
+
+        stage(4, total, "go2aliyun-cloud --provider local launch (run in src): the appliance "
+                        "boots under qemu (TCG) with an empty disk per source disk, its "
+                        "ports 8080 and 8703 forwarded on the ecs address")
+        rc, out = _run_in(net, net.src, cloud_cli + [
+            "launch", "--receiver-image", image, "--source-cidr", net.src_ip, "--json"],
+            capture="stdout")
+        if rc != 0:
+            print("\nthe launch failed (exit %d); the instance's console: %s"
+                  % (rc, os.path.join(local_dir, "logs")))
+            return result
+        launched = json.loads(out)
+        info = {"net": net, "launched": launched, "local_dir": local_dir,
+                "instance_id": launched["instance_id"]}
+        result["instance_id"] = launched["instance_id"]
+        print("    instance %s runs the receiver at %s" % (launched["instance_id"],
+                                                        launched["address"]))
+        print("    fingerprint %s" % launched["fingerprint"])
+        print("    token: in %s (never on a command line)"
+              % os.path.join(cloud_work, "cloud_state.json"))
+        if observe:
+            observe("launched", info)
+
+        stage(5, total, "go2aliyun migrate --sync-only, then --cutover (run on the server, "
+                        "namespace src): at cutover the receiver converts the copy inside "
+                        "the VM (update-initramfs and GRUB; about 10 min under TCG)")
+        migrate = ["source_script.cli", "migrate", "--workdir", workdir, "--root", root,
+                   "--yes"]
+        rc, _ = _run_in(net, net.src, migrate + [
+            "--receiver", launched["address"], "--fingerprint", launched["fingerprint"],
+            "--sync-only"], env={"GO2ALIYUN_TOKEN": launched["token"]})
+        if rc == 0:
+            rc, _ = _run_in(net, net.src, migrate + ["--cutover"])
+        if rc != 0:
+            print("\nthe migration did not finish (exit %d); the instance's console: %s"
+                  % (rc, os.path.join(local_dir, "logs")))
+            result["rc"] = rc
+            return result
+        if observe:
+            observe("converted", info)
+
+        stage(6, total, "go2aliyun-cloud finish: snapshots of the target disks, the image "
+                        "set (qcow2), its boot under qemu (virtio disks and NIC, serial "
+                        "console), then the instance is released")
+        rc, _ = _run_in(net, None, cloud_cli + ["finish"])
+        image_dir = os.path.join(local_dir, "images", IMAGE_NAME)
+        desc_path = os.path.join(image_dir, IMAGE_FILE)
+        if rc != 0 or not os.path.isfile(desc_path):
+            print("\nfinish failed (exit %d)" % rc)
+            result["rc"] = rc or 1
+            return result
+        with open(desc_path) as f:
+            desc = json.load(f)
+        result.update(image=image_dir, verify=desc["verification"],
+                      boot=desc["verification"].get("ok") is True)
+        print("    image %s" % image_dir)
+        for d in desc["disks"]:
+            print("    %-8s %-10s %s" % (d["module"], d["device"], d["file"]))
+        print("    boot: %s: %s (console: %s)" % (
+            "PASS" if result["boot"] else "FAIL", desc["verification"].get("reason"),
+            os.path.join(image_dir, VERIFY_CONSOLE)))
+
+        stage(7, total, "go2aliyun-cloud cleanup: the network launch recorded")
+        rc, _ = _run_in(net, None, cloud_cli + ["cleanup", "--yes"])
+        result["cloud_left"] = LocalCloud(local_dir)._read()
+        result["released"] = rc == 0
+    if not keep:
+        shutil.rmtree(os.path.join(local_dir, "snapshots"), ignore_errors=True)
+    result["seconds"] = int(time.time() - started)
+    print("\ndemo done in %d s: image %s, boot %s" % (
+        result["seconds"], result["image"], "passed" if result["boot"] else "FAILED"))
+    result["rc"] = 0 if result["boot"] and result["released"] else 1
+    return result
 
 
 # ------------------------------------------------------------- fake-aliyun mode
@@ -202,50 +276,18 @@ def _json_file(path):
         return json.load(f)
 
 
-def _run_in(net, ns, argv, env=None, capture=False):
-    """``python3 -m argv...`` (a go2aliyun command) in namespace ``ns``; its output goes
-    to the terminal, or with ``capture`` is returned. Returns (exit code, stdout)."""
-    r = runner.run(net.argv(ns, [sys.executable, "-m"] + argv), env=env, ok_codes=None,
-                   capture=capture)
-    if capture and r.returncode != 0:
-        print(r.stderr[-3000:])
-    return r.returncode, r.stdout
-
-
 def run_fake_aliyun(work, keep=False):
     """``--cloud fake-aliyun``: see the module docstring."""
     fake_aliyun, operator_key = _fake_cloud_parts()
     total = 7
-    os.makedirs(work, exist_ok=True)
     started = time.time()
-    stage(1, total, "sample source server: Debian 12 on loop disks (cached after the first run)")
-    sample_dir = sample_server.default_out_dir()
-    desc = sample_server.build(sample_dir)
-    print("    %s (kernel %s)" % (sample_dir, desc["kernel"]))
-    migration = os.path.join(work, "run-%d" % int(started))
-    os.makedirs(migration)
-    # the operator's folder for go2aliyun-cloud (with the AccessKey, like `mig1` in the
-    # README) and the server's work folder (no AccessKey: the server never needs one)
-    cloud_work = os.path.join(migration, "cloud-work")
-    workdir = os.path.join(migration, "source-work")
-    for folder in (cloud_work, workdir):
-        os.makedirs(folder)
-    with open(os.path.join(workdir, "user_config.json"), "w") as f:
-        json.dump(demo_config(), f, indent=2)
-    keyed = dict(demo_config(), access_id=operator_key[0], secret_key=operator_key[1],
-                 region_id="cn-hangzhou")
-    fd = os.open(os.path.join(cloud_work, "user_config.json"),
-                 os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(keyed, f, indent=2)
+    # the operator's folder holds the AccessKey, like `mig1` in the README
+    migration, workdir, cloud_work = begin(work, total, dict(
+        demo_config(), access_id=operator_key[0], secret_key=operator_key[1],
+        region_id="cn-hangzhou"))
     result = {"rc": 1, "image_id": None, "boot": False}
     with contextlib.ExitStack() as stack:
-        stage(2, total, "two hosts: network namespaces src (the server) and ecs (the "
-                        "intermediate instance)")
-        net = stack.enter_context(netns_pair())
-        print("    src %s  <->  ecs %s" % (net.src_ip, net.ecs_ip))
-        root = stack.enter_context(sample_server.mounted_readonly(sample_dir))
-        print("    the server's filesystems, read-only, at %s" % root)
+        net, root = hosts(stack, 2, total, "the intermediate instance")
         stage(3, total, "the fake Alibaba Cloud API (tests/fakecloud: ECS, VPC, metadata "
                         "service) on 127.0.0.1")
         disks = stack.enter_context(loopdev.blank_disks(
@@ -340,8 +382,12 @@ def run_fake_aliyun(work, keep=False):
 
 
 EPILOG = """modes (--cloud):
-  local        the receiver runs with the local provider; the image is written as qcow2
-               files, then booted once more here under qemu (the default)
+  local        the local provider (the default): go2aliyun-cloud --provider local
+               launch boots the receiver appliance under qemu as the intermediate
+               instance; go2aliyun migrate --sync-only and --cutover run in src; the
+               receiver converts the copy inside the VM; go2aliyun-cloud finish
+               snapshots the disks, writes the image set (qcow2) and boots it under
+               qemu; cleanup releases the rest. About 15 min here (qemu without KVM)
   fake-aliyun  the Alibaba Cloud flow against the fake API server of the tests
                (tests/fakecloud, on 127.0.0.1): go2aliyun-cloud --provider aliyun launch
                (the real SDK) starts the intermediate instance, whose user-data starts a
@@ -359,7 +405,8 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/var/tmp/go2aliyun-demo",
                     help="folder for the run: receiver state, image, logs")
-    ap.add_argument("--keep", action="store_true", help="keep the target disk files")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the target disk files and snapshots (GBs)")
     ap.add_argument("--cloud", choices=("local", "fake-aliyun"), default="local",
                     help="where the image is made (see below; default: local)")
     args = ap.parse_args(argv)
@@ -369,7 +416,14 @@ def main(argv=None):
         if not runner.which(tool):
             raise SystemExit("%s is missing: run `bash image_build/demo.sh` (it installs "
                              "what is needed)" % tool)
+    # a TERM (a timeout, a service manager) unwinds like Ctrl-C: qemu stopped, the
+    # namespaces, mounts and loop devices removed
+    signal.signal(signal.SIGTERM, _terminated)
     return run(os.path.abspath(args.work), keep=args.keep, cloud=args.cloud)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ and a /30 out of 10.250.0.0/16 picked at random, so tests that run at the same t
 this machine never meet. Traffic only ever goes to the two addresses of the pair (the
 namespaces have no other route). Everything is removed in :meth:`NetnsPair.close`,
 which the :func:`netns_pair` context manager calls in ``finally``; it only kills
-processes it started and only deletes namespaces it made.
+processes it started and only deletes namespaces it made. :class:`ReceiverProcess` is
+``go2aliyun-receiver serve`` run in ``ecs`` (the tests' and the benchmark's receiver).
 """
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -137,3 +139,70 @@ def netns_pair():
         yield pair
     finally:
         pair.close()
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tail_of(path, n=3000):
+    """The last ``n`` characters of a log file ("" when there is none)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+class ReceiverProcess(object):
+    """``go2aliyun-receiver serve`` in the ``ecs`` namespace of ``net``: state in
+    ``base``/state, output in ``base``/receiver.out, target roots ``roots``
+    ({module: folder}) and more ``extra_args``; ``bind`` another address (127.0.0.1:
+    behind a relay in ``ecs``) while it tells the source the ``ecs`` address."""
+
+    def __init__(self, net, base, roots=None, extra_args=(), bind=None):
+        self.net = net
+        self.bind = bind or net.ecs_ip
+        self.state = os.path.join(base, "state")
+        self.roots = roots or {}
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.log = os.path.join(base, "receiver.out")
+        self.status = {}
+
+    def start(self, fresh=True):
+        """Start it and wait until its status names a fingerprint (and, when ``fresh``,
+        a token) and both ports answer. Raises RuntimeError when it dies first."""
+        argv = [sys.executable, "-m", "receiver.cli", "serve", "--state", self.state,
+                "--bind", self.bind, "--address", self.net.ecs_ip, "--no-console",
+                "--workers", "1"]
+        for name, path in sorted(self.roots.items()):
+            argv += ["--target-root", "%s=%s" % (name, path)]
+        argv += self.extra_args
+        with open(self.log, "ab") as out:
+            self.proc = self.net.start(self.net.ecs, argv, cwd=REPO, stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        path = os.path.join(self.state, "status.json")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the receiver died: %s" % tail_of(self.log))
+            with contextlib.suppress(OSError, ValueError):
+                with open(path) as f:
+                    self.status = json.load(f)
+                if self.status.get("fingerprint") and (self.status.get("token") or not fresh):
+                    break
+            time.sleep(0.2)
+        ns = self.net.src if self.bind == self.net.ecs_ip else self.net.ecs
+        self.net.wait_port(ns, self.bind, 8080, timeout=60)
+        self.net.wait_port(ns, self.bind, 8703, timeout=60)
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.net.procs.remove(self.proc)
+            self.proc = None
+
+    def document(self):
+        with open(os.path.join(self.state, "migration.json")) as f:
+            return json.load(f)

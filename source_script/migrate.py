@@ -410,7 +410,7 @@ class Migration(object):
         if data.get("status") == "Finished":
             aio.image_ready(data.get("image"))
             note = aio.release() if not aio.released() else "nothing left to release"
-            return Outcome(True, "this migration already finished (image %s); %s"
+            return Outcome(True, "this migration already finished (%s); %s"
                            % (_image_text(data.get("image")), note), image=data.get("image"))
         address, fingerprint, token = aio.launch()
         self.opts.receiver, self.opts.fingerprint, self.opts.token = address, fingerprint, token
@@ -432,7 +432,7 @@ class Migration(object):
         self.open()
         if data.get("status") == "Finished":
             doc = self.current()
-            return Outcome(True, "this migration already finished (image %s); run "
+            return Outcome(True, "this migration already finished (%s); run "
                            "`go2aliyun clear` to start a new one" % _image_text(doc.get("image")),
                            image=doc.get("image"))
         passes_done = 0
@@ -480,7 +480,7 @@ class Migration(object):
                 clientdata.update(self.workdir, status="Finished", image=doc.get("image"),
                                   finished_at=clientdata.now())
                 self.stage("Finished", 100)
-                return Outcome(True, "image %s" % _image_text(doc.get("image")),
+                return Outcome(True, _image_text(doc.get("image")),
                                image=doc.get("image"))
             else:
                 raise StateError("the receiver is in an unknown state %r" % state,
@@ -488,11 +488,19 @@ class Migration(object):
 
 
 def _image_text(image):
+    """What the receiver made, for people: ``image <id or folder>``, or for disks handed
+    over to the cloud side (the local provider's VM) what runs next."""
     if not image:
-        return "(no id reported)"
-    if isinstance(image, dict):
-        return image.get("id") or image.get("image_id") or image.get("path") or str(image)
-    return str(image)
+        return "image (no id reported)"
+    if not isinstance(image, dict):
+        return "image %s" % image
+    made = image.get("id") or image.get("image_id") or image.get("path")
+    if made:
+        return "image %s" % made
+    if image.get("by") == "host":
+        return "the converted disks are handed over; next: %s" % (
+            image.get("next") or "the cloud side makes the image")
+    return "image (no id reported)"
 
 
 def start_logging(workdir, verbose=False):

@@ -41,6 +41,8 @@ COMMAND_WORDS = ("go2aliyun", "go2aliyun-cloud", "go2aliyun-receiver", "python3"
                  "pip", "docker", "vi", "export")
 
 E2E = "tests/test_end_to_end.py::test_sample_server_migrates_to_an_image_that_boots"
+LOCAL_DEMO = ("tests/image_build/test_local_provider.py::"
+              "test_demo_default_mode_migrates_into_the_appliance_vm_and_the_image_boots")
 DEMO = ("tests/image_build/test_demo.py::"
         "test_fake_aliyun_demo_makes_a_verified_image_and_leaves_nothing")
 AIO = ("tests/source_script/test_allinone.py::"
@@ -51,12 +53,14 @@ FAKE = "fake Alibaba Cloud (tests/fakecloud) + src/ecs namespaces"
 WHERE = {
     # -- the two commands, and the benchmark
     "bash image_build/demo.sh": (
-        "test", E2E, "the demo's flow (sample server, receiver with the local provider, "
-        "migrate --cutover, the image booted again) through tests/helpers/e2e.py"),
+        "test", LOCAL_DEMO, "image_build.demo.run_demo(cloud='local'), what demo.sh runs "
+        "after setup.sh: the appliance VM launched, migrate, finish, the image booted"),
     "bash image_build/demo.sh --cloud fake-aliyun": (
         "test", DEMO, "image_build.demo.run_demo(cloud='fake-aliyun'), what demo.sh runs "
         "after setup.sh"),
     "bash image_build/demo.sh --help": ("here", "test_help_texts", "installs nothing"),
+    "go2aliyun-cloud --provider local launch": ("test", LOCAL_DEMO, "the demo's launch"),
+    "go2aliyun-cloud finish": ("test", LOCAL_DEMO, "the demo's finish (local provider)"),
     "python3 -m pytest": ("ci", ".ci/run", "CI runs exactly this"),
     "bash .ci/run": ("ci", ".ci/run", "the CI entry point itself"),
     "python3 -m bench.run --out bench-results.json": (
@@ -79,8 +83,7 @@ WHERE = {
         "test_cli_builds_in_a_region_with_keys_from_the_environment",
         "build-image in a region against the " + FAKE),
     "go2aliyun-cloud --provider local build-image": (
-        "test", "tests/image_build/test_local_provider.py::"
-        "test_launched_appliance_answers_and_receives_the_sample",
+        "test", LOCAL_DEMO,
         "the appliance build (image_build.appliance.build) and a local launch of it"),
     "go2aliyun-cloud --workdir mig1 finish": (
         "test", "tests/image_build/test_cli.py::"
@@ -101,7 +104,6 @@ WHERE = {
     "python3 go2aliyun.pyz migrate --cutover": (
         "test", DEMO, "the second pass: the receiver comes from client_data"),
     "go2aliyun migrate --sync-only": ("test", DEMO, ""),
-    "go2aliyun migrate --cutover": ("test", E2E, "also the demo"),
     "go2aliyun migrate": ("test", E2E, ""),
     "go2aliyun": ("here", "test_install_extras_and_commands", "the entry point"),
     "python3 -m image_build.pyz": (

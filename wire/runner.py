@@ -47,12 +47,11 @@ _popen = subprocess.Popen
 
 def _spawn(argv, input, env, cwd, timeout, capture):
     """Start the process and wait for it. Returns (returncode, stdout, stderr)."""
-    out = subprocess.PIPE if capture else None
     proc = _popen(
         argv,
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=out,
-        stderr=out,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture and capture != "stdout" else None,
         env=env,
         cwd=cwd,
     )
@@ -81,7 +80,9 @@ def run(argv, input=None, ok_codes=(0,), env=None, cwd=None, timeout=None,
 
     ``input`` may be text or bytes (sent on stdin). ``env`` entries are added to
     the current environment (with ``LC_ALL=C``). ``ok_codes=None`` never raises on
-    the exit code. ``decode=False`` returns bytes.
+    the exit code. ``decode=False`` returns bytes. ``capture=False`` leaves both
+    streams on the terminal; ``capture="stdout"`` takes stdout and leaves stderr there
+    (a command's progress stays visible while its result is read).
     """
     if isinstance(argv, str):
         raise TypeError("run() takes an argv list, not a shell string")

@@ -50,6 +50,7 @@ GUEST_ADDRESS = "10.0.2.15"  # qemu user networking gives the guest this address
 RECEIVER_PORTS = (8080, 8703)
 IMAGE_FILE = "image.json"
 VERIFY_CONSOLE = "verification-console.log"
+QMP_SOCKET = "qmp"  # in the instance folder; qemu binds it relative to there
 
 
 def disk_id_for(instance_token, name):
@@ -81,7 +82,8 @@ def render_qemu_argv(instance_dir, disks, seed, address, ports, memory_mib=2048,
     argv = [qemu, "-name", os.path.basename(instance_dir), "-accel", render_accel(accel, smp),
             "-cpu", "max", "-m", str(memory_mib), "-smp", str(smp), "-display", "none",
             "-daemonize", "-pidfile", os.path.join(instance_dir, "qemu.pid"),
-            "-qmp", "unix:%s,server=on,wait=off" % os.path.join(instance_dir, "qmp"),
+            # relative: qemu starts in the instance folder (a socket path holds 107 bytes)
+            "-qmp", "unix:%s,server=on,wait=off" % QMP_SOCKET,
             "-serial", "file:" + os.path.join(instance_dir, "console.log"),
             "-netdev", "user,id=n0," + fwd, "-device", "virtio-net-pci,netdev=n0",
             "-device", "virtio-rng-pci"]
@@ -133,33 +135,57 @@ def _cmdline(pid):
         return []
 
 
-def qmp(sock_path, command, timeout=5.0):
-    """One QMP command on qemu's monitor socket; returns its ``return`` value."""
+def unix_connect(sock, path):
+    """Connect the AF_UNIX ``sock`` to ``path`` even when the path is longer than a
+    socket address holds (107 bytes; a deep --local-dir or pytest's tmp_path): the
+    folder is reached through /proc/self/fd."""
+    if len(os.fsencode(path)) < 108:
+        sock.connect(path)
+        return
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sock.connect("/proc/self/fd/%d/%s" % (fd, os.path.basename(path)))
+    finally:
+        os.close(fd)
+
+
+def qmp_execute(sock_path, commands, timeout=5.0):
+    """QMP commands on qemu's monitor socket, in order: ``commands`` is
+    [(name, arguments or None)]; returns their ``return`` values. qemu's refusal raises
+    OSError with its answer."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
+    out = []
     try:
-        s.connect(sock_path)
+        unix_connect(s, sock_path)
         f = s.makefile("rwb")
-
-        def reply():
+        json.loads(f.readline().decode("utf-8"))  # the greeting
+        for name, args in [("qmp_capabilities", None)] + list(commands):
+            msg = {"execute": name}
+            if args:
+                msg["arguments"] = args
+            f.write(json.dumps(msg).encode("utf-8") + b"\n")
+            f.flush()
             while True:
                 line = f.readline()
                 if not line:
-                    raise OSError("qemu closed its monitor")
-                msg = json.loads(line.decode("utf-8"))
-                if "return" in msg or "error" in msg:
-                    return msg
-
-        json.loads(f.readline().decode("utf-8"))  # the greeting
-        for cmd in ("qmp_capabilities", command):
-            f.write(json.dumps({"execute": cmd}).encode() + b"\n")
-            f.flush()
-            msg = reply()
-            if "error" in msg:
-                raise OSError("qemu refused %s: %s" % (cmd, msg["error"]))
-        return msg["return"]
+                    raise OSError("qemu closed its monitor during %s" % name)
+                answer = json.loads(line.decode("utf-8"))
+                if "error" in answer:
+                    raise OSError("qemu refused %s %s: %s" % (name, args or "",
+                                                              answer["error"]))
+                if "return" in answer:
+                    break
+            if name != "qmp_capabilities":
+                out.append(answer["return"])
+        return out
     finally:
         s.close()
+
+
+def qmp(sock_path, command, timeout=5.0):
+    """One QMP command without arguments; returns its ``return`` value."""
+    return qmp_execute(sock_path, [(command, None)], timeout=timeout)[0]
 
 
 class LocalCloud(Cloud):
@@ -365,7 +391,7 @@ class LocalCloud(Cloud):
             argv = ["ip", "netns", "exec", self.netns] + argv
         log.info("starting %s: %s", inst_id, " ".join(argv))
         with open(os.path.join(idir, "qemu.log"), "wb") as out:
-            proc = runner.start(argv, stdin=runner.DEVNULL, stdout=out, stderr=out)
+            proc = runner.start(argv, stdin=runner.DEVNULL, stdout=out, stderr=out, cwd=idir)
             code = proc.wait(120)
         if code != 0:
             with open(os.path.join(idir, "qemu.log"), errors="replace") as f:
@@ -382,13 +408,13 @@ class LocalCloud(Cloud):
     def start_instance(self, instance_id):
         """Let a paused (``autostart=False``) instance run (StartInstance)."""
         rec = self._get("instances", instance_id)
-        qmp(os.path.join(rec["dir"], "qmp"), "cont")
+        qmp(os.path.join(rec["dir"], QMP_SOCKET), "cont")
 
     def _status(self, rec):
         if not rec.get("pid") or not _alive(rec["pid"]):
             return "Pending" if not rec.get("pid") else "Stopped"
         try:
-            run_state = qmp(os.path.join(rec["dir"], "qmp"), "query-status")["status"]
+            run_state = qmp(os.path.join(rec["dir"], QMP_SOCKET), "query-status")["status"]
         except (OSError, ValueError, KeyError):
             return "Pending"
         return {"running": "Running", "prelaunch": "Pending", "paused": "Pending",

@@ -42,6 +42,10 @@ HINTS = {
                                                        " activate it in the ECS console",
     "QuotaExceeded.Vpc": "the region has as many VPCs as the quota allows: delete an unused "
                          "one, raise the quota, or reuse one with --vpc-id/--vswitch-id",
+    "IdempotentParameterMismatch": "this rerun repeats an interrupted call (same ClientToken)"
+                                   " with other parameters: run the same command with the "
+                                   "settings of the first run (user_config.json, options) to "
+                                   "resume it, or release what it made and start over",
     "Throttling": "the API is throttling this account: wait a minute and run the same "
                   "command again (it resumes)",
     "ServiceUnavailable": "the service is temporarily unavailable: run the same command again "

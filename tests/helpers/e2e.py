@@ -292,29 +292,34 @@ class World(object):
         return verdict
 
     def check_files(self, also=None):
-        """Every file of the source is in the image (minus the excludes), byte for byte
-        with its metadata, or changed by the conversion with its original kept.
-        ``also(system_mnt, data_mnt)`` checks more while both are mounted."""
-        files = self.image_files()
-        with mounted_image(files[1], 1) as data, mounted_image(files[0], 2) as system:
-            problems = fidelity.compare(self.disk1_source, data,
-                                        excluded_patterns=["lost+found"],
-                                        ignore_extra=["lost+found"], check_dir_mtime=False)
-            assert problems == [], problems[:20]
-            problems = fidelity.compare(
-                self.root, system,
-                excluded_patterns=SYSTEM_EXCLUDED + ["boot/*", "lost+found"],
-                ignore_extra=["lost+found", "boot/*", "mnt/disk1"], check_dir_mtime=False)
-            left = unexplained(problems, self.root, system)
-            assert left == [], left[:30]
-            with open(os.path.join(system, "etc", "fstab")) as f:
-                fstab = f.read()
-            assert "/dev/sda" not in "\n".join(
-                ln for ln in fstab.splitlines() if not ln.startswith("#"))
-            assert "/mnt/disk1" in fstab
-            assert os.path.exists(os.path.join(system, "etc", "fstab.pre-migration"))
-            if also is not None:
-                also(system, data)
+        """See :func:`check_image_files`."""
+        check_image_files(self.image_files(), self.root, self.disk1_source, also=also)
+
+
+def check_image_files(files, root, disk1_source, also=None):
+    """Every file of the source (system tree at ``root``, data disk at
+    ``disk1_source``) is in the image set ``files`` (system, disk1 qcow2), minus the
+    excludes, byte for byte with its metadata, or changed by the conversion with its
+    original kept. ``also(system_mnt, data_mnt)`` checks more while both are mounted."""
+    with mounted_image(files[1], 1) as data, mounted_image(files[0], 2) as system:
+        problems = fidelity.compare(disk1_source, data,
+                                    excluded_patterns=["lost+found"],
+                                    ignore_extra=["lost+found"], check_dir_mtime=False)
+        assert problems == [], problems[:20]
+        problems = fidelity.compare(
+            root, system,
+            excluded_patterns=SYSTEM_EXCLUDED + ["boot/*", "lost+found"],
+            ignore_extra=["lost+found", "boot/*", "mnt/disk1"], check_dir_mtime=False)
+        left = unexplained(problems, root, system)
+        assert left == [], left[:30]
+        with open(os.path.join(system, "etc", "fstab")) as f:
+            fstab = f.read()
+        assert "/dev/sda" not in "\n".join(
+            ln for ln in fstab.splitlines() if not ln.startswith("#"))
+        assert "/mnt/disk1" in fstab
+        assert os.path.exists(os.path.join(system, "etc", "fstab.pre-migration"))
+        if also is not None:
+            also(system, data)
 
 
 @contextlib.contextmanager

@@ -1,43 +1,7 @@
-"""QMP commands with arguments on a running qemu's monitor socket, for tests that
-change a VM the local provider started (image_build.cloud.local.qmp sends a command
-without arguments only): hot-plug a disk the provider did not make."""
+"""QMP commands with arguments for tests that change a VM the local provider started
+(image_build.cloud.local.qmp_execute): hot-plug a disk the provider did not make."""
 
-import json
-import socket
-
-
-def execute(sock_path, commands, timeout=10.0):
-    """Run ``commands`` ([(name, arguments or None)]) in order on qemu's QMP socket
-    ``sock_path``; returns their ``return`` values. The first error raises
-    AssertionError with qemu's answer."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    out = []
-    try:
-        s.connect(sock_path)
-        f = s.makefile("rwb")
-        json.loads(f.readline().decode("utf-8"))  # the greeting
-        for name, args in [("qmp_capabilities", None)] + list(commands):
-            msg = {"execute": name}
-            if args:
-                msg["arguments"] = args
-            f.write(json.dumps(msg).encode("utf-8") + b"\n")
-            f.flush()
-            while True:
-                line = f.readline()
-                if not line:
-                    raise AssertionError("qemu closed its monitor during %s" % name)
-                answer = json.loads(line.decode("utf-8"))
-                if "error" in answer:
-                    raise AssertionError("qemu refused %s %s: %s" % (name, args,
-                                                                     answer["error"]))
-                if "return" in answer:
-                    break
-            if name != "qmp_capabilities":
-                out.append(answer["return"])
-        return out
-    finally:
-        s.close()
+from image_build.cloud.local import qmp_execute as execute
 
 
 def hotplug_disk(sock_path, image, serial, fmt="raw"):

@@ -160,6 +160,33 @@ def test_crash_while_releasing_a_failed_build_then_a_good_rerun(fake, clock, tmp
     assert fake.world.actions().count("RunInstances") == 2  # the failed one and the new
 
 
+def test_a_resumed_build_with_other_options_is_refused_before_any_call(fake, clock,
+                                                                       tmp_path):
+    """RunInstances was sent, its answer lost; a rerun with another --pip-index would send
+    the same ClientToken with other parameters: refused here, naming the option and the
+    value to rerun with; the same options then finish the build without a duplicate."""
+    cloud = aliyun_cloud(fake, clock)
+    settings = settings_for(fake)
+    fake.world.inject(action="RunInstances", crash=True)
+    with pytest.raises(CloudError):
+        buildimage.build(cloud, buildimage.state_in(str(tmp_path)), settings)
+    fake.world.revive()
+    calls = len(fake.world.calls)
+    other = buildimage.BuildSettings(REGION, settings.base_image_id, version=VERSION,
+                                     pip_index="https://mirrors.example.com/pypi/simple")
+    with pytest.raises(UsageError) as e:
+        buildimage.build(cloud, buildimage.state_in(str(tmp_path)), other)
+    assert e.value.code == "usage.build_options_changed"
+    assert "--pip-index was %s, now https://mirrors.example.com/pypi/simple" % (
+        settings.pip_index) in str(e.value)
+    assert "--pip-index %s" % settings.pip_index in e.value.hint
+    assert len(fake.world.calls) == calls  # nothing sent
+    image_id = buildimage.build(cloud, buildimage.state_in(str(tmp_path)), settings)
+    assert fake.world.images[image_id]["Status"] == "Available"
+    assert fake.world.actions().count("RunInstances") == 2  # the lost answer, then its repeat
+    assert fake.world.summary() == dict(NOTHING, images=2)
+
+
 def test_taken_image_name_is_refused_before_anything_is_made(fake, clock, tmp_path):
     cloud = aliyun_cloud(fake, clock)
     # the fixture's appliance image is called go2aliyun-receiver-0.1.0

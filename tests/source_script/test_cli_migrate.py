@@ -6,7 +6,7 @@ import os
 
 from click.testing import CliRunner
 
-from source_script import cli, clientdata
+from source_script import cli, clientdata, migrate
 
 
 def test_migrate_help_says_where_the_token_may_come_from():
@@ -73,3 +73,13 @@ def test_status_and_clear(tmp_path):
     assert r.exit_code != 0 and clientdata.load(w)["migration_id"] == "m-1"
     r = runner.invoke(cli.cli, ["clear", "--workdir", w, "--yes"])
     assert r.exit_code == 0 and "migration_id" not in clientdata.load(w)
+
+
+def test_what_the_receiver_made_is_told_in_words():
+    assert migrate._image_text({"id": "m-123", "provider": "aliyun"}) == "image m-123"
+    assert migrate._image_text({"path": "/out/IMG"}) == "image /out/IMG"
+    handed = {"by": "host", "disks": ["/dev/vdb"], "id": None, "provider": "local",
+              "next": "go2aliyun-cloud --provider local finish (on the host)"}
+    assert migrate._image_text(handed) == ("the converted disks are handed over; next: "
+                                           "go2aliyun-cloud --provider local finish (on the host)")
+    assert migrate._image_text(None) == "image (no id reported)"

@@ -25,6 +25,14 @@ def test_run_captures_output_with_c_locale():
 
 
 @pytest.mark.commands
+def test_capture_stdout_leaves_stderr_on_the_terminal(capfd):
+    code = "import sys; print('result'); sys.stderr.write('progress\\n')"
+    r = runner.run([sys.executable, "-c", code], capture="stdout")
+    assert (r.stdout, r.stderr) == ("result\n", "")
+    assert capfd.readouterr().err == "progress\n"
+
+
+@pytest.mark.commands
 def test_failure_is_typed_and_carries_argv_code_and_stderr():
     with pytest.raises(CommandError) as ei:
         runner.run([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])

@@ -14,6 +14,7 @@ from image_build.cloud.local import (
     render_image_description,
     render_meta_data,
     render_qemu_argv,
+    unix_connect,
 )
 
 
@@ -49,6 +50,34 @@ def test_qemu_argv_serials_forwards_and_seed():
     assert "-S" in render_qemu_argv("/x", [], "/s", "a", {}, start_paused=True)
     assert argv[argv.index("-device", argv.index("virtio-net-pci,netdev=n0")) + 1] == \
         "virtio-rng-pci"
+
+
+def test_qemu_argv_binds_the_monitor_relative_to_the_instance_folder():
+    argv = render_qemu_argv("/" + "d" * 200 + "/i-1", [], "/s", "a", {})
+    assert argv[argv.index("-qmp") + 1] == "unix:qmp,server=on,wait=off"
+
+
+def test_a_monitor_socket_deeper_than_a_socket_address_holds_is_reached(tmp_path):
+    deep = os.path.join(str(tmp_path), "x" * 100, "instances", "i-local0123456789")
+    os.makedirs(deep)
+    path = os.path.join(deep, "qmp")
+    assert len(path) > 108
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fd = os.open(deep, os.O_RDONLY)
+    try:
+        server.bind("/proc/self/fd/%d/qmp" % fd)  # as qemu does from its cwd
+    finally:
+        os.close(fd)
+    server.listen(1)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with pytest.raises(OSError):
+        client.connect(path)
+    unix_connect(client, path)
+    peer, _ = server.accept()
+    client.sendall(b"hello")
+    assert peer.recv(5) == b"hello"
+    for s in (peer, client, server):
+        s.close()
 
 
 def test_qemu_argv_multi_threaded_tcg_for_more_than_one_cpu():

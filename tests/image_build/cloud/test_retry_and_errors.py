@@ -40,6 +40,16 @@ def test_forbidden_ram_is_not_retried_and_names_the_policies(fake, clock):
     assert fake.world.actions() == ["CreateVpc"] and clock.sleeps == []
 
 
+def test_a_client_token_reused_with_other_parameters_says_rerun_as_before(fake, clock):
+    cloud = aliyun_cloud(fake, clock)
+    cloud.create_vpc("172.16.0.0/16", "x", client_token("m-r", "vpc"))
+    with pytest.raises(CloudError) as e:
+        cloud.create_vpc("10.0.0.0/8", "x", client_token("m-r", "vpc"))
+    assert e.value.code == "cloud.IdempotentParameterMismatch"
+    assert "settings of the first run" in e.value.hint
+    assert fake.world.actions() == ["CreateVpc", "CreateVpc"] and clock.sleeps == []
+
+
 def test_skewed_clock_says_fix_the_clock(fake, clock):
     fake.clock_offset = -7200
     with pytest.raises(CloudError) as e:

@@ -1,0 +1,81 @@
+"""The receiver appliance launched as an instance of the ``local`` provider (qemu in
+the ``ecs`` namespace, launched from ``src`` as an operator would), for the VM tests
+that drive the receiver themselves (the demo's default mode, image_build/demo.py, is
+the other user of the same launch)."""
+
+import contextlib
+import json
+import os
+import sys
+
+from image_build.cloud.local import QMP_SOCKET, LocalCloud
+from image_build.demo import release_local_instances
+from tests.helpers.netns import netns_pair
+from wire import runner
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def show(r):
+    """A command's result for an assertion message."""
+    return "exit %s\nstdout:\n%s\nstderr:\n%s" % (r.returncode, r.stdout[-4000:],
+                                                  r.stderr[-4000:])
+
+
+class Launched(object):
+    """One launched appliance: namespaces, work folder, local provider folder and the
+    launch's result (address, fingerprint, token, instance id)."""
+
+    def __init__(self, net, work, local_dir):
+        self.net = net
+        self.work = work
+        self.local_dir = local_dir
+        self.launched = None
+        self.cloud = LocalCloud(local_dir)
+
+    @property
+    def instance_id(self):
+        return self.launched["instance_id"]
+
+    def console(self):
+        return self.cloud.console(self.instance_id)[-3000:]
+
+    def qmp_socket(self):
+        return os.path.join(self.cloud._get("instances", self.instance_id)["dir"], QMP_SOCKET)
+
+    def disk_files(self):
+        """{disk name: file} of the instance."""
+        return {d["name"]: d["file"]
+                for d in self.cloud._get("instances", self.instance_id)["disks"]}
+
+    def cli(self, *args, ns=None, timeout=600):
+        """``go2aliyun-cloud --provider local ...`` on the host or in namespace ``ns``."""
+        argv = [sys.executable, "-m", "image_build.cli", "--workdir", self.work,
+                "--provider", "local", "--local-dir", self.local_dir, "--listen",
+                self.net.ecs_ip, "--netns", self.net.ecs, "--poll-interval", "1"] + list(args)
+        env = {"PYTHONPATH": REPO}
+        if ns:
+            return self.net.run(ns, argv, ok_codes=None, timeout=timeout, cwd=REPO, env=env)
+        return runner.run(argv, ok_codes=None, timeout=timeout, cwd=REPO, env=env)
+
+
+@contextlib.contextmanager
+def launched(base, config, appliance_image):
+    """Launch ``appliance_image`` for ``config`` (a user_config.json dict) from ``src``;
+    yields a :class:`Launched`. Whatever happens, no qemu of ours outlives it and the
+    namespaces go."""
+    work = os.path.join(base, "work")
+    os.makedirs(os.path.join(work, "Excludes"))
+    with open(os.path.join(work, "user_config.json"), "w") as f:
+        json.dump(config, f)
+    local_dir = os.path.join(base, "local")
+    with netns_pair() as net:
+        try:
+            vm = Launched(net, work, local_dir)
+            r = vm.cli("launch", "--receiver-image", appliance_image, "--source-cidr",
+                       net.src_ip, "--json", ns=net.src, timeout=900)
+            assert r.returncode == 0, show(r)
+            vm.launched = json.loads(r.stdout)
+            yield vm
+        finally:
+            release_local_instances(local_dir)
