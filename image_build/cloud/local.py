@@ -78,9 +78,12 @@ def render_qemu_argv(instance_dir, disks, seed, address, ports, memory_mib=2048,
     fwd = ",".join("hostfwd=tcp:%s:%d-:%d" % (address, host, guest)
                    for guest, host in sorted(ports.items()))
     # -cpu max: under TCG the guest gets AES-NI & co., which its TLS and rsync use;
+    # +invtsc: a TSC the guest may keep as its clock (the appliance's cmdline trusts it);
+    # one vCPU by default: multi-threaded TCG pays for every atomic instruction, and one
+    # vCPU ran update-initramfs ~25% faster than two here (docs/testing.md);
     # virtio-rng: the guest's entropy does not wait for interrupts that TCG makes rare
     argv = [qemu, "-name", os.path.basename(instance_dir), "-accel", render_accel(accel, smp),
-            "-cpu", "max", "-m", str(memory_mib), "-smp", str(smp), "-display", "none",
+            "-cpu", "max,+invtsc", "-m", str(memory_mib), "-smp", str(smp), "-display", "none",
             "-daemonize", "-pidfile", os.path.join(instance_dir, "qemu.pid"),
             # relative: qemu starts in the instance folder (a socket path holds 107 bytes)
             "-qmp", "unix:%s,server=on,wait=off" % QMP_SOCKET,
@@ -192,7 +195,7 @@ class LocalCloud(Cloud):
     name = "local"
 
     def __init__(self, state_dir, output_dir=None, address="127.0.0.1", ports=None,
-                 netns=None, memory_mib=2048, smp=2, accel="tcg", verify_images=True,
+                 netns=None, memory_mib=2048, smp=1, accel="tcg", verify_images=True,
                  verify_timeout=600, autostart=True, region_id="local", **kw):
         kw.setdefault("poll_interval", 1.0)
         super(LocalCloud, self).__init__(**kw)

@@ -28,7 +28,8 @@ def test_own_package_list_means_own_root_tree():
 
 def test_grub_and_fstab_render():
     grub = appliance.render_grub_default()
-    assert 'GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8 net.ifnames=0"' in grub
+    assert ('GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8 net.ifnames=0 '
+            'tsc=reliable clocksource=tsc mitigations=off"') in grub
     assert "GRUB_TIMEOUT=0" in grub
     assert appliance.render_fstab("abcd").splitlines()[1] == (
         "UUID=abcd / ext4 errors=remount-ro 0 1")
