@@ -61,7 +61,23 @@ def _spawn(argv, input, env, cwd, timeout, capture):
         proc.kill()
         proc.communicate()
         raise
+    except BaseException:
+        # interrupted (Ctrl-C, a SIGTERM turned into SystemExit): the command does not
+        # outlive the call that ran it
+        _end(proc)
+        raise
     return proc.returncode, stdout, stderr
+
+
+def _end(proc, grace=10):
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def format_argv(argv):

@@ -130,6 +130,14 @@ def _alive(pid):
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _cmdline(pid):
     try:
         with open("/proc/%d/cmdline" % int(pid), "rb") as f:
@@ -403,8 +411,7 @@ class LocalCloud(Cloud):
                              code="cloud.instance_start_failed",
                              hint="see %s; is the address %s on this host (or --netns)?"
                                   % (os.path.join(idir, "qemu.log"), self.address))
-        with open(os.path.join(idir, "qemu.pid")) as f:
-            pid = int(f.read().strip())
+        pid = _read_pid(os.path.join(idir, "qemu.pid"))
         with self._locked() as data:
             data["instances"][inst_id]["pid"] = pid
 
@@ -452,7 +459,8 @@ class LocalCloud(Cloud):
         rec = self._get("instances", instance_id)
         if not rec or rec.get("deleted"):
             return
-        pid = rec.get("pid")
+        # the pid file too: a launch stopped between qemu's start and its record
+        pid = rec.get("pid") or _read_pid(os.path.join(rec["dir"], "qemu.pid"))
         if pid and _alive(pid) and rec["dir"] in " ".join(_cmdline(pid)):
             _stop(pid)
         with self._locked() as data:

@@ -2,16 +2,25 @@
 fake-aliyun`): go2aliyun-cloud launch through the real SDK against tests/fakecloud, a
 real receiver started from the instance's user-data, migrate --sync-only and
 --cutover, the receiver's verification boot (the one qemu boot of this test), the image
-made in the fake cloud, cleanup. The default mode's flow is test_end_to_end's."""
+made in the fake cloud, cleanup. The default mode's whole run is test_local_provider's;
+here: a demo stopped by SIGTERM while its appliance VM boots leaves nothing behind."""
 
 import glob
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from image_build import demo
+from image_build.cloud.local import _alive
 from wire import runner
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_left_behind_names_only_what_a_migration_must_release():
@@ -58,3 +67,64 @@ def test_fake_aliyun_demo_makes_a_verified_image_and_leaves_nothing(tmp_path, ca
     assert not glob.glob(os.path.join(run, "target-*"))
     attached = runner.run(["losetup", "-a"]).stdout
     assert run not in attached
+
+
+def _netns():
+    return set(runner.run(["ip", "netns", "list"]).stdout.split())
+
+
+@pytest.mark.root
+@pytest.mark.qemu
+@pytest.mark.timeout(1800)
+def test_a_terminated_demo_stops_its_vm_and_removes_namespaces_and_mounts(tmp_path):
+    """`demo.sh` stopped with SIGTERM (a timeout, a service manager) while the launch
+    boots the appliance: the launch command ends, qemu is stopped, the namespaces, the
+    read-only mounts of the sample and their loop devices are gone; exit 143."""
+    work = str(tmp_path)
+    out_path = os.path.join(work, "demo.out")
+    before = _netns()
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "image_build.demo", "--work", work],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 1500  # a cold appliance build included
+        qemu_pid = None
+        while qemu_pid is None:
+            with open(out_path, errors="replace") as f:
+                text = f.read()
+            assert proc.poll() is None, text[-3000:]
+            assert time.time() < deadline, text[-3000:]
+            for pidfile in glob.glob(os.path.join(work, "run-*", "local-cloud", "instances",
+                                                  "*", "qemu.pid")):
+                with open(pidfile) as f:
+                    qemu_pid = int(f.read().strip() or 0) or None
+            time.sleep(1)
+        assert _alive(qemu_pid)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(180) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with open(out_path, errors="replace") as f:
+        text = f.read()
+    assert "[4/7]" in text and "[5/7]" not in text, text[-3000:]
+    (root,) = re.findall(r"read-only, at (\S+)", text)
+    assert not _alive(qemu_pid)
+    assert _netns() - before == set()
+    with open("/proc/mounts") as f:
+        assert root not in f.read()
+    assert not os.path.exists(root)
+    assert "sample-server" not in runner.run(["losetup", "-a"]).stdout
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmd(p).startswith(
+        sys.executable) and "image_build.cli" in _cmd(p) and work in _cmd(p)]
+
+
+def _cmd(pid):
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,4 +1,6 @@
 import logging
+import os
+import signal
 import sys
 
 import pytest
@@ -66,3 +68,28 @@ def test_secrets_are_redacted_in_logs_and_errors(caplog):
         runner.run([sys.executable, "-c", code, secret])
     assert secret not in str(ei.value) and secret not in ei.value.stderr
     assert secret not in caplog.text and "***" in caplog.text
+
+
+@pytest.mark.commands
+def test_an_interrupted_run_ends_its_command(tmp_path):
+    """A SIGTERM turned into SystemExit (the demo does that) while a command runs: the
+    command is terminated and reaped before the exception goes on."""
+    pidfile = str(tmp_path / "pid")
+    code = ("import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(60)"
+            % pidfile)
+
+    def interrupt(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 2.0)
+    try:
+        with pytest.raises(SystemExit):
+            runner.run([sys.executable, "-c", code], timeout=50)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    with open(pidfile) as f:
+        pid = int(f.read())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
