@@ -40,7 +40,7 @@ SHELL_BLOCKS = ("sh", "bash", "shell", "console")
 COMMAND_WORDS = ("go2aliyun", "go2aliyun-cloud", "go2aliyun-receiver", "python3", "bash",
                  "pip", "docker", "vi", "export")
 
-E2E = "tests/test_end_to_end.py::test_sample_server_migrates_to_an_image_that_boots"
+E2E = "tests/test_faults.py::test_migration_survives_faults_then_takes_the_changes"
 LOCAL_DEMO = ("tests/image_build/test_local_provider.py::"
               "test_demo_default_mode_migrates_into_the_appliance_vm_and_the_image_boots")
 DEMO = ("tests/image_build/test_demo.py::"

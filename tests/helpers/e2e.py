@@ -31,7 +31,6 @@ import tempfile
 import time
 
 from image_build import loopdev
-from receiver import bootcheck
 from tests.helpers import fidelity, sample
 from tests.helpers.netns import netns_pair
 from tests.helpers.receiver import REPO, Receiver, tail_of
@@ -282,14 +281,6 @@ class World(object):
         with open(os.path.join(self.receiver.state, "verify.json")) as f:
             verify = json.load(f)
         return verify.get("ok") is True and verify.get("code") == "verify.ok"
-
-    def boot_image(self):
-        """Boot the image set once more, here, on virtio: login prompt, no failed mount."""
-        verdict = bootcheck.boot_and_watch(self.image_files(),
-                                           workdir=os.path.join(self.base, "boot"),
-                                           timeout=600)
-        assert verdict.ok, verdict.reason + "\n" + verdict.console[-3000:]
-        return verdict
 
     def check_files(self, also=None):
         """See :func:`check_image_files`."""
