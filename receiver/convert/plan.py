@@ -245,7 +245,10 @@ def plan_grubenv(text, targets, notes, where):
 
 def fix_generated_grub_cfg(text, targets):
     """grub.cfg made in a chroot over loop devices (no udev, no /dev/disk/by-uuid) says
-    ``root=/dev/loopNpM``: name the filesystems by UUID instead (pure)."""
+    ``root=/dev/loopNpM``: name the filesystems by UUID instead. An LV of a VG made
+    under its working name (``root=/dev/mapper/g2a--vg-root``: grub-mkconfig ran before
+    release() renamed the VG back) keeps its path, under the source name (Debian's
+    initramfs activates the LV that ``root=`` names) (pure)."""
     by_dev = {}
     for f in targets.filesystems:
         if f.get("device") and f.get("uuid"):
@@ -253,6 +256,9 @@ def fix_generated_grub_cfg(text, targets):
 
     def sub(m):
         dev = m.group(2)
+        source = targets.source_lv_path(dev)
+        if source:
+            return "%s=%s" % (m.group(1), source)
         if dev in by_dev:
             return "%s=UUID=%s" % (m.group(1), by_dev[dev])
         return m.group(0)

@@ -79,9 +79,14 @@ class Targets(object):
                 self.partitions.append({"partuuid": p.get("partuuid"), "name": p.get("name"),
                                         "fs": p.get("fs"), "vg": p.get("vg")})
         self.lvs = set()
+        # a VG made under a working name (the receiver holds one of the source's name)
+        # -> its source name, which release() gives it back before the first boot
+        self.vg_source_names = {}
         for vg in layout.get("vgs") or []:
             for lv in vg.get("lvs") or []:
                 self.lvs.add("%s/%s" % (vg["name"], lv["name"]))
+            if vg.get("create_name") and vg["create_name"] != vg["name"]:
+                self.vg_source_names[vg["create_name"]] = vg["name"]
         for f in self.filesystems:
             if f.get("on") and f["on"].get("lv"):
                 self.lvs.add(f["on"]["lv"])
@@ -204,6 +209,21 @@ class Targets(object):
         if not f.get("uuid"):
             return spec if tag else None
         return "UUID=%s" % f["uuid"]
+
+    def source_lv_path(self, path):
+        """An LV path under a VG's working name (``/dev/mapper/g2a--vg-root``,
+        ``/dev/g2a-vg/root``), as the converted system must name it: the same form
+        under the VG's source name (``/dev/mapper/vg-root``). None for other paths."""
+        lv = lv_from_path(path)
+        if not lv:
+            return None
+        vg, name = lv.split("/", 1)
+        if vg not in self.vg_source_names:
+            return None
+        source = self.vg_source_names[vg]
+        if path.startswith("/dev/mapper/"):
+            return "/dev/mapper/%s-%s" % (source.replace("-", "--"), name.replace("-", "--"))
+        return "/dev/%s/%s" % (source, name)
 
     def resolves_now(self, spec):
         """Does a reference in the CONVERTED system name a filesystem on the new disks?

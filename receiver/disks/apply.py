@@ -19,6 +19,7 @@ import copy
 import logging
 import os
 import stat
+import tempfile
 import time
 
 from receiver.disks import probe
@@ -344,7 +345,14 @@ def rename_vg(vg, pvs, to_source):
                 else (vg["name"], vg["create_name"]))
     if old == new or old not in _vg_names_on(pvs):
         return False
-    runner.run(["vgrename", "--devices", ",".join(pvs), old, new], env=LVM_ENV)
+    # vgrename refuses a new name that exists as /dev/<name> ("already exists in
+    # filesystem"), and the receiver's own VG of that name, active, has that folder
+    # (seen in the receiver VM). The check looks in devices/dir; our PVs are named by
+    # --devices, so an empty devices/dir changes nothing else (our VG is inactive here:
+    # no /dev entries to rename).
+    with tempfile.TemporaryDirectory(prefix="g2a-lvm-dir-") as empty:
+        runner.run(["vgrename", "--devices", ",".join(pvs),
+                    "--config", 'devices/dir="%s"' % empty, old, new], env=LVM_ENV)
     return True
 
 

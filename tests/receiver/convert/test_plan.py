@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from receiver.convert import distro
+from receiver.convert import check, distro
 from receiver.convert.apply import apply_edits
 from receiver.convert.plan import (
     fix_generated_grub_cfg,
@@ -338,6 +338,32 @@ def test_generated_grub_cfg_names_root_by_uuid():
     assert fix_generated_grub_cfg(text, t) == (
         "\tlinux\t/boot/vmlinuz-6.1 root=UUID=%s ro resume=UUID=%s quiet\n"
         % (T.DEBIAN12_ROOT_NEW, "0d8f3e6a-7b2c-4c1d-8e9f-a0b1c2d3e4f5"))
+
+
+def test_generated_grub_cfg_names_an_lv_of_a_renamed_vg_by_its_source_name():
+    # The receiver held a VG named like the source's, so ours was made as g2a-debian-vg
+    # and is renamed back only at release, after update-grub wrote the working name
+    # (found in the receiver VM: the final check refused root=/dev/mapper/g2a--...).
+    root_uuid = "3c9a1f52-6b7d-4e8f-9a0b-1c2d3e4f5a60"
+    t = Targets(T.prepared(
+        [T.fs("fs1", "/", "ext4", root_uuid, "/dev/mapper/debian--vg-root",
+              lv="debian-vg/root", device="/dev/g2a-debian-vg/root"),
+         T.fs("fs2", None, "swap", "4d0b2a63-7c8e-4f90-8b1c-2d3e4f5a6b71",
+              "/dev/mapper/debian--vg-swap_1", lv="debian-vg/swap_1",
+              device="/dev/g2a-debian-vg/swap_1")],
+        vgs=[{"name": "debian-vg", "create_name": "g2a-debian-vg",
+              "lvs": [{"name": "root"}, {"name": "swap_1"}]}]))
+    text = ("\tlinux\t/boot/vmlinuz-6.1 root=/dev/mapper/g2a--debian--vg-root ro quiet\n"
+            "\tlinux\t/boot/vmlinuz-6.1 root=/dev/g2a-debian-vg/root ro single\n")
+    fixed = fix_generated_grub_cfg(text, t)
+    assert fixed == ("\tlinux\t/boot/vmlinuz-6.1 root=/dev/mapper/debian--vg-root ro quiet\n"
+                     "\tlinux\t/boot/vmlinuz-6.1 root=/dev/debian-vg/root ro single\n")
+    # the working name resolves to nothing in the image; the source name does
+    assert check.check_boot_config(text, t, "grub.cfg")
+    assert check.check_boot_config(fixed, t, "grub.cfg") == []
+    # only working names are renamed
+    assert t.source_lv_path("/dev/mapper/debian--vg-root") is None
+    assert Targets(T.CENTOS7).source_lv_path("/dev/mapper/centos-root") is None
 
 
 def test_grubenv_kernelopts_keeps_1024_bytes():

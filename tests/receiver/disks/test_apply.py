@@ -367,8 +367,10 @@ def test_data_disk_without_partition_table(loops, mnt):
 
 def test_lvm_pv_and_vg_made_and_renamed_without_device_mapper(loops):
     """pvcreate/vgcreate argv run for real (no device-mapper needed); the working name
-    of a VG that clashes with the receiver's is given back. LVs need device-mapper: the
-    receiver-VM tests make and mount them."""
+    of a VG that clashes with the receiver's is given back, also while the receiver's
+    VG of that name is active (its /dev/<name> folder exists: vgrename refused the
+    name, seen in the receiver VM). LVs need device-mapper: the receiver-VM test makes
+    and mounts them."""
     from receiver.disks.apply import LVM_ENV, rename_vg
     from receiver.disks.plan import GiB, plan_layout
     from receiver.disks.render import pv_devices, render_lvm
@@ -394,7 +396,11 @@ def test_lvm_pv_and_vg_made_and_renamed_without_device_mapper(loops):
         for argv in render_lvm(vg, pvs)[:2]:
             runner.run(argv, env=LVM_ENV)
         assert names() == ["g2a-" + vgname, "%dB" % (4 * MiB)]
-        assert rename_vg(vg, pvs, to_source=True)
+        os.mkdir("/dev/" + vgname)  # as an active VG of the receiver has it
+        try:
+            assert rename_vg(vg, pvs, to_source=True)
+        finally:
+            os.rmdir("/dev/" + vgname)
         assert names()[0] == vgname
         assert rename_vg(vg, pvs, to_source=False)
         assert names()[0] == "g2a-" + vgname
