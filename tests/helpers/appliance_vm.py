@@ -4,8 +4,10 @@ that drive the receiver themselves (the demo's default mode, image_build/demo.py
 the other user of the same launch)."""
 
 import contextlib
+import datetime
 import json
 import os
+import re
 import sys
 
 from image_build.cloud.local import QMP_SOCKET, LocalCloud
@@ -14,6 +16,34 @@ from tests.helpers.netns import netns_pair
 from wire import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+CHROOT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ "
+                         r"receiver\.convert\.apply: in the chroot: (\S+)")
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+RUNNER_CHROOT = re.compile(r"^\S+ \S+ DEBUG wire\.runner: run: chroot ")
+
+
+def chroot_command_times(log_text):
+    """[(command name, seconds)] of the conversion's chroot commands in a receiver
+    worker.log: each lasts until the next line with a time stamp other than the
+    runner's own ``run: chroot ...`` (pure)."""
+    def when(m):
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+        return t.timestamp() + int(m.group(2)) / 1000.0
+
+    out, current = [], None
+    for line in log_text.splitlines():
+        stamp = STAMP.match(line)
+        if not stamp or RUNNER_CHROOT.match(line):
+            continue
+        if current:
+            out.append((current[0], round(when(stamp) - current[1], 1)))
+            current = None
+        m = CHROOT_LINE.match(line)
+        if m:
+            current = (os.path.basename(m.group(3)), when(m))
+    return out
 
 
 def show(r):

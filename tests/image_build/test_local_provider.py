@@ -18,7 +18,6 @@ file of the source is checked in the image, byte for byte with its metadata. The
 stops qemu and removes the namespaces and mounts, even when it fails.
 """
 
-import datetime
 import glob
 import json
 import os
@@ -31,6 +30,7 @@ from image_build import demo
 from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE, LocalCloud, _alive
 from source_script import clientdata
 from tests.helpers import e2e, sample
+from tests.helpers.appliance_vm import chroot_command_times
 from tests.helpers.e2e import mounted_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,34 +63,6 @@ def _receiver_migration_id(console):
     found = re.findall(r"go2aliyun receiver for migration (m-[0-9a-f-]+)", console)
     assert found, console[-2000:]
     return found[-1]
-
-
-CHROOT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ "
-                         r"receiver\.convert\.apply: in the chroot: (\S+)")
-STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
-RUNNER_CHROOT = re.compile(r"^\S+ \S+ DEBUG wire\.runner: run: chroot ")
-
-
-def chroot_command_times(log_text):
-    """[(command name, seconds)] of the conversion's chroot commands in a receiver
-    worker.log: each lasts until the next line with a time stamp other than the
-    runner's own ``run: chroot ...`` (pure)."""
-    def when(m):
-        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
-        return t.timestamp() + int(m.group(2)) / 1000.0
-
-    out, current = [], None
-    for line in log_text.splitlines():
-        stamp = STAMP.match(line)
-        if not stamp or RUNNER_CHROOT.match(line):
-            continue
-        if current:
-            out.append((current[0], round(when(stamp) - current[1], 1)))
-            current = None
-        m = CHROOT_LINE.match(line)
-        if m:
-            current = (os.path.basename(m.group(3)), when(m))
-    return out
 
 
 def test_chroot_command_times_from_a_worker_log():

@@ -45,8 +45,8 @@ from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE
 from source_script.inventory import parsers
 from tests.helpers import appliance_vm, qmp
 from tests.helpers import uefi_lvm_source as S
+from tests.helpers.appliance_vm import chroot_command_times
 from tests.helpers.e2e import mounted_image
-from tests.image_build.test_local_provider import chroot_command_times
 from tests.receiver.disks import layouts as L
 from wire import runner
 
