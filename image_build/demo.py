@@ -136,6 +136,19 @@ def _run_in(net, ns, argv, env=None, capture=False):
     return r.returncode, r.stdout
 
 
+def migrate_sync_then_cutover(net, workdir, root, launched):
+    """``go2aliyun migrate --sync-only`` (spends the token, given in GO2ALIYUN_TOKEN,
+    never in argv), then ``--cutover``, on the server (namespace ``src``) against the
+    receiver ``launched`` names; returns the exit code of the last one run."""
+    migrate = ["source_script.cli", "migrate", "--workdir", workdir, "--root", root, "--yes"]
+    rc, _ = _run_in(net, net.src, migrate + [
+        "--receiver", launched["address"], "--fingerprint", launched["fingerprint"],
+        "--sync-only"], env={"GO2ALIYUN_TOKEN": launched["token"]})
+    if rc == 0:
+        rc, _ = _run_in(net, net.src, migrate + ["--cutover"])
+    return rc
+
+
 # ------------------------------------------------------------------ local mode
 
 def release_local_instances(local_dir):
@@ -197,13 +210,7 @@ def run_local(work, keep=False, observe=None):
         stage(5, total, "go2aliyun migrate --sync-only, then --cutover (run on the server, "
                         "namespace src): at cutover the receiver converts the copy inside "
                         "the VM (update-initramfs and GRUB; about 10 min under TCG)")
-        migrate = ["source_script.cli", "migrate", "--workdir", workdir, "--root", root,
-                   "--yes"]
-        rc, _ = _run_in(net, net.src, migrate + [
-            "--receiver", launched["address"], "--fingerprint", launched["fingerprint"],
-            "--sync-only"], env={"GO2ALIYUN_TOKEN": launched["token"]})
-        if rc == 0:
-            rc, _ = _run_in(net, net.src, migrate + ["--cutover"])
+        rc = migrate_sync_then_cutover(net, workdir, root, launched)
         if rc != 0:
             print("\nthe migration did not finish (exit %d); the instance's console: %s"
                   % (rc, os.path.join(local_dir, "logs")))
@@ -326,13 +333,7 @@ def run_fake_aliyun(work, keep=False):
 
         stage(5, total, "go2aliyun migrate --sync-only, then --cutover (run on the server, "
                         "namespace src; no AccessKey there)")
-        migrate = ["source_script.cli", "migrate", "--workdir", workdir, "--root", root,
-                   "--yes"]
-        rc, _ = _run_in(net, net.src, migrate + [
-            "--receiver", launched["address"], "--fingerprint", launched["fingerprint"],
-            "--sync-only"], env={"GO2ALIYUN_TOKEN": launched["token"]})
-        if rc == 0:
-            rc, _ = _run_in(net, net.src, migrate + ["--cutover"])
+        rc = migrate_sync_then_cutover(net, workdir, root, launched)
         doc = receiver.document()
         if rc != 0:
             print("\nthe migration did not finish (exit %d); receiver state %s: %s"
