@@ -115,14 +115,6 @@ class Pusher(object):
         return m
 
 
-def _tail(path, n=3000):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-n:]
-    except OSError:
-        return ""
-
-
 def _wait_listen(net, port, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:

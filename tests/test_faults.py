@@ -17,9 +17,10 @@ How each fault is hit (no fake, no hook in the product but the state file it wri
   the receiver crashes (serve and every process under it SIGKILLed at once).
 
 The receiver is always started again on the same state folder, like systemd would. A
-source run that ended on a fault is run again; the final check is the one of the clean
-run (tests/test_end_to_end.py): the receiver's verification boot of the converted disks,
-and every file of the source, read back from the image files, as on the source.
+source run that ended on a fault is run again; the final check is the one a clean run
+must pass (the demo's default mode makes it too, tests/image_build/test_local_provider.py):
+the receiver's verification boot of the converted disks, and every file of the source,
+read back from the image files, as on the source.
 """
 
 import contextlib
