@@ -183,9 +183,15 @@ def build(out=None, cache_dir=None, project_dir=PROJECT_DIR, progress=None):
     say = progress or (lambda m: log.info("%s", m))
     cache_dir = cache_dir or sample_server.default_cache_dir()
     cached = default_path(cache_dir, project_dir)
-    if os.path.exists(cached):
-        say("appliance is cached: %s" % cached)
-        return _deliver(cached, out, say)
+    with sample_server.cache_lock(cached):
+        if not os.path.exists(cached):
+            _build(cached, cache_dir, project_dir, say)
+        else:
+            say("appliance is cached: %s" % cached)
+    return _deliver(cached, out, say)
+
+
+def _build(cached, cache_dir, project_dir, say):
     say("root tree (debootstrap %s, cached by its package list)" % sample_server.SUITE)
     tarball = sample_server.ensure_rootfs(cache_dir, packages=PACKAGES,
                                           configure=lambda tree: None)
@@ -229,7 +235,6 @@ def build(out=None, cache_dir=None, project_dir=PROJECT_DIR, progress=None):
         prune(cache_dir, keep=cached)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _deliver(cached, out, say)
 
 
 def prune(cache_dir, keep):
@@ -239,6 +244,9 @@ def prune(cache_dir, keep):
         path = os.path.join(cache_dir, name)
         if name.startswith("appliance-") and name.endswith(".qcow2") and path != keep:
             log.info("removing the outdated appliance %s", path)
+            os.unlink(path)
+        elif name.startswith("appliance-") and name.endswith(".qcow2.lock") \
+                and path != keep + ".lock":
             os.unlink(path)
 
 

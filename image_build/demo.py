@@ -99,7 +99,8 @@ def hosts(stack, n, total, ecs_role):
     server mounted read-only (both undone by ``stack``). Returns (net, root)."""
     stage(n, total, "two hosts: network namespaces src (the server) and ecs (%s)" % ecs_role)
     net = stack.enter_context(netns_pair())
-    print("    src %s  <->  ecs %s" % (net.src_ip, net.ecs_ip))
+    print("    src %s (ip netns exec %s)  <->  ecs %s (ip netns exec %s)"
+          % (net.src_ip, net.src, net.ecs_ip, net.ecs))
     root = stack.enter_context(sample_server.mounted_readonly(sample_server.default_out_dir()))
     print("    the server's filesystems, read-only, at %s" % root)
     return net, root

@@ -39,6 +39,7 @@ class NetnsPair(object):
 
     # -- set up / tear down
     def create(self):
+        share_root_mounts()
         for ns in (self.src, self.ecs):
             runner.run(["ip", "netns", "add", ns])
             self._made.append(ns)
@@ -129,6 +130,21 @@ def stop_process(p, timeout=10):
         with contextlib.suppress(OSError):
             os.killpg(p.pid, signal.SIGKILL)
         p.wait(5)
+
+
+def share_root_mounts():
+    """Make ``/`` a shared mount (systemd hosts have it so; this VM does not).
+
+    ``ip netns exec`` starts each process in a mount namespace that copies the host's
+    mounts and makes them slaves of the host's. Under a private ``/`` the copy is cut off:
+    a loop device mounted by one test when a qemu or a receiver is started in a
+    namespace by another test at the same time stays mounted in that process's copy
+    until it ends, so the first test cannot detach its loop device. Under a shared
+    ``/`` the host's unmounts reach every copy."""
+    r = runner.run(["findmnt", "--noheadings", "--output", "PROPAGATION", "/"],
+                   ok_codes=None)
+    if r.returncode == 0 and "shared" not in r.stdout:
+        runner.run(["mount", "--make-rshared", "/"])
 
 
 @contextlib.contextmanager

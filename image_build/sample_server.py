@@ -125,6 +125,16 @@ def render_fstab(layout):
     return "\n".join(rows) + "\n"
 
 
+@contextlib.contextmanager
+def cache_lock(path):
+    """One builder of the cache file ``path`` at a time (the test workers, the demo and
+    a user's build-image may start together): the others wait, then find it made."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_rootfs(cache_dir=None, packages=PACKAGES, configure=None):
     """Return the path of the cached debootstrap tarball of ``packages``, making it when
     missing. ``configure(tree)`` adjusts the tree before it is packed (default: the
@@ -134,6 +144,11 @@ def ensure_rootfs(cache_dir=None, packages=PACKAGES, configure=None):
     os.makedirs(cache_dir, exist_ok=True)
     tarball = os.path.join(cache_dir, "debian-%s-%s.tar" % (SUITE, rootfs_key(
         packages=packages)))
+    with cache_lock(tarball):
+        return _ensure_rootfs(cache_dir, tarball, packages, configure)
+
+
+def _ensure_rootfs(cache_dir, tarball, packages, configure):
     if os.path.exists(tarball):
         log.info("using cached root tree %s", tarball)
         return tarball

@@ -4,6 +4,12 @@
   test carries one of the markers ``commands``, ``root`` or ``qemu``.
 * ``root`` and ``qemu`` tests need root (loop devices, mounts, namespaces). CI runs
   as root, so there they always run; elsewhere they are reported as skipped.
+* The suite runs on two pytest-xdist workers, a test file on one worker
+  (``-n 2 --dist loadfile`` in pyproject.toml). Tests marked ``long(minutes=N)`` are
+  collected first, longest first, so the two VM cycles (about 13 minutes each, one core
+  each under TCG) start together on the two workers and the rest fills in after them.
+  Tests that run at the same time never meet: each makes its own namespaces, folders,
+  ports and loop devices, and checks only what it made.
 """
 
 import os
@@ -37,6 +43,16 @@ def _forget_registered_secrets():
     yield
     with logs._lock:
         logs._secrets.clear()
+
+
+def expected_minutes(item):
+    marker = item.get_closest_marker("long")
+    return float(marker.kwargs.get("minutes", 1)) if marker else 0.0
+
+
+def pytest_collection_modifyitems(items):
+    """The longest first (a stable sort: the rest keep their order)."""
+    items.sort(key=lambda item: -expected_minutes(item))
 
 
 def pytest_runtest_setup(item):

@@ -111,6 +111,7 @@ def _change_source(disk1):
 
 @pytest.mark.root
 @pytest.mark.qemu
+@pytest.mark.long(minutes=3)
 def test_migration_survives_faults_then_takes_the_changes(tmp_path):
     config = dict(e2e.CONFIG, bandwidth_limit=BANDWIDTH_LIMIT)
     with e2e.world(str(tmp_path), config=config, writable_data=True) as w:

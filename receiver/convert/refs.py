@@ -16,6 +16,8 @@ filesystem on the new disks).
 import posixpath
 import re
 
+from wire.paths import dm_path
+
 DEVICE_NAME_RE = re.compile(r"^/dev/(sd[a-z]+|hd[a-z]+|xvd[a-z]+|vd[a-z]+|nvme\d+n\d+)(p?\d+)?$")
 BY_LINK_RE = re.compile(r"^/dev/disk/by-(uuid|label|partuuid|partlabel|id|path)/(.+)$")
 TAGS = ("UUID", "LABEL", "PARTUUID", "PARTLABEL")
@@ -222,7 +224,7 @@ class Targets(object):
             return None
         source = self.vg_source_names[vg]
         if path.startswith("/dev/mapper/"):
-            return "/dev/mapper/%s-%s" % (source.replace("-", "--"), name.replace("-", "--"))
+            return dm_path(source, name)
         return "/dev/%s/%s" % (source, name)
 
     def resolves_now(self, spec):

@@ -20,6 +20,7 @@ import posixpath
 import uuid as uuidlib
 
 from wire.errors import DiskError
+from wire.paths import lv_paths
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -119,9 +120,7 @@ class _Source(object):
 
 
 def _lv_device_names(lv):
-    vg, name = lv["vg"], lv["name"]
-    mapper = "%s-%s" % (vg.replace("-", "--"), name.replace("-", "--"))
-    names = {"/dev/%s/%s" % (vg, name), "/dev/mapper/" + mapper}
+    names = set(lv_paths(lv["vg"], lv["name"]))
     if lv.get("path"):
         names.add(lv["path"])
     return names

@@ -19,7 +19,7 @@ from source_script import __version__
 from source_script.inventory import parsers, probes
 from wire.errors import UsageError
 from wire.manifest import SCHEMA_VERSION
-from wire.paths import target_path
+from wire.paths import lv_paths, target_path
 
 log = logging.getLogger(__name__)
 
@@ -414,9 +414,7 @@ class _Collector(object):
 
     def lv_for(self, spec):
         for lv in self.m["lvm"]["lvs"]:
-            aliases = {lv["path"], "/dev/%s/%s" % (lv["vg"], lv["name"]),
-                       "/dev/mapper/%s-%s" % (lv["vg"].replace("-", "--"),
-                                              lv["name"].replace("-", "--"))}
+            aliases = {lv["path"]} | set(lv_paths(lv["vg"], lv["name"]))
             if spec in aliases:
                 return lv
         return None

@@ -121,6 +121,7 @@ def test_delay_relay_holds_what_goes_to_the_target_and_passes_the_rest(tmp_path)
 
 
 @pytest.mark.root
+@pytest.mark.long(minutes=1.2)
 def test_quick_benchmark_covers_every_scenario(tmp_path):
     out = str(tmp_path / "results.json")
     r = runner.run([sys.executable, "-m", "bench.run", "--quick", "--out", out],

@@ -33,7 +33,7 @@ from tests.docker.conftest import IMAGE_NAME, _show, compose_stack, loops_of
 from tests.helpers import fidelity
 from wire import runner
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.root, pytest.mark.long(minutes=3)]
 
 # Runs in the source container: the receiver answers with the pinned certificate and
 # refuses a wrong token and a wrong pin (the right token is spent by migrate later).

@@ -24,7 +24,7 @@ from image_build import sample_server
 from source_script import inventory
 from tests.receiver.disks import layouts as L
 from wire import runner
-from wire.paths import target_path
+from wire.paths import dm_path, target_path
 
 MiB, GiB = 1 << 20, 1 << 30
 PACKAGES = tuple(p for p in sample_server.PACKAGES if p != "grub-pc") + (
@@ -38,11 +38,6 @@ DATA_DISK_SIZE = GiB
 # files the test finds again in the image, each on its own filesystem
 MARKS = ("etc/g2a-vm-disks.txt", "boot/efi/EFI/g2a/hello.txt")
 DATA_MARK = "app/README.txt"
-
-
-def dm_path(vg, lv):
-    """/dev/mapper name of LV ``lv`` of VG ``vg`` (device-mapper doubles dashes)."""
-    return "/dev/mapper/%s-%s" % (vg.replace("-", "--"), lv.replace("-", "--"))
 
 
 def _write(tree, path, text, mode=0o644):

@@ -2,6 +2,7 @@
 tests/image_build/test_local_provider.py."""
 
 import os
+import threading
 
 from image_build import appliance, sample_server
 
@@ -18,6 +19,33 @@ def test_cache_key_follows_the_source_tree(tmp_path):
     assert appliance.source_tree_hash(str(tmp_path), parts) == first
     (tmp_path / "wire" / "a.py").write_text("x = 2\n")
     assert appliance.source_tree_hash(str(tmp_path), parts) != first
+
+
+def test_two_builders_of_one_cache_file_take_turns(tmp_path):
+    path = str(tmp_path / "cache" / "appliance-k.qcow2")
+    order = []
+
+    def second():
+        with sample_server.cache_lock(path):
+            order.append("second in")
+
+    with sample_server.cache_lock(path):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive()  # waits for the first builder
+        order.append("first out")
+    t.join(5)
+    assert order == ["first out", "second in"]
+
+
+def test_prune_keeps_the_current_appliance_and_its_lock(tmp_path):
+    names = ["appliance-old.qcow2", "appliance-old.qcow2.lock", "appliance-new.qcow2",
+             "appliance-new.qcow2.lock", "debian-bookworm-x.tar"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    appliance.prune(str(tmp_path), keep=str(tmp_path / "appliance-new.qcow2"))
+    assert sorted(os.listdir(str(tmp_path))) == sorted(names[2:])
 
 
 def test_own_package_list_means_own_root_tree():

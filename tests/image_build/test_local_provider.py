@@ -101,6 +101,7 @@ class Observer(object):
 
 @pytest.mark.root
 @pytest.mark.qemu
+@pytest.mark.long(minutes=13)
 @pytest.mark.timeout(3000)
 def test_demo_default_mode_migrates_into_the_appliance_vm_and_the_image_boots(
         tmp_path, capfd):

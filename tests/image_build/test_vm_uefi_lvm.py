@@ -50,7 +50,7 @@ from tests.helpers.e2e import mounted_image
 from tests.receiver.disks import layouts as L
 from wire import runner
 
-pytestmark = [pytest.mark.root, pytest.mark.qemu]
+pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.long(minutes=13)]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MiB, GiB = 1 << 20, 1 << 30

@@ -1,5 +1,6 @@
 import logging
 
+from wire import paths
 from wire.errors import CommandError, ConfigError, Go2AliyunError, TrustError
 from wire.logs import RedactingFilter, redact, register_secret
 from wire.paths import target_path
@@ -33,3 +34,9 @@ def test_target_path_stays_under_root():
     assert target_path("/mnt/t", "../../etc/passwd") == "/mnt/t/etc/passwd"
     assert target_path("/", "etc", "os-release") == "/etc/os-release"
     assert target_path("/mnt/t") == "/mnt/t"
+
+
+def test_lv_names_double_the_dashes_only_in_the_mapper_name():
+    assert paths.dm_path("debian-vg", "swap_1") == "/dev/mapper/debian--vg-swap_1"
+    assert paths.dm_path("vg", "my-root") == "/dev/mapper/vg-my--root"
+    assert paths.lv_paths("g2a-vg", "root") == ("/dev/g2a-vg/root", "/dev/mapper/g2a--vg-root")
