@@ -5,12 +5,12 @@ a :class:`Subject` (the ``local`` provider, a later issue, adds one). ``aliyun``
 real SDK against tests/fakecloud.
 """
 
-import socket
 import time
 
 import pytest
 
 from image_build.cloud import ImageSpec, InstanceSpec, client_token
+from receiver.datachannel import free_port
 from tests.fakecloud.fixtures import FakeClock, aliyun_cloud
 
 
@@ -53,7 +53,7 @@ def subject(request, tmp_path):
 
         clock = ShortSleepClock()
         cloud = LocalCloud(str(tmp_path / "local"), address="127.0.0.1",
-                           ports={8080: _free_port(), 8703: _free_port()},
+                           ports={8080: free_port(), 8703: free_port()},
                            verify_images=False, memory_mib=64, sleep=clock.sleep,
                            clock=clock, poll_interval=0.2)
         blank = str(tmp_path / "blank.qcow2")  # boots nowhere: Running is qemu running
@@ -63,12 +63,6 @@ def subject(request, tmp_path):
         finally:
             for inst_id in list(cloud._read()["instances"]):
                 cloud.delete_instance(inst_id)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _network(cloud, tag):

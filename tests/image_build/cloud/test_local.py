@@ -16,6 +16,7 @@ from image_build.cloud.local import (
     render_qemu_argv,
     unix_connect,
 )
+from receiver.datachannel import free_port
 
 
 def test_disk_ids_fit_a_virtio_serial_and_depend_on_instance_and_name():
@@ -116,7 +117,7 @@ def test_an_image_that_does_not_boot_fails_with_the_console(tmp_path):
     from wire import runner
     from wire.errors import CloudError
 
-    cloud = LocalCloud(str(tmp_path / "local"), ports={8080: _free_port(), 8703: _free_port()},
+    cloud = LocalCloud(str(tmp_path / "local"), ports={8080: free_port(), 8703: free_port()},
                        memory_mib=64, verify_timeout=8, poll_interval=0.2)
     blank = str(tmp_path / "blank.qcow2")
     runner.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "1G"])
@@ -138,12 +139,6 @@ def test_an_image_that_does_not_boot_fails_with_the_console(tmp_path):
     finally:
         cloud.delete_instance(inst_id)
     assert cloud.instance(inst_id) is None
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_an_instance_keeps_its_boot_image_when_the_cache_drops_it(tmp_path):
