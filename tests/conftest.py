@@ -6,8 +6,10 @@
   as root, so there they always run; elsewhere they are reported as skipped.
 * The suite runs on two pytest-xdist workers, a test file on one worker
   (``-n 2 --dist loadfile`` in pyproject.toml). Tests marked ``long(minutes=N)`` are
-  collected first, longest first, so the two VM cycles (about 13 minutes each, one core
-  each under TCG) start together on the two workers and the rest fills in after them.
+  collected first, longest first, and xdist keeps that order (``--no-loadscope-reorder``;
+  by default it hands out the files with the most tests first), so the two VM cycles
+  (about 13 minutes each, one core each under TCG) start together on the two workers
+  and the rest follows: no VM cycle is left running alone at the end.
   Tests that run at the same time never meet: each makes its own namespaces, folders,
   ports and loop devices, and checks only what it made.
 """
