@@ -25,13 +25,13 @@ from werkzeug.exceptions import HTTPException
 from receiver import state as st
 from receiver import tls, tokens
 from receiver.state import State
+from wire import manifest
 from wire.errors import Go2AliyunError, StateError, TrustError
 from wire.logs import redact
 
 log = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WIRE = os.path.join(os.path.dirname(HERE), "wire")
 MAX_BODY = 8 * 1024 * 1024
 MAX_SESSION_BODY = 64 * 1024
 # Test-only: the Flask test client passes the peer certificate in this environ key.
@@ -77,20 +77,19 @@ HTTP_CODES = {
 
 
 @functools.lru_cache(maxsize=None)
-def _validator(path):
-    with open(path) as f:
-        schema = json.load(f)
+def _validator(name):
+    schema = manifest.load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
 
 
 def manifest_validator():
-    return _validator(os.path.join(WIRE, "manifest.schema.json"))
+    return _validator(manifest.SCHEMA_FILE)
 
 
 def plan_validator():
-    return _validator(os.path.join(HERE, "plan.schema.json"))
+    return _validator(manifest.PLAN_SCHEMA_FILE)
 
 
 def json_path(prefix, parts):
@@ -114,7 +113,7 @@ def validate_document(validator, doc, prefix):
         "%s: %s" % (where, msg), path=where,
         hint="send what 'go2aliyun inventory --json' prints; schema %s"
              % ("wire/manifest.schema.json" if prefix == "$.manifest"
-                else "receiver/plan.schema.json"),
+                else "wire/plan.schema.json"),
     )
 
 

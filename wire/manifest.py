@@ -1,6 +1,8 @@
-"""The manifest contract (source -> receiver): ``wire/manifest.schema.json``.
+"""The two documents the source sends (``PUT /v1/migration/manifest``):
+``wire/manifest.schema.json`` (what the server is) and ``wire/plan.schema.json`` (what
+the user asked for, from user_config.json).
 
-``load_schema()`` reads it from the package (works from the zipapp too). The source
+``load_schema()`` reads one from the package (works from the zipapp too). The source
 side never needs jsonschema; the receiver and the tests validate with it.
 """
 
@@ -9,13 +11,14 @@ import pkgutil
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "manifest.schema.json"
+PLAN_SCHEMA_FILE = "plan.schema.json"
 
 
-def load_schema():
-    """The JSON Schema (draft 2020-12) of the manifest, as a dict."""
-    data = pkgutil.get_data("wire", SCHEMA_FILE)
+def load_schema(name=SCHEMA_FILE):
+    """A JSON Schema (draft 2020-12) of ``wire/``, as a dict: the manifest's by default."""
+    data = pkgutil.get_data("wire", name)
     if data is None:
-        raise IOError("wire/%s is missing from this installation" % SCHEMA_FILE)
+        raise IOError("wire/%s is missing from this installation" % name)
     return json.loads(data.decode("utf-8"))
 
 

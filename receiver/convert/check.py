@@ -12,7 +12,7 @@ import re
 
 from receiver.convert.plan import NETWORK_TYPES, PSEUDO_TYPES, _has_opt, read_target
 from receiver.convert.refs import split_tag
-from source_script.inventory import parsers
+from wire import parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
 

@@ -5,7 +5,7 @@ when a copied system is made bootable. Chosen once from the target's os-release
 
 import os
 
-from source_script.inventory import parsers
+from wire import parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
 

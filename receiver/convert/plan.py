@@ -30,7 +30,7 @@ import re
 
 from receiver.convert import distro as distro_mod
 from receiver.convert.refs import DEVICE_NAME_RE, Targets, lv_from_path, split_tag
-from source_script.inventory import parsers
+from wire import parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
 

@@ -1,6 +1,6 @@
 """Look at block devices: ``probe_*`` run one command (or read one kernel file).
 
-The parsers are the source's (:mod:`source_script.inventory.parsers`, one parser per
+The parsers are the source's (:mod:`wire.parsers`, one parser per
 format), tested on output captured on a real machine (tests/data/inventory/ and
 tests/data/disks/).
 """
@@ -9,7 +9,7 @@ import contextlib
 import logging
 import os
 
-from source_script.inventory import parsers
+from wire import parsers
 from wire import runner
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ import re
 import socket
 
 from source_script import __version__
-from source_script.inventory import parsers, probes
+from source_script.inventory import probes
+from wire import parsers
 from wire.errors import UsageError
 from wire.manifest import SCHEMA_VERSION
 from wire.paths import lv_paths, target_path

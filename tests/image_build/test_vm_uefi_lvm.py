@@ -42,7 +42,7 @@ import pytest
 
 from image_build import appliance, loopdev
 from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE
-from source_script.inventory import parsers
+from wire import parsers
 from tests.helpers import appliance_vm, qmp
 from tests.helpers import uefi_lvm_source as S
 from tests.helpers.appliance_vm import chroot_command_times

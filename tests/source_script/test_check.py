@@ -421,7 +421,7 @@ def test_plan_fits_the_receivers_plan_schema():
 
     from tests.source_script.test_config import SCENARIO_4
 
-    schema_path = os.path.join(os.path.dirname(__file__), "..", "..", "receiver",
+    schema_path = os.path.join(os.path.dirname(__file__), "..", "..", "wire",
                                "plan.schema.json")
     with open(schema_path) as f:
         schema = json.load(f)

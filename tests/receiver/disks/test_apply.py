@@ -16,7 +16,7 @@ import pytest
 from image_build import loopdev
 from receiver.disks import probe
 from receiver.disks.apply import prepare, release, review
-from source_script.inventory import parsers
+from wire import parsers
 from tests.receiver.disks import layouts as L
 from wire import runner
 from wire.errors import DiskError

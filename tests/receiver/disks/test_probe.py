@@ -1,10 +1,10 @@
-"""The parsers the receiver's probes use (source_script.inventory.parsers, one parser per
+"""The parsers the receiver's probes use (wire.parsers, one parser per
 format) on output captured on this machine (tests/data/disks)."""
 
 import os
 
 from receiver.disks.apply import parse_disk_args
-from source_script.inventory import parsers
+from wire import parsers
 from wire.errors import UsageError
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(

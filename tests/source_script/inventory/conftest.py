@@ -7,21 +7,9 @@ import os
 
 import pytest
 
-TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DATA = os.path.join(TESTS, "data")
-CAPTURES = os.path.join(DATA, "inventory")
-TREES = os.path.join(DATA, "trees")
+from tests.helpers.data import CAPTURES, DATA, TESTS, TREES, captured, tree_file  # noqa: F401
+
 SCHEMA = os.path.join(os.path.dirname(TESTS), "wire", "manifest.schema.json")
-
-
-def captured(name, mode="r"):
-    with open(os.path.join(CAPTURES, name), mode) as f:
-        return f.read()
-
-
-def tree_file(tree, rel):
-    with open(os.path.join(TREES, tree, rel.lstrip("/"))) as f:
-        return f.read()
 
 
 def validate(manifest):

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from source_script.inventory import parsers
+from wire import parsers
 
-from .conftest import captured, tree_file
+from tests.helpers.data import captured, tree_file
 
 
 @pytest.mark.parametrize("tree,osid,version,family,like", [
