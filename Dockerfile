@@ -1,7 +1,7 @@
 # The go2aliyun receiver as a container image (docs/docker.md).
 #
 # Build it with the project's build command, which makes the base image and the context:
-#     python3 -m image_build.docker build
+#     python3 -m image_build.dev.docker build
 # The context it passes holds only wheels/: the project's wheel and its receiver
 # dependencies, built on the host (pip inside a build may not reach PyPI).
 #
@@ -13,7 +13,7 @@ FROM ${BASE}
 
 # The receiver's system tools: rsync (rsyncd), sfdisk/partx/wipefs/losetup, mkfs for each
 # supported filesystem (ext*, xfs, vfat), LVM, GRUB for BIOS and EFI, qemu + OVMF for the
-# VERIFYING boot, openssl, kmod. Keep in sync with image_build/docker.py BASE_PACKAGES.
+# VERIFYING boot, openssl, kmod. Keep in sync with image_build/dev/docker.py BASE_PACKAGES.
 # LVM inside a container has no udev: lvm.conf is told not to wait for it.
 ARG TOOLS="python3 python3-venv ca-certificates rsync fdisk util-linux mount e2fsprogs \
 xfsprogs dosfstools mtools lvm2 grub-pc-bin grub-efi-amd64-bin grub2-common qemu-system-x86 \
@@ -49,10 +49,10 @@ VOLUME ["/var/lib/go2aliyun", "/var/lib/go2aliyun/tls", "/var/lib/go2aliyun-outp
 EXPOSE 8080 8703
 
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["/opt/go2aliyun/bin/python", "-m", "image_build.container", "healthcheck"]
+  CMD ["/opt/go2aliyun/bin/python", "-m", "receiver.container", "healthcheck"]
 
 # `serve` runs `go2aliyun-receiver serve` with these arguments; a --disk NAME=FILE whose
 # FILE is a regular file is attached as a loop device first (docs/docker.md).
-ENTRYPOINT ["/opt/go2aliyun/bin/python", "-m", "image_build.container"]
+ENTRYPOINT ["/opt/go2aliyun/bin/python", "-m", "receiver.container"]
 CMD ["serve", "--state", "/var/lib/go2aliyun", "--provider", "local", \
      "--output", "/var/lib/go2aliyun-output"]

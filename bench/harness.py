@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from image_build.netns import ReceiverProcess
+from image_build.dev.netns import ReceiverProcess
 from source_script import push
 from tests.helpers.netns import stop_process
 from wire import runner
@@ -66,7 +66,7 @@ def tx_bytes(net):
 
 def Receiver(net, base, target, bind=None):
     """``go2aliyun-receiver serve`` in ``ecs``, target root ``system`` -> ``target``
-    (image_build.netns.ReceiverProcess; ``bind`` 127.0.0.1 behind bench.delay's relay)."""
+    (image_build.dev.netns.ReceiverProcess; ``bind`` 127.0.0.1 behind bench.delay's relay)."""
     return ReceiverProcess(net, base, roots={"system": target}, bind=bind)
 
 

@@ -25,7 +25,7 @@ import secrets
 import shlex
 import string
 
-from image_build import appliance, finish, launch, userdata
+from image_build import finish, launch, userdata
 from image_build.cloud import InstanceSpec, client_token
 from image_build.state import StateFile
 from wire.errors import CloudError, UsageError
@@ -42,6 +42,21 @@ BUILD_INSTANCE_NAME = "go2aliyun-appliance-build"
 MARKER = "go2aliyun-appliance:"
 _MARKER_RE = re.compile(r"go2aliyun-appliance: (ready (\S+)|failed: (.*))\s*$")
 CONSOLE_TAIL_LINES = 20
+# What the receiver itself needs on any Debian 12 (python, rsync, the disk and
+# boot-repair tools): installed by debootstrap here and by apt on an ECS base instance
+# (cloud-init/appliance-build.yaml.tmpl, image_build/dev/appliance.py). ONE list for both.
+RECEIVER_PACKAGES = (
+    # python3-cffi-backend: provides the virtual package python3-cryptography needs,
+    # which debootstrap's resolver does not pick by itself
+    "cloud-init", "python3-cffi-backend", "python3", "python3-venv", "rsync", "fdisk",
+    "util-linux", "e2fsprogs", "xfsprogs", "dosfstools", "mtools", "lvm2", "grub-pc-bin",
+    "grub-efi-amd64-bin", "openssl", "qemu-utils", "iproute2",
+)
+# What only a disk made from nothing needs to boot (an ECS base image has it already).
+BOOT_PACKAGES = (
+    "linux-image-amd64", "grub-pc", "systemd-sysv", "initramfs-tools", "udev", "kmod",
+    "ifupdown", "isc-dhcp-client", "netbase",
+)
 STOPPED_GRACE_POLLS = 3
 
 
@@ -112,7 +127,7 @@ def render_settings(settings):
     """The build script's settings file (pure): shell assignments, every value quoted."""
     values = [("G2A_VERSION", settings.version), ("G2A_PIP_INDEX", settings.pip_index),
               ("G2A_WHEEL_URL", settings.wheel_url),
-              ("G2A_PACKAGES", " ".join(appliance.RECEIVER_PACKAGES))]
+              ("G2A_PACKAGES", " ".join(RECEIVER_PACKAGES))]
     return "".join("%s=%s\n" % (k, shlex.quote(v)) for k, v in values)
 
 

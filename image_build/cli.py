@@ -8,6 +8,11 @@ import sys
 
 import click
 
+from image_build import buildimage
+from image_build import finish as finishing
+from image_build import launch as launching
+from image_build.cloud import make_cloud
+from image_build.state import StateFile
 from wire.climain import run_click
 from wire.errors import ConfigError
 from wire.logs import register_secret, setup
@@ -33,8 +38,6 @@ def user_supplied_network(workdir):
 
 def make_cloud_from(ctx, cfg, region_id=None):
     """``cfg``: a source_script.config.Config, or None (keys from the environment)."""
-    from image_build.cloud import make_cloud
-
     o = ctx.obj
     if o["provider"] == "local":
         return make_cloud(
@@ -109,8 +112,6 @@ def cli(ctx, workdir, provider, local_dir, output, listen, netns, endpoint, prot
 
 def _state(ctx):
     """The state file; also starts the debug log (not for --help)."""
-    from image_build.state import StateFile
-
     workdir = ctx.obj["workdir"]
     setup(logfile=os.path.join(workdir, "logs", "go2aliyun-cloud.log"),
           verbose=ctx.obj["verbose"])
@@ -157,8 +158,6 @@ def launch(ctx, config_path, receiver_image, source_cidr, instance_type, zone, v
     resource id is written to cloud_state.json before the next call: if this stops
     half-way, run it again and it goes on without duplicates.
     """
-    from image_build import launch as launching
-
     workdir = ctx.obj["workdir"]
     cfg = load_user_config(config_path or os.path.join(workdir, CONFIG_NAME))
     reuse = user_supplied_network(workdir)
@@ -205,8 +204,6 @@ def finish(ctx, config_path, boot_mode, keep_instance):
     Normally the receiver does this itself once the copy is verified; run it here when
     the receiver has no RAM role. Resumable like launch.
     """
-    from image_build import finish as finishing
-
     workdir = ctx.obj["workdir"]
     cfg = load_user_config(config_path or os.path.join(workdir, CONFIG_NAME))
     state = _state(ctx)
@@ -236,8 +233,6 @@ def cleanup(ctx, config_path, yes):
     made (never ones you supplied), and snapshots left over when no image was made.
     The image itself is kept.
     """
-    from image_build import finish as finishing
-
     workdir = ctx.obj["workdir"]
     state = _state(ctx)
     if not state.get("migration_id"):
@@ -306,15 +301,14 @@ def build_image(ctx, base_image, region, version, pip_index, wheel_url, instance
     rerun with no change is instant. Prints its path.
     """
     if ctx.obj["provider"] == "local":
-        from image_build import appliance
+        # the one seam to the development tooling: a local appliance is built here
+        from image_build.dev import appliance
 
         setup(verbose=ctx.obj["verbose"])
         path = appliance.build(out=out, cache_dir=cache,
                                progress=lambda m: click.echo("build-image: " + m, err=True))
         click.echo(path)
         return
-    from image_build import buildimage
-
     workdir = ctx.obj["workdir"]
     cfg_path = os.path.join(workdir, CONFIG_NAME)
     cfg = load_user_config(cfg_path) if os.path.exists(cfg_path) else None

@@ -4,19 +4,17 @@ for it. Resumable like launch: ids are recorded before the next call, creates ca
 ClientTokens, deletes of things already gone succeed.
 
 The receiver runs :func:`build_image` with its RAM role and then :func:`release` for its
-own instance (``release_network=False``: it cannot outlive its instance); the launcher's
+own instance (``release_network=False``: it cannot outlive its instance;
+``receiver/cloudimage.py``); the launcher's
 ``cleanup`` (or the all-in-one source flow) runs :func:`release` with the full state to
 remove the VPC, vSwitch and security group it made.
 """
 
-import json
 import logging
-import os
 
 from image_build.cloud import ImageSpec, client_token
 from image_build.launch import TARGET_SYSTEM_DISK
-from image_build.state import StateFile
-from wire.errors import CloudError, ConfigError
+from wire.errors import CloudError
 
 log = logging.getLogger(__name__)
 
@@ -142,58 +140,3 @@ def cleanup(cloud, state):
             snaps.pop(key)
             state.set("snapshots", dict(snaps))
     return release(cloud, state, release_network=True)
-
-
-# --- on the receiver ---------------------------------------------------------------
-
-CLOUD_CONFIG = "/etc/go2aliyun/cloud.json"
-
-
-class OnReceiver(object):
-    """What the receiver's worker calls in SNAPSHOTTING (``build_image``) and, once the
-    source has the image id, to release its own instance (``release_self``).
-
-    ``cloud.json`` (written by launch through user-data) names the migration, region,
-    RAM role, image settings and target disks; the instance id comes from the metadata
-    service; the progress is kept in ``state_path`` (in the receiver's state folder)."""
-
-    def __init__(self, state_path, cloud_config_path=CLOUD_CONFIG, metadata_endpoint=None,
-                 endpoint=None, protocol="https", **cloud_kw):
-        from image_build.cloud import aliyun_from_settings
-        from image_build.cloud.credentials import Metadata
-
-        try:
-            with open(cloud_config_path) as f:
-                self.config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ConfigError("cannot read %s: %s" % (cloud_config_path, e),
-                              code="config.cloud_config",
-                              hint="this receiver was not started by `go2aliyun-cloud "
-                                   "launch`; build the image with `go2aliyun-cloud finish` "
-                                   "on the operator's machine") from e
-        self.metadata = Metadata(metadata_endpoint)
-        self.cloud = aliyun_from_settings(
-            self.config.get("region_id"), ram_role=self.config.get("ram_role"),
-            use_ram_role=True, endpoint=endpoint, protocol=protocol,
-            metadata_endpoint=metadata_endpoint, **cloud_kw)
-        self.state = StateFile(state_path)
-        if not self.state.get("migration_id"):
-            self.state.update(migration_id=self.config["migration_id"],
-                              instance_id=self.metadata.instance_id())
-
-    def build_image(self, boot_mode="BIOS", progress=None):
-        image = self.config.get("image") or {}
-        return build_image(self.cloud, self.state, self.state.get("instance_id"),
-                           image.get("name"), platform=image.get("platform") or "Others Linux",
-                           architecture=image.get("architecture") or "x86_64",
-                           boot_mode=boot_mode, disk_names=self.config.get("target_disks"),
-                           progress=progress)
-
-    def release_self(self):
-        """Delete this very instance (the network, if launch made one, is the launcher's
-        to delete: ``go2aliyun-cloud cleanup``)."""
-        return release(self.cloud, self.state, release_network=False)
-
-
-def receiver_state_path(state_dir):
-    return os.path.join(state_dir, "cloud_state.json")

@@ -20,8 +20,9 @@ import logging
 import secrets
 import ssl
 
-from image_build import tlsmaterial, userdata
+from image_build import userdata
 from image_build.cloud import INSTANCE_NAME, RECEIVER_PORTS, InstanceSpec, client_token
+from receiver.identity import make_receiver_identity
 from wire.errors import CloudError, ConfigError, TrustError, UsageError
 from wire.logs import register_secret
 
@@ -126,7 +127,7 @@ def ensure_identity(state):
     if "migration_id" not in state:
         state.set("migration_id", new_migration_id())
     if "tls" not in state:
-        identity = tlsmaterial.make_receiver_identity()
+        identity = make_receiver_identity()
         state.update(token=identity.pop("token"), tls=identity)
     register_secret(state.get("token"))
     register_secret(state.get("tls")["key"])

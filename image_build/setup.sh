@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything go2aliyun and its tests use on a Debian 12 machine (as root):
 # the Debian packages (only the missing ones) and the project with all its extras.
-# Used by the demo (image_build/demo.sh) and by CI (.ci/run).
+# Used by the demo (image_build/dev/demo.sh) and by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive

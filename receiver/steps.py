@@ -4,7 +4,7 @@
                 one rsync module per disk on its mounted root;
 ``CONVERTING``  make the copy boot on ECS (receiver.convert), then unmount;
 ``VERIFYING``   boot the converted disks under qemu on throw-away overlays
-                (receiver.bootcheck); ``--no-verify-boot`` skips it, and says so;
+                (wire.bootcheck); ``--no-verify-boot`` skips it, and says so;
 ``SNAPSHOTTING`` / ``IMAGE_READY``: the cloud provider makes the image and releases.
 
 Every step is idempotent: the worker runs a step again after a restart. What a step
@@ -14,8 +14,15 @@ learns is saved in the state folder (``prepare.json``, ``convert.json``,
 
 import logging
 import os
+import shutil
 
+from receiver import cloudimage
+from receiver.convert import convert
+from receiver.disks import apply as disks
+from receiver.state import write_json_atomic
+from wire import bootcheck, runner
 from wire.errors import DiskError
+from wire.manifest import IMAGE_FILE, render_image_description
 from wire.paths import target_path
 
 log = logging.getLogger(__name__)
@@ -31,8 +38,6 @@ def mount_root(store):
 
 def prepare_disks(ctx):
     """PREPARING on block devices (``serve --disk system=/dev/vdb ...``)."""
-    from receiver.disks import apply as disks
-
     cfg = ctx.config
     ctx.progress(5, "checking the target disks")
     # The layout is kept before anything is written: a PREPARING interrupted by a
@@ -55,8 +60,6 @@ CONVERT_FILE = "convert.json"
 def ensure_prepared(ctx):
     """The disks mounted as PREPARING left them (after a restart they may not be):
     preparing again on disks that hold the layout only mounts them, data kept."""
-    from receiver.disks import apply as disks
-
     cfg = ctx.config
     before = ctx.store.read(PREPARE_FILE) or {}
     result = disks.prepare(ctx.manifest, ctx.plan, cfg["disks"], mount_root(ctx.store),
@@ -76,8 +79,6 @@ def restore_mounts(store):
     mount them again as PREPARING left them. After a reboot of the receiver (or a
     restart in a fresh mount namespace) they are not mounted, and rsync would write
     into the empty mount folders, not onto the disks. Returns the result or None."""
-    from receiver.disks import apply as disks
-
     cfg = store.config()
     doc = store.load()
     if not cfg.get("disks") or doc.get("state") not in OPEN_FOR_DATA:
@@ -107,8 +108,6 @@ def leftovers(names_now, names_before):
 
 
 def remove_work_leftovers(tmp, names_before):
-    import shutil
-
     if os.path.islink(tmp) or not os.path.isdir(tmp):
         return []  # a symlinked /var/tmp would lead out of the copy
     gone = leftovers(os.listdir(tmp), names_before)
@@ -123,8 +122,6 @@ def remove_work_leftovers(tmp, names_before):
 
 def convert_disks(ctx):
     """CONVERTING: make the copy boot on ECS (receiver.convert), then unmount."""
-    from receiver.convert import convert
-
     ctx.progress(5, "mounting the target disks")
     result = ensure_prepared(ctx)
     root = result["modules"]["system"]
@@ -157,8 +154,6 @@ def target_disks_in_order(result):
 
 def release_disks(ctx):
     """Unmount what PREPARING mounted (before a boot or a snapshot); safe twice."""
-    from receiver.disks import apply as disks
-
     result = ctx.store.read(PREPARE_FILE)
     if result:
         disks.release(result)
@@ -166,8 +161,6 @@ def release_disks(ctx):
 
 def verify_boot(ctx):
     """VERIFYING: a real boot of the converted disks; fails with the console tail."""
-    from receiver import bootcheck
-
     cfg = ctx.config
     if cfg.get("verify_boot") == "provider":
         # In the local provider's VM: no nested qemu; the host boots the image set it
@@ -186,11 +179,11 @@ def verify_boot(ctx):
         return
     result = ctx.store.read(PREPARE_FILE) or {}
     release_disks(ctx)
-    disks = target_disks_in_order(result)
+    devices = target_disks_in_order(result)
     firmware = (ctx.manifest or {}).get("firmware") or "bios"
     workdir = os.path.join(ctx.store.dir, "verify")
     ctx.progress(10, "booting the converted disks under qemu (%s)" % firmware)
-    verdict = bootcheck.boot_and_watch(disks, firmware=firmware, workdir=workdir,
+    verdict = bootcheck.boot_and_watch(devices, firmware=firmware, workdir=workdir,
                                        timeout=int(cfg.get("verify_timeout") or 600))
     ctx.store.write(VERIFY_FILE, verdict.to_dict())
     if not verdict.ok:
@@ -202,27 +195,15 @@ def verify_boot(ctx):
     ctx.progress(100, "the converted system booted to a login prompt")
 
 
-IMAGE_FILE = "image.json"
-
-
 def render_local_image_description(doc_id, plan, manifest, disk_files, boot_mode):
-    """The JSON description of a local image set (pure): what ECS's CreateImage would
-    get, with files instead of snapshots."""
-    mapping = []
-    for i, (name, path) in enumerate(disk_files):
-        mapping.append({"module": name, "file": os.path.basename(path),
-                        "device": "/dev/xvd%s" % "abcdefghijklmnopq"[i],
-                        "disk_type": "system" if name == "system" else "data",
-                        "format": "qcow2"})
-    plan = plan or {}
-    return {
-        "image_name": plan.get("image_name") or "go2aliyun-%s" % doc_id,
-        "migration_id": doc_id,
-        "platform": plan.get("platform") or (manifest or {}).get("os", {}).get("name"),
-        "architecture": plan.get("architecture") or (manifest or {}).get("arch") or "x86_64",
-        "boot_mode": boot_mode,
-        "disks": mapping,
-    }
+    """image.json of the set this receiver makes (pure); ``disk_files``: [(module, path)]."""
+    plan, manifest = plan or {}, manifest or {}
+    return render_image_description(
+        [(name, os.path.basename(path), None) for name, path in disk_files],
+        image_name=plan.get("image_name") or "go2aliyun-%s" % doc_id, migration_id=doc_id,
+        platform=plan.get("platform") or manifest.get("os", {}).get("name"),
+        architecture=plan.get("architecture") or manifest.get("arch") or "x86_64",
+        boot_mode=boot_mode)
 
 
 def image_source(device):
@@ -243,8 +224,6 @@ def make_local_image(ctx):
     """SNAPSHOTTING with the ``local`` provider: each target disk becomes a qcow2 file
     in the output folder, with ``image.json`` describing the set. Written under a
     ``.part`` folder and renamed, so a half-made image never looks finished."""
-    from wire import runner
-
     release_disks(ctx)
     result = ctx.store.read(PREPARE_FILE) or {}
     devices = result.get("devices") or {}
@@ -268,37 +247,20 @@ def make_local_image(ctx):
     boot_mode = "UEFI" if (ctx.manifest or {}).get("firmware") == "uefi" else "BIOS"
     desc = render_local_image_description(ctx.doc["id"], ctx.plan, ctx.manifest, files,
                                           boot_mode)
-    from receiver.state import write_json_atomic
-
     write_json_atomic(os.path.join(part, IMAGE_FILE), desc, mode=0o644)
     if os.path.exists(final):
-        import shutil
-
-        shutil.rmtree(final)
+            shutil.rmtree(final)
     os.rename(part, final)
     ctx.set(image={"provider": "local", "id": final, "path": final})
     ctx.progress(100, "image written to %s" % final)
 
 
-def on_receiver(ctx):
-    """image_build.finish.OnReceiver for this receiver: its cloud.json (``serve
-    --cloud-config``, default /etc/go2aliyun/cloud.json) and API endpoints (tests)."""
-    from image_build.finish import CLOUD_CONFIG, OnReceiver
-
-    api = dict(ctx.config.get("cloud_api") or {})
-    return OnReceiver(os.path.join(ctx.store.dir, "cloud_image.json"),
-                      cloud_config_path=ctx.config.get("cloud_config") or CLOUD_CONFIG,
-                      metadata_endpoint=api.get("metadata_endpoint"),
-                      endpoint=api.get("endpoint"), protocol=api.get("protocol") or "https",
-                      poll_interval=float(api.get("poll_interval") or 5.0))
-
-
 def make_cloud_image(ctx):
     """SNAPSHOTTING with the ``aliyun`` provider: snapshots of the target disks and a
-    custom image (image_build.finish), waiting until it is Available."""
+    custom image (receiver/cloudimage.py), waiting until it is Available."""
     release_disks(ctx)
     boot_mode = "UEFI" if (ctx.manifest or {}).get("firmware") == "uefi" else "BIOS"
-    worker = on_receiver(ctx)
+    worker = cloudimage.on_receiver(ctx)
     image_id = worker.build_image(
         boot_mode=boot_mode,
         progress=lambda message: ctx.progress(50, message))
@@ -309,8 +271,6 @@ def hand_disks_to_host(ctx):
     """SNAPSHOTTING inside the local provider's VM: the host takes the snapshots (copies
     of the disk files) and makes the image, so unmount and flush everything to the disks
     and say so."""
-    from wire import runner
-
     release_disks(ctx)
     runner.run(["sync"])
     result = ctx.store.read(PREPARE_FILE) or {}
@@ -338,4 +298,4 @@ def release(ctx):
         ctx.progress(100, "nothing to release (local provider)")
         return
     ctx.wait(float(ctx.config.get("release_grace_seconds", 600)))
-    on_receiver(ctx).release_self()
+    cloudimage.on_receiver(ctx).release_self()

@@ -43,7 +43,7 @@ COMMAND_WORDS = ("go2aliyun", "go2aliyun-cloud", "go2aliyun-receiver", "python3"
 E2E = "tests/test_faults.py::test_migration_survives_faults_then_takes_the_changes"
 LOCAL_DEMO = ("tests/image_build/test_local_provider.py::"
               "test_demo_default_mode_migrates_into_the_appliance_vm_and_the_image_boots")
-DEMO = ("tests/image_build/test_demo.py::"
+DEMO = ("tests/image_build/dev/test_demo.py::"
         "test_fake_aliyun_demo_makes_a_verified_image_and_leaves_nothing")
 AIO = ("tests/source_script/test_allinone.py::"
        "test_all_in_one_makes_the_cloud_image_and_releases_what_it_launched")
@@ -52,13 +52,13 @@ FAKE = "fake Alibaba Cloud (tests/fakecloud) + src/ecs namespaces"
 
 WHERE = {
     # -- the two commands, and the benchmark
-    "bash image_build/demo.sh": (
-        "test", LOCAL_DEMO, "image_build.demo.run_demo(cloud='local'), what demo.sh runs "
+    "bash image_build/dev/demo.sh": (
+        "test", LOCAL_DEMO, "image_build.dev.demo.run_demo(cloud='local'), what demo.sh runs "
         "after setup.sh: the appliance VM launched, migrate, finish, the image booted"),
-    "bash image_build/demo.sh --cloud fake-aliyun": (
-        "test", DEMO, "image_build.demo.run_demo(cloud='fake-aliyun'), what demo.sh runs "
+    "bash image_build/dev/demo.sh --cloud fake-aliyun": (
+        "test", DEMO, "image_build.dev.demo.run_demo(cloud='fake-aliyun'), what demo.sh runs "
         "after setup.sh"),
-    "bash image_build/demo.sh --help": ("here", "test_help_texts", "installs nothing"),
+    "bash image_build/dev/demo.sh --help": ("here", "test_help_texts", "installs nothing"),
     "go2aliyun-cloud --provider local launch": ("test", LOCAL_DEMO, "the demo's launch"),
     "go2aliyun-cloud finish": ("test", LOCAL_DEMO, "the demo's finish (local provider)"),
     "python3 -m pytest": ("ci", ".ci/run", "CI runs exactly this"),
@@ -84,7 +84,7 @@ WHERE = {
         "build-image in a region against the " + FAKE),
     "go2aliyun-cloud --provider local build-image": (
         "test", LOCAL_DEMO,
-        "the appliance build (image_build.appliance.build) and a local launch of it"),
+        "the appliance build (image_build.dev.appliance.build) and a local launch of it"),
     "go2aliyun-cloud --workdir mig1 finish": (
         "test", "tests/image_build/test_cli.py::"
         "test_launch_prints_what_the_source_needs_then_cleanup",
@@ -106,8 +106,8 @@ WHERE = {
     "go2aliyun migrate --sync-only": ("test", DEMO, ""),
     "go2aliyun migrate": ("test", E2E, ""),
     "go2aliyun": ("here", "test_install_extras_and_commands", "the entry point"),
-    "python3 -m image_build.pyz": (
-        "test", "tests/image_build/test_pyz.py::test_help",
+    "python3 -m image_build.dev.pyz": (
+        "test", "tests/image_build/dev/test_pyz.py::test_help",
         "builds the zipapp and runs it (with Python 3.6 when found)"),
     # -- 3. the image, cleanup
     "go2aliyun-cloud --workdir mig1 cleanup": ("test", DEMO, "in src, " + FAKE),
@@ -118,8 +118,8 @@ WHERE = {
     "go2aliyun-receiver serve --disk system=/dev/vdb --disk disk1=/dev/vdc --provider "
     "local --output DIR": (
         "test", E2E, "serve with --disk (loop devices), --provider local, --output"),
-    "python3 -m image_build.docker build": (
-        "test", DOCKER, "the tests/docker fixture builds the image (image_build.docker)"),
+    "python3 -m image_build.dev.docker build": (
+        "test", DOCKER, "the tests/docker fixture builds the image (image_build.dev.docker)"),
     "docker logs": (
         "test", "tests/docker/test_containers.py::"
         "test_receiver_container_is_healthy_and_answers_the_source",
@@ -199,7 +199,7 @@ def test_the_parser_reads_fences_continuations_comments_and_inline_commands():
 
 def test_every_readme_command_has_a_place_and_every_place_a_command():
     commands = readme_commands(_readme())
-    assert "bash image_build/demo.sh" in commands and "python3 -m pytest" in commands
+    assert "bash image_build/dev/demo.sh" in commands and "python3 -m pytest" in commands
     missing = [c for c in commands if c not in WHERE]
     assert not missing, "README commands no test runs (add them to WHERE): %s" % missing
     stale = [c for c in WHERE if c not in commands]

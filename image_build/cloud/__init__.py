@@ -1,6 +1,10 @@
 """One small cloud interface (:class:`image_build.cloud.base.Cloud`) and its
-implementations. :func:`make_cloud` picks one by name."""
+implementations. :func:`make_cloud` picks one by name. The Alibaba Cloud SDK is
+imported only when an :class:`AliyunCloud` is made (inside ``aliyun`` and
+``credentials``): it is heavy and optional on a source or a local receiver."""
 
+from image_build.cloud import credentials
+from image_build.cloud.aliyun import AliyunCloud
 from image_build.cloud.base import (
     INSTANCE_NAME,
     RECEIVER_PORTS,
@@ -11,6 +15,7 @@ from image_build.cloud.base import (
     InstanceSpec,
     client_token,
 )
+from image_build.cloud.local import LocalCloud
 from wire.errors import ConfigError
 
 __all__ = ["Cloud", "Disk", "ImageSpec", "Instance", "InstanceSpec", "INSTANCE_NAME",
@@ -22,9 +27,6 @@ def aliyun_from_settings(region_id, access_key_id=None, access_key_secret=None,
                          endpoint=None, protocol="https", metadata_endpoint=None, **kw):
     """An :class:`~image_build.cloud.aliyun.AliyunCloud` with credentials from an AccessKey,
     an STS token, or (``use_ram_role``) the instance's RAM role via the metadata service."""
-    from image_build.cloud import credentials
-    from image_build.cloud.aliyun import AliyunCloud
-
     if use_ram_role or (ram_role and not access_key_id):
         cred = credentials.from_ram_role(ram_role, metadata_endpoint=metadata_endpoint)
     else:
@@ -45,8 +47,6 @@ def make_cloud(provider, **settings):
     if provider == "aliyun":
         return aliyun_from_settings(**settings)
     if provider == "local":
-        from image_build.cloud.local import LocalCloud
-
         return LocalCloud(**{k: v for k, v in settings.items()
                              if k in LOCAL_SETTINGS and v is not None})
     raise ConfigError("unknown cloud provider %r" % provider, code="config.provider",

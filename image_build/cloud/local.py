@@ -14,7 +14,7 @@
   watched;
 * an image is a folder ``<output>/<image name>/`` with one qcow2 per disk (system disk
   first) and ``image.json``; it becomes Available only after a verification boot of its
-  disks on the host (receiver.bootcheck) reached a login prompt, else CreateFailed with
+  disks on the host (wire.bootcheck) reached a login prompt, else CreateFailed with
   the console tail;
 * VPC, vSwitch and security group have no local meaning: they are honest bookkeeping in
   the state folder, so launch's flow and cleanup run unchanged.
@@ -39,8 +39,10 @@ import tempfile
 import time
 
 from image_build.cloud.base import Cloud, Disk, Instance
-from wire import runner
+from wire import bootcheck, runner
+from wire.bootcheck import render_qemu_argv
 from wire.errors import CloudError, CommandError
+from wire.manifest import IMAGE_FILE, render_image_description
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ STATE_FILE = "local-cloud.json"
 ZONE = "local-a"
 GUEST_ADDRESS = "10.0.2.15"  # qemu user networking gives the guest this address
 RECEIVER_PORTS = (8080, 8703)
-IMAGE_FILE = "image.json"
 VERIFY_CONSOLE = "verification-console.log"
 QMP_SOCKET = "qmp"  # in the instance folder; qemu binds it relative to there
 
@@ -63,55 +64,20 @@ def render_meta_data(instance_id, hostname="go2aliyun-receiver"):
     return "instance-id: %s\nlocal-hostname: %s\n" % (instance_id, hostname)
 
 
-def render_accel(accel, smp):
-    """The ``-accel`` value (pure): TCG with one host thread per guest CPU (MTTCG) when
-    the guest has more than one; KVM or anything else as given."""
-    if accel == "tcg" and int(smp) > 1:
-        return "tcg,thread=multi"
-    return accel
-
-
-def render_qemu_argv(instance_dir, disks, seed, address, ports, memory_mib=2048, smp=1,
-                     accel="tcg", start_paused=False, qemu="qemu-system-x86_64"):
+def render_instance_argv(instance_dir, disks, seed, address, ports, memory_mib=2048, smp=1,
+                         accel="tcg", start_paused=False):
     """qemu argv for an instance (pure). ``disks``: [(file, serial)], the instance's own
     system disk first; ``ports``: {guest port: host port} forwarded on ``address``."""
     fwd = ",".join("hostfwd=tcp:%s:%d-:%d" % (address, host, guest)
                    for guest, host in sorted(ports.items()))
-    # -cpu max: under TCG the guest gets AES-NI & co., which its TLS and rsync use;
-    # +invtsc: a TSC the guest may keep as its clock (the appliance's cmdline trusts it);
-    # one vCPU by default: multi-threaded TCG pays for every atomic instruction, and one
-    # vCPU ran update-initramfs ~25% faster than two here (docs/testing.md);
-    # virtio-rng: the guest's entropy does not wait for interrupts that TCG makes rare
-    argv = [qemu, "-name", os.path.basename(instance_dir), "-accel", render_accel(accel, smp),
-            "-cpu", "max,+invtsc", "-m", str(memory_mib), "-smp", str(smp), "-display", "none",
-            "-daemonize", "-pidfile", os.path.join(instance_dir, "qemu.pid"),
-            # relative: qemu starts in the instance folder (a socket path holds 107 bytes)
-            "-qmp", "unix:%s,server=on,wait=off" % QMP_SOCKET,
-            "-serial", "file:" + os.path.join(instance_dir, "console.log"),
-            "-netdev", "user,id=n0," + fwd, "-device", "virtio-net-pci,netdev=n0",
-            "-device", "virtio-rng-pci"]
-    for n, (path, serial) in enumerate(disks):
-        argv += ["-drive", "file=%s,if=none,id=d%d,format=qcow2,cache=writeback" % (path, n),
-                 "-device", "virtio-blk-pci,drive=d%d,serial=%s%s" % (
-                     n, serial, ",bootindex=0" if n == 0 else "")]
-    argv += ["-drive", "file=%s,if=ide,media=cdrom,format=raw,readonly=on" % seed]
-    if start_paused:
-        argv.append("-S")
-    return argv
-
-
-def render_image_description(image_id, spec, disk_files):
-    """image.json of a local image set (pure): what CreateImage would get, with files
-    instead of snapshots. ``disk_files``: [(module, file name, size_gib)]."""
-    return {
-        "image_id": image_id, "image_name": spec["name"], "platform": spec["platform"],
-        "architecture": spec["architecture"], "boot_mode": spec["boot_mode"],
-        "description": spec["description"],
-        "disks": [{"module": module, "file": name, "format": "qcow2", "size_gib": size,
-                   "device": "/dev/xvd" + chr(ord("a") + n),
-                   "disk_type": "system" if n == 0 else "data"}
-                  for n, (module, name, size) in enumerate(disk_files)],
-    }
+    return render_qemu_argv(
+        disks, os.path.join(instance_dir, "console.log"), memory_mib=memory_mib, smp=smp,
+        accel=accel, name=os.path.basename(instance_dir), netdev="user,id=n0," + fwd,
+        extra=["-daemonize", "-pidfile", os.path.join(instance_dir, "qemu.pid"),
+               # relative: qemu starts in the instance folder (a socket holds 107 bytes)
+               "-qmp", "unix:%s,server=on,wait=off" % QMP_SOCKET,
+               "-drive", "file=%s,if=ide,media=cdrom,format=raw,readonly=on" % seed]
+        + (["-S"] if start_paused else []))
 
 
 def parse_qemu_img_progress(text):
@@ -394,7 +360,7 @@ class LocalCloud(Cloud):
                     os.path.join(seed_dir, "user-data"), os.path.join(seed_dir, "meta-data")])
         shutil.rmtree(seed_dir)  # the user-data carries the receiver's key: keep it in the ISO only
         os.chmod(seed, 0o600)
-        argv = render_qemu_argv(idir, [(d["file"], d["id"]) for d in disks], seed,
+        argv = render_instance_argv(idir, [(d["file"], d["id"]) for d in disks], seed,
                                 self.address, self.ports, memory_mib=self.memory_mib,
                                 smp=self.smp, accel=self.accel,
                                 start_paused=not self.autostart)
@@ -610,11 +576,13 @@ class LocalCloud(Cloud):
             runner.run(["qemu-img", "convert", "-O", "qcow2", "-f", "raw", d["file"],
                         os.path.join(part, name)], timeout=6 * 3600)
             files.append((module, name, d["size_gib"]))
-        desc = render_image_description(image_id, rec["spec"], files)
+        spec = rec["spec"]
+        desc = render_image_description(
+            files, image_id=image_id, image_name=spec["name"], platform=spec["platform"],
+            architecture=spec["architecture"], boot_mode=spec["boot_mode"],
+            description=spec["description"])
         verdict = None
         if rec["verify"]:
-            from receiver import bootcheck
-
             self._set_image(image_id, progress="80%")
             firmware = "uefi" if rec["spec"]["boot_mode"] == "UEFI" else "bios"
             v = bootcheck.boot_and_watch([d["file"] for d in rec["disks"]], firmware=firmware,

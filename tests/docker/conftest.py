@@ -1,7 +1,7 @@
 """Source and receiver as containers on a compose network (pytest-docker, docker-compose 1.29).
 
 One stack per test module (`stack`): the receiver image is built (or reused: cached by
-its inputs, image_build.docker), the sample server is built (or reused) and mounted
+its inputs, image_build.dev.docker), the sample server is built (or reused) and mounted
 read-only on the host, two sparse disk image files are made for the receiver, and
 ``docker-compose up`` starts ``receiver`` and ``source`` under a unique project name.
 Teardown (always, in ``finally``): ``docker-compose down -v``, the receiver's loop
@@ -18,8 +18,8 @@ import time
 import pytest
 from pytest_docker.plugin import get_docker_services
 
-from image_build import docker as docker_build
-from image_build import loopdev
+from image_build.dev import docker as docker_build
+from receiver import blockdev
 from tests.helpers import sample
 from wire import runner
 
@@ -125,7 +125,7 @@ def loops_of(path):
 def detach_loops(paths):
     for path in paths:
         for dev in loops_of(path):
-            loopdev.detach(dev)
+            blockdev.detach(dev)
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,11 @@ import time
 
 import pytest
 
-from image_build import loopdev
-from receiver import bootcheck
+from receiver import blockdev
 from receiver.disks.apply import wait_for_partitions
 from tests.docker.conftest import IMAGE_NAME, _show, compose_stack, loops_of
 from tests.helpers import fidelity
-from wire import runner
+from wire import bootcheck, runner
 
 pytestmark = [pytest.mark.root, pytest.mark.long(minutes=3)]
 
@@ -220,13 +219,13 @@ def test_cutover_converts_verifies_and_the_image_boots(stack, tmp_path):
         for path in files:
             raw = str(tmp_path / (os.path.basename(path) + ".raw"))
             runner.run(["qemu-img", "convert", "-O", "raw", path, raw], timeout=600)
-            raws.append(loopdev.attach(raw, read_only=True))
+            raws.append(blockdev.attach(raw, read_only=True))
         with mounted_target(raws[0], raws[1]) as target:
             got = checksums(target, CHECKSUMMED)
         want = checksums(stack.dirs["source"], CHECKSUMMED)
     finally:
         for dev in raws:
-            loopdev.detach(dev)
+            blockdev.detach(dev)
     assert len(want) > 100 and got == want
 
 

@@ -1,7 +1,7 @@
 """The fake cloud with instances that really run: RunInstances starts a real receiver.
 
 Used by the all-in-one tests (tests/source_script/test_allinone.py) and by the demo's
-``--cloud fake-aliyun`` mode (image_build/demo.py and its test):
+``--cloud fake-aliyun`` mode (image_build/dev/demo.py and its test):
 
     with fake_aliyun(net, base, receiver_args) as cloud:
         # cloud.fake: the FakeCloud (127.0.0.1, random port) with its World

@@ -1,6 +1,6 @@
 """The receiver appliance launched as an instance of the ``local`` provider (qemu in
 the ``ecs`` namespace, launched from ``src`` as an operator would), for the VM tests
-that drive the receiver themselves (the demo's default mode, image_build/demo.py, is
+that drive the receiver themselves (the demo's default mode, image_build/dev/demo.py, is
 the other user of the same launch)."""
 
 import contextlib
@@ -11,7 +11,7 @@ import re
 import sys
 
 from image_build.cloud.local import QMP_SOCKET, LocalCloud
-from image_build.demo import release_local_instances
+from image_build.dev.demo import release_local_instances
 from tests.helpers.netns import netns_pair
 from wire import runner
 

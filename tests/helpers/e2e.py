@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from image_build import loopdev
+from receiver import blockdev
 from tests.helpers import fidelity, sample
 from tests.helpers.netns import netns_pair
 from tests.helpers.receiver import REPO, Receiver, tail_of
@@ -56,7 +56,7 @@ REGENERATED = ["boot/initrd.img-*", "boot/grub/*", "var/lib/initramfs-tools/*",
 
 def loop_disks(base, sizes):
     """Empty sparse files of ``sizes`` ({name: bytes}) on loop devices; {name: dev}."""
-    return loopdev.blank_disks(base, sizes)
+    return blockdev.blank_disks(base, sizes)
 
 
 @contextlib.contextmanager
@@ -72,16 +72,16 @@ def mounted_image(qcow2, partition, in_use=False):
     try:
         runner.run(["qemu-img", "convert"] + (["-U"] if in_use else []) +
                    ["-O", "raw", qcow2, raw], timeout=600)
-        dev = loopdev.attach(raw, read_only=not in_use, partitions=[partition])
+        dev = blockdev.attach(raw, read_only=not in_use, partitions=[partition])
         runner.run(["mount", "-o", "ro" if in_use else "ro,noload",
-                    loopdev.partition(dev, partition), mnt])
+                    blockdev.partition(dev, partition), mnt])
         try:
             yield mnt
         finally:
             runner.run(["umount", mnt], ok_codes=None)
     finally:
         if dev:
-            loopdev.detach(dev)
+            blockdev.detach(dev)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -92,8 +92,8 @@ def writable_disk1(root, base):
     copy = os.path.join(base, "source-disk1.img")
     runner.run(["cp", "--sparse=always", sample.image("disk1"), copy], timeout=300)
     where = os.path.join(root, "mnt", "disk1")
-    with loopdev.attached(copy, partitions=[1]) as dev:
-        runner.run(["mount", loopdev.partition(dev, 1), where])
+    with blockdev.attached(copy, partitions=[1]) as dev:
+        runner.run(["mount", blockdev.partition(dev, 1), where])
         try:
             yield where
         finally:

@@ -1,3 +1,3 @@
-"""The test hosts ``src`` and ``ecs``: see image_build/netns.py (the demo uses them too)."""
+"""The test hosts ``src`` and ``ecs``: see image_build/dev/netns.py (the demo uses them too)."""
 
-from image_build.netns import NetnsPair, netns_pair, stop_process  # noqa: F401
+from image_build.dev.netns import NetnsPair, netns_pair, stop_process  # noqa: F401

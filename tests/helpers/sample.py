@@ -1,6 +1,6 @@
 """The sample source server for tests that boot or migrate a real system.
 
-Built once per machine by image_build.sample_server (debootstrap tree cached under
+Built once per machine by image_build.dev.sample_server (debootstrap tree cached under
 /var/cache/go2aliyun, keyed by its inputs); tests never write to these images: they
 boot them on overlays or mount them read-only.
 """
@@ -11,7 +11,8 @@ import os
 import shutil
 import tempfile
 
-from image_build import loopdev, sample_server
+from image_build.dev import sample_server
+from receiver import blockdev
 from wire import runner
 
 SAMPLE_DIR = os.environ.get("GO2ALIYUN_SAMPLE_DIR") or sample_server.default_out_dir()
@@ -38,7 +39,7 @@ def kernel_files():
     """Copy the sample's kernel and initrd out of its /boot; yields (vmlinuz, initrd, root_uuid)."""
     out = tempfile.mkdtemp(prefix="sample-kernel-")
     try:
-        with loopdev.attached(image("system"), read_only=True) as dev:
+        with blockdev.attached(image("system"), read_only=True) as dev:
             mnt = tempfile.mkdtemp(prefix="sample-boot-")
             try:
                 runner.run(["mount", "-o", "ro,noload", dev + "p1", mnt])

@@ -5,7 +5,7 @@ builds the disks; here the system only has to exist as files, plus its manifest)
 The tree is the debootstrap of the sample server's package list with ``grub-pc``
 replaced by ``grub-efi-amd64`` (EFI GRUB, update-grub) and ``lvm2`` added (its
 initramfs hook activates the root LV), cached as its own tarball by
-:func:`image_build.sample_server.ensure_rootfs`. On top, what Debian's installer
+:func:`image_build.dev.sample_server.ensure_rootfs`. On top, what Debian's installer
 leaves on such a server: fstab with ``/`` and swap on LVs of the VG, the ESP at
 ``/boot/efi`` by ``UUID=`` (vfat), ``RESUME=`` naming the swap LV, GRUB's EFI image in
 ``EFI/debian`` of the ESP (made with the tree's own ``grub-mkimage``), and a data disk
@@ -20,7 +20,7 @@ import os
 import random
 import uuid
 
-from image_build import sample_server
+from image_build.dev import sample_server
 from source_script import inventory
 from tests.receiver.disks import layouts as L
 from wire import runner

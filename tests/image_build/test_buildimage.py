@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from image_build import appliance, buildimage
+from image_build import buildimage
 from tests.fakecloud.fixtures import REGION, aliyun_cloud
 from tests.fakecloud.world import appliance_build_version
 from wire import runner
@@ -78,7 +78,7 @@ def test_the_script_reads_its_settings_back(fake):
                       '"$G2A_PIP_INDEX" "$G2A_WHEEL_URL" "$G2A_PACKAGES"'],
                      input=buildimage.render_settings(s)).stdout
     assert out.split("|") == [VERSION, "https://pypi.example/simple/", s.wheel_url,
-                              " ".join(appliance.RECEIVER_PACKAGES)]
+                              " ".join(buildimage.RECEIVER_PACKAGES)]
 
 
 def test_settings_are_checked():

@@ -9,6 +9,7 @@ import yaml
 
 from image_build import finish, launch
 from image_build.state import StateFile
+from receiver import cloudimage
 from tests.fakecloud.fixtures import REGION, aliyun_cloud
 from wire.errors import CloudError, UsageError
 
@@ -153,8 +154,8 @@ def test_receiver_side_build_with_its_ram_role_then_operator_releases_network(
     cloud_json = tmp_path / "cloud.json"
     cloud_json.write_bytes(files["/etc/go2aliyun/cloud.json"])
 
-    on_receiver = finish.OnReceiver(
-        finish.receiver_state_path(str(tmp_path / "receiver")), str(cloud_json),
+    on_receiver = cloudimage.OnReceiver(
+        cloudimage.receiver_state_path(str(tmp_path / "receiver")), str(cloud_json),
         metadata_endpoint=fake.endpoint, endpoint=fake.endpoint, protocol="http",
         sleep=clock.sleep, clock=clock)
     image_id = on_receiver.build_image()

@@ -1,4 +1,4 @@
-"""The demo's default mode (``bash image_build/demo.sh``: image_build/demo.py
+"""The demo's default mode (``bash image_build/dev/demo.sh``: image_build/dev/demo.py
 ``run_demo(cloud="local")``) with assertions: the ``local`` provider's whole cycle with
 every step real.
 
@@ -26,8 +26,8 @@ import sys
 
 import pytest
 
-from image_build import demo
 from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE, LocalCloud, _alive
+from image_build.dev import demo
 from source_script import clientdata
 from tests.helpers import e2e, sample
 from tests.helpers.appliance_vm import chroot_command_times

@@ -8,8 +8,9 @@ import threading
 
 import pytest
 
-from image_build import launch, tlsmaterial
+from image_build import launch
 from image_build.state import StateFile
+from receiver.identity import make_receiver_identity
 from tests.fakecloud.fixtures import aliyun_cloud
 from tests.image_build.test_launch_finish import settings_for
 from wire.errors import CloudError, TrustError
@@ -42,7 +43,7 @@ def _serve(identity, tmp_path):
 
 @pytest.fixture
 def receiver(tmp_path):
-    identity = tlsmaterial.make_receiver_identity()
+    identity = make_receiver_identity()
     server = _serve(identity, tmp_path)
     try:
         yield identity, server.server_address[1]
@@ -54,7 +55,7 @@ def receiver(tmp_path):
 def test_probe_pins_the_fingerprint(receiver):
     identity, port = receiver
     assert launch.probe_receiver("127.0.0.1", port, identity["fingerprint"])
-    other = tlsmaterial.make_receiver_identity()
+    other = make_receiver_identity()
     with pytest.raises(TrustError) as e:
         launch.probe_receiver("127.0.0.1", port, other["fingerprint"])
     assert e.value.code == "auth.fingerprint_mismatch"

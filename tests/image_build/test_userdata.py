@@ -9,7 +9,8 @@ import os
 import pytest
 import yaml
 
-from image_build import tlsmaterial, userdata
+from image_build import userdata
+from receiver.identity import make_receiver_identity
 from wire import runner
 from wire.errors import ConfigError
 
@@ -21,7 +22,7 @@ CLOUD_CONFIG = {"provider": "aliyun", "migration_id": "m-20261126-abcdef",
 
 @pytest.fixture(scope="module")
 def identity():
-    return tlsmaterial.make_receiver_identity()
+    return make_receiver_identity()
 
 
 def render(identity, **kw):

@@ -40,15 +40,15 @@ import uuid
 
 import pytest
 
-from image_build import appliance, loopdev
 from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE
-from wire import parsers
+from image_build.dev import appliance
+from receiver import blockdev
 from tests.helpers import appliance_vm, qmp
 from tests.helpers import uefi_lvm_source as S
 from tests.helpers.appliance_vm import chroot_command_times
 from tests.helpers.e2e import mounted_image
 from tests.receiver.disks import layouts as L
-from wire import runner
+from wire import parsers, runner
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.long(minutes=13)]
 
@@ -118,7 +118,7 @@ def make_held_vg(path, vg_name):
     made on a loop device here; every LVM command limited to that device."""
     with open(path, "wb") as f:
         f.truncate(HELD_DISK_MIB * MiB)
-    with loopdev.attached(path, partitions=()) as dev:
+    with blockdev.attached(path, partitions=()) as dev:
         scope = ["--devices", dev]
         runner.run(["pvcreate", "-q", "-y", "-ff"] + scope + [dev], env=LVM_ENV)
         runner.run(["vgcreate", "-q"] + scope + [vg_name, dev], env=LVM_ENV)
@@ -320,7 +320,7 @@ def test_uefi_lvm_server_migrated_in_the_vm_boots_under_ovmf(vm, source, migrate
 
     # the image's system disk: GPT and the ESP as the source had them, the PV scaled up
     system_raw = image_raw["system"]
-    with loopdev.attached(system_raw, read_only=True) as dev:
+    with blockdev.attached(system_raw, read_only=True) as dev:
         table = parsers.parse_sfdisk_json(runner.run(["sfdisk", "--json", dev]).stdout)
         assert table["table"] == "gpt" and table["table_id"] == src_disk["table_id"]
         p1, p2 = table["partitions"]
@@ -331,13 +331,13 @@ def test_uefi_lvm_server_migrated_in_the_vm_boots_under_ovmf(vm, source, migrate
 
         esp = {}
         for line in runner.run(["blkid", "-p", "-o", "export",
-                                loopdev.partition(dev, 1)]).stdout.splitlines():
+                                blockdev.partition(dev, 1)]).stdout.splitlines():
             k, _, v = line.partition("=")
             esp[k] = v
         assert (esp["TYPE"], esp["UUID"]) == ("vfat", esp_src["uuid"]), esp
 
         # the VG under the source's name again (release renamed it back)
-        pv = loopdev.partition(dev, 2)
+        pv = blockdev.partition(dev, 2)
         pvs = _lvm_report(["pvs"], pv, "pv_name,vg_name,pe_start")
         assert [x["vg_name"] for x in pvs] == [vg], pvs
         vgs = _lvm_report(["vgs"], pv, "vg_name,vg_extent_size")
@@ -394,8 +394,8 @@ def test_uefi_lvm_server_migrated_in_the_vm_boots_under_ovmf(vm, source, migrate
     assert got.replace("\r\n", "\n") == marks[S.MARKS[1]]
 
     # the data disk, its file on its ext4
-    with loopdev.attached(image_raw["disk1"], read_only=True) as dev:
-        part = loopdev.partition(dev, 1)
+    with blockdev.attached(image_raw["disk1"], read_only=True) as dev:
+        part = blockdev.partition(dev, 1)
         assert runner.run(["blkid", "-p", "-s", "UUID", "-o", "value", part]).stdout.strip() \
             == source.data_uuid
         assert debugfs_cat(part, "/" + S.DATA_MARK) == marks[S.DATA_MARK]

@@ -199,7 +199,7 @@ def test_zipapp_on_python36_pushes_faithfully(world):
     """The source side as shipped: go2aliyun.pyz (click 7.1.2) on Python 3.6, the TLS
     bridge included, under rsync's LC_ALL=C."""
     pyz = os.path.join(world.base, "go2aliyun.pyz")
-    runner.run([sys.executable, "-m", "image_build.pyz", "-o", pyz], cwd=REPO, timeout=300)
+    runner.run([sys.executable, "-m", "image_build.dev.pyz", "-o", pyz], cwd=REPO, timeout=300)
     world.prefix = (_python36(), pyz)
     world.pythonpath = None  # and the cwd is the work folder: only the zipapp has the code
     r = world.migrate("--sync-only")

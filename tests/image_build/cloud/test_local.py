@@ -11,12 +11,12 @@ from image_build.cloud.local import (
     _keep_boot_image,
     disk_id_for,
     parse_qemu_img_progress,
-    render_image_description,
+    render_instance_argv,
     render_meta_data,
-    render_qemu_argv,
     unix_connect,
 )
 from receiver.datachannel import free_port
+from wire.manifest import render_image_description
 
 
 def test_disk_ids_fit_a_virtio_serial_and_depend_on_instance_and_name():
@@ -39,8 +39,9 @@ def test_receiver_config_names_disk_ids_and_host_verification(tmp_path):
 
 
 def test_qemu_argv_serials_forwards_and_seed():
-    argv = render_qemu_argv("/s/instances/i-1", [("/s/sys.qcow2", "d-a"), ("/s/t.qcow2", "d-b")],
-                            "/s/seed.iso", "10.250.0.2", {8080: 8080, 8703: 18703})
+    argv = render_instance_argv("/s/instances/i-1",
+                                [("/s/sys.qcow2", "d-a"), ("/s/t.qcow2", "d-b")],
+                                "/s/seed.iso", "10.250.0.2", {8080: 8080, 8703: 18703})
     text = " ".join(argv)
     assert argv[:5] == ["qemu-system-x86_64", "-name", "i-1", "-accel", "tcg"]
     assert "hostfwd=tcp:10.250.0.2:8080-:8080,hostfwd=tcp:10.250.0.2:18703-:8703" in text
@@ -48,13 +49,13 @@ def test_qemu_argv_serials_forwards_and_seed():
     assert "virtio-blk-pci,drive=d1,serial=d-b" in text
     assert "file=/s/seed.iso,if=ide,media=cdrom,format=raw,readonly=on" in text
     assert "-daemonize" in argv and "-S" not in argv
-    assert "-S" in render_qemu_argv("/x", [], "/s", "a", {}, start_paused=True)
+    assert "-S" in render_instance_argv("/x", [], "/s", "a", {}, start_paused=True)
     assert argv[argv.index("-device", argv.index("virtio-net-pci,netdev=n0")) + 1] == \
         "virtio-rng-pci"
 
 
 def test_qemu_argv_binds_the_monitor_relative_to_the_instance_folder():
-    argv = render_qemu_argv("/" + "d" * 200 + "/i-1", [], "/s", "a", {})
+    argv = render_instance_argv("/" + "d" * 200 + "/i-1", [], "/s", "a", {})
     assert argv[argv.index("-qmp") + 1] == "unix:qmp,server=on,wait=off"
 
 
@@ -82,21 +83,20 @@ def test_a_monitor_socket_deeper_than_a_socket_address_holds_is_reached(tmp_path
 
 
 def test_qemu_argv_multi_threaded_tcg_for_more_than_one_cpu():
-    argv = render_qemu_argv("/x", [], "/s", "a", {}, smp=2)
+    argv = render_instance_argv("/x", [], "/s", "a", {}, smp=2)
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
     assert argv[argv.index("-smp") + 1] == "2"
     assert argv[argv.index("-m") + 1] == "2048"
-    kvm = render_qemu_argv("/x", [], "/s", "a", {}, smp=2, accel="kvm")
+    kvm = render_instance_argv("/x", [], "/s", "a", {}, smp=2, accel="kvm")
     assert kvm[kvm.index("-accel") + 1] == "kvm"
 
 
 def test_meta_data_and_image_description():
     assert render_meta_data("i-local1") == ("instance-id: i-local1\n"
                                             "local-hostname: go2aliyun-receiver\n")
-    spec = {"name": "img", "platform": "Debian", "architecture": "x86_64",
-            "boot_mode": "BIOS", "description": "d"}
-    desc = render_image_description("m-1", spec, [("system", "system.qcow2", 20),
-                                                  ("disk1", "disk1.qcow2", 30)])
+    desc = render_image_description([("system", "system.qcow2", 20),
+                                     ("disk1", "disk1.qcow2", 30)], image_id="m-1",
+                                    image_name="img", boot_mode="BIOS")
     assert [(d["device"], d["disk_type"], d["file"]) for d in desc["disks"]] == [
         ("/dev/xvda", "system", "system.qcow2"), ("/dev/xvdb", "data", "disk1.qcow2")]
     assert desc["image_name"] == "img" and desc["boot_mode"] == "BIOS"

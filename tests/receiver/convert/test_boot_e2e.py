@@ -17,14 +17,13 @@ import time
 
 import pytest
 
-from image_build import loopdev
-from receiver import bootcheck
+from receiver import blockdev
 from receiver.convert import convert
 from receiver.disks import apply as disks_apply
 from receiver.disks import probe
 from source_script.inventory.collect import collect
 from tests.helpers import sample
-from wire import runner
+from wire import bootcheck, runner
 from wire.errors import VerifyError
 from wire.paths import target_path
 
@@ -40,7 +39,7 @@ def _read(path):
 
 
 def _attach(stack, image, read_only=False):
-    return stack.enter_context(loopdev.attached(image, read_only=read_only))
+    return stack.enter_context(blockdev.attached(image, read_only=read_only))
 
 
 def _mount(stack, dev, where, ro=False):

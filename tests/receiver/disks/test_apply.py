@@ -13,12 +13,11 @@ import uuid
 
 import pytest
 
-from image_build import loopdev
+from receiver import blockdev
 from receiver.disks import probe
 from receiver.disks.apply import prepare, release, review
-from wire import parsers
 from tests.receiver.disks import layouts as L
-from wire import runner
+from wire import parsers, runner
 from wire.errors import DiskError
 
 pytestmark = pytest.mark.root
@@ -60,7 +59,7 @@ class Loops(object):
         path = os.path.join(self.tmp, "disk%d.img" % len(self.devices))
         with open(path, "wb") as f:
             f.truncate(size)
-        dev = loopdev.attach(path, partitions=())
+        dev = blockdev.attach(path, partitions=())
         self.devices.append(dev)
         self.files[dev] = path
         return dev
@@ -82,7 +81,7 @@ def loops(tmp_path):
     finally:
         _unmount_under(str(tmp_path))
         for dev in lp.devices:
-            loopdev.detach(dev)  # also the nodes a test made by hand
+            blockdev.detach(dev)  # also the nodes a test made by hand
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The one-file zipapp: built with ``python3 -m image_build.pyz``, it bundles click 7.1.2
+"""The one-file zipapp: built with ``python3 -m image_build.dev.pyz``, it bundles click 7.1.2
 and runs the source script (``--help``, ``inventory --json --root TREE``), also on the
 oldest Python the source side supports when that interpreter is on this machine."""
 
@@ -10,10 +10,10 @@ import zipfile
 
 import pytest
 
-from image_build import pyz
+from image_build.dev import pyz
 from wire import runner
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 TREE = os.path.join(REPO, "tests", "data", "trees", "debian12")
 pytestmark = pytest.mark.commands
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.commands
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("pyz") / "go2aliyun.pyz")
-    r = runner.run([sys.executable, "-m", "image_build.pyz", "-o", out], cwd=REPO, timeout=300)
+    r = runner.run([sys.executable, "-m", "image_build.dev.pyz", "-o", out], cwd=REPO, timeout=300)
     assert r.stdout.strip() == out
     return out
 

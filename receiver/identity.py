@@ -1,7 +1,7 @@
-"""The receiver's identity, made by the launcher so it can print token and fingerprint
-before the instance even boots. Made with the receiver's own code, in the receiver's own
-file formats, so ``go2aliyun-receiver serve --state /var/lib/go2aliyun`` finds them and
-uses them instead of making new ones:
+"""The receiver's identity, the receiver's one public module for the launcher: made before
+the instance even boots, so launch can print token and fingerprint. Made with the
+receiver's own code, in its own file formats, so ``go2aliyun-receiver serve --state
+/var/lib/go2aliyun`` finds them and uses them instead of making new ones:
 
 * ``tls/receiver.key`` and ``tls/receiver.crt``: the self-signed certificate that is also
   the CA of this migration (``receiver.tls.make_ca``);
@@ -11,6 +11,8 @@ uses them instead of making new ones:
 
 import tempfile
 
+from receiver import state as receiver_state
+from receiver import tls, tokens
 from wire.logs import register_secret
 
 TOKEN_TTL = 3 * 24 * 3600
@@ -18,9 +20,6 @@ TOKEN_TTL = 3 * 24 * 3600
 
 def make_receiver_identity(ttl=TOKEN_TTL):
     """Returns ``{"certificate", "key", "fingerprint", "token", "tokens_json"}``."""
-    from receiver import state as receiver_state
-    from receiver import tls, tokens
-
     key_pem, cert_pem = tls.make_ca()
     register_secret(key_pem.decode("ascii"))
     with tempfile.TemporaryDirectory(prefix="g2a-identity-") as folder:

@@ -9,7 +9,7 @@ The debootstrap tree is cached as a tarball outside the repository, keyed by its
 inputs (suite, mirror, variant, packages), so a second run is fast; nothing depends
 on the cache existing.
 
-    python3 -m image_build.sample_server --out DIR [--cache DIR]
+    python3 -m image_build.dev.sample_server --out DIR [--cache DIR]
 """
 
 import argparse
@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 
-from image_build import loopdev
+from receiver import blockdev
 from wire import runner
 from wire.errors import CommandError, DiskError
 from wire.paths import target_path
@@ -224,17 +224,17 @@ def _build(out_dir, cache_dir, data_files):
         devs = {}
         for name, d in LAYOUT.items():
             numbers = list(range(1, len(d["partitions"]) + 1))
-            devs[name] = stack.enter_context(loopdev.attached(os.path.join(out_dir, d["file"]),
+            devs[name] = stack.enter_context(blockdev.attached(os.path.join(out_dir, d["file"]),
                                                               partitions=numbers))
             for n, part in enumerate(d["partitions"], 1):
-                _mkfs(loopdev.partition(devs[name], n), part)
+                _mkfs(blockdev.partition(devs[name], n), part)
         mnt = tempfile.mkdtemp(prefix="sample-mnt-")
         stack.callback(os.rmdir, mnt)
         mounts = []
         for name, d in LAYOUT.items():
             for n, part in enumerate(d["partitions"], 1):
                 if part["mount"]:
-                    mounts.append((part["mount"], loopdev.partition(devs[name], n)))
+                    mounts.append((part["mount"], blockdev.partition(devs[name], n)))
         mounts.sort(key=lambda m: m[0].count("/") if m[0] != "/" else 0)
         mounted = []
         for mountpoint, node in mounts:
@@ -249,7 +249,7 @@ def _build(out_dir, cache_dir, data_files):
             f.write(render_fstab(LAYOUT))
         if data_files:
             _write_data(mnt)
-        swap_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value", loopdev.partition(
+        swap_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value", blockdev.partition(
             devs["system"], _swap_number(LAYOUT["system"]))]).stdout.strip()
         _set_resume(mnt, swap_uuid)
         kver = _install_grub(mnt, devs["system"])
@@ -310,7 +310,7 @@ def _install_grub(mnt, system_dev, root_part=2):
         raise CommandError("no kernel in the sample tree")
     kver = kernels[-1][len("vmlinuz-"):]
     root_uuid = runner.run(["blkid", "-s", "UUID", "-o", "value",
-                            loopdev.partition(system_dev, root_part)]).stdout.strip()
+                            blockdev.partition(system_dev, root_part)]).stdout.strip()
     with _chroot(mnt):
         runner.run(["chroot", mnt, "grub-install", "--target=i386-pc", system_dev], timeout=300)
         runner.run(["chroot", mnt, "update-grub"], env={"GRUB_DISABLE_OS_PROBER": "true"},
@@ -318,7 +318,7 @@ def _install_grub(mnt, system_dev, root_part=2):
     cfg = target_path(mnt, "/boot/grub/grub.cfg")
     with open(cfg) as f:
         text = f.read()
-    text = text.replace("root=%s" % loopdev.partition(system_dev, root_part),
+    text = text.replace("root=%s" % blockdev.partition(system_dev, root_part),
                         "root=UUID=%s" % root_uuid)
     with open(cfg, "w") as f:
         f.write(text)
@@ -366,11 +366,11 @@ def mounted_readonly(out_dir, names=None):
         stack.callback(shutil.rmtree, root, True)
         mounts = []
         for name in names:
-            dev = stack.enter_context(loopdev.attached(
+            dev = stack.enter_context(blockdev.attached(
                 os.path.join(out_dir, LAYOUT[name]["file"]), read_only=True))
             for n, part in enumerate(LAYOUT[name]["partitions"], 1):
                 if part["mount"]:
-                    mounts.append((part["mount"], loopdev.partition(dev, n)))
+                    mounts.append((part["mount"], blockdev.partition(dev, n)))
         mounts.sort(key=lambda m: 0 if m[0] == "/" else m[0].count("/"))
         for mountpoint, node in mounts:
             where = target_path(root, mountpoint)

@@ -1,5 +1,5 @@
-"""The pure parts of the receiver image build (image_build/docker.py) and of the
-container's entry point (image_build/container.py); the real build and containers run in
+"""The pure parts of the receiver image build (image_build/dev/docker.py) and of the
+container's entry point (receiver/container.py); the real build and containers run in
 tests/docker/."""
 
 import json
@@ -9,10 +9,10 @@ import shlex
 
 import yaml
 
-from image_build import container
-from image_build import docker as docker_build
+from image_build.dev import docker as docker_build
+from receiver import blockdev, container
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def dockerfile():
@@ -34,7 +34,7 @@ def test_dockerfile_contract():
     assert "HEALTHCHECK" in text and '"healthcheck"' in text
     assert '"--no-index"' in text or "--no-index" in text  # wheels only, no PyPI
     entry = re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1)
-    assert json.loads(entry)[-2:] == ["-m", "image_build.container"]
+    assert json.loads(entry)[-2:] == ["-m", "receiver.container"]
 
 
 def test_build_argv_and_keys():
@@ -89,14 +89,14 @@ def test_split_and_replace_serve_args():
 
 
 def test_losetup_and_loop_names():
-    assert container.parse_losetup_j("/dev/loop3\n  /dev/loop12\n\n") == ["/dev/loop3",
+    assert blockdev.parse_losetup_j("/dev/loop3\n  /dev/loop12\n\n") == ["/dev/loop3",
                                                                           "/dev/loop12"]
-    assert container.parse_losetup_j("") == []
-    assert container.loop_number("/dev/loop12") == 12
+    assert blockdev.parse_losetup_j("") == []
+    assert blockdev.loop_number("/dev/loop12") == 12
     for bad in ("/dev/loop12p1", "/dev/sda", "loop1"):
         try:
-            container.loop_number(bad)
-        except container.DiskError as e:
+            blockdev.loop_number(bad)
+        except blockdev.DiskError as e:
             assert e.code == "disk.invalid"
         else:
             raise AssertionError("accepted %r" % bad)
@@ -139,21 +139,21 @@ def test_compose_file_gives_the_documented_flags():
 
 
 def test_remount_plan_follows_the_modules_to_their_devices_now():
-    assert container.partition_of("/dev/loop2p2") == ("/dev/loop2", 2)
-    assert container.partition_of("/dev/vdb1") == ("/dev/vdb", 1)
-    assert container.partition_of("/dev/nvme0n1p3") == ("/dev/nvme0n1", 3)
-    assert container.partition_of("/dev/mapper/vg-root") is None
-    assert container.partition_of("/dev/vdb") is None
+    assert blockdev.partition_of("/dev/loop2p2") == ("/dev/loop2", 2)
+    assert blockdev.partition_of("/dev/vdb1") == ("/dev/vdb", 1)
+    assert blockdev.partition_of("/dev/nvme0n1p3") == ("/dev/nvme0n1", 3)
+    assert blockdev.partition_of("/dev/mapper/vg-root") is None
+    assert blockdev.partition_of("/dev/vdb") is None
     prepared = {"devices": {"system": "/dev/loop2", "disk1": "/dev/loop3"},
                 "mounts": [{"device": "/dev/loop2p2", "path": "/m/system", "type": "ext4"},
                            {"device": "/dev/loop2p1", "path": "/m/system/boot",
                             "type": "ext4"},
                            {"device": "/dev/loop3p1", "path": "/m/disk1", "type": "xfs"}]}
-    plan = container.plan_remount(prepared, {"system": "/dev/loop9", "disk1": "/dev/vdc"})
+    plan = blockdev.plan_remount(prepared, {"system": "/dev/loop9", "disk1": "/dev/vdc"})
     assert plan == [("/dev/loop9p2", "loop9p2", "/m/system", "ext4"),
                     ("/dev/loop9p1", "loop9p1", "/m/system/boot", "ext4"),
                     ("/dev/vdc1", "vdc1", "/m/disk1", "xfs")]
     lvm = dict(prepared, mounts=[{"device": "/dev/mapper/vg-root", "path": "/m/system",
                                   "type": "xfs"}])
-    assert container.plan_remount(lvm, {"system": "/dev/loop2"}) is None
-    assert container.plan_remount(prepared, {"system": "/dev/loop2"}) is None  # no disk1
+    assert blockdev.plan_remount(lvm, {"system": "/dev/loop2"}) is None
+    assert blockdev.plan_remount(prepared, {"system": "/dev/loop2"}) is None  # no disk1

@@ -1,6 +1,6 @@
 """Build ``go2aliyun.pyz``: the source script as ONE file for old sources.
 
-    python3 -m image_build.pyz [-o dist/go2aliyun.pyz] [--cache DIR]
+    python3 -m image_build.dev.pyz [-o dist/go2aliyun.pyz] [--cache DIR]
 
 The zipapp holds ``source_script/``, ``wire/`` (with ``manifest.schema.json``) and a
 bundled click 7.1.2, the last click that runs on Python 3.6 (CentOS 7, Ubuntu 18.04)
@@ -24,7 +24,7 @@ from wire.errors import CommandError, Go2AliyunError
 CLICK_VERSION = "7.1.2"
 CLICK_WHEEL = "click-7.1.2-py2.py3-none-any.whl"
 CLICK_SHA256 = "dacca89f4bfadd5de3d7489b7c8a566eee0d3676333fbb50030263894c38c0dc"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGES = ("source_script", "wire")
 DATA_SUFFIXES = (".py", ".json")
 INTERPRETER = "/usr/bin/env python3"
@@ -128,7 +128,7 @@ def build(output, cache=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python3 -m image_build.pyz", description=__doc__.split(
+    p = argparse.ArgumentParser(prog="python3 -m image_build.dev.pyz", description=__doc__.split(
         "\n\n")[0])
     p.add_argument("-o", "--output", default=os.path.join("dist", "go2aliyun.pyz"),
                    help="where to write the zipapp (default: dist/go2aliyun.pyz)")

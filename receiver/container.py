@@ -20,22 +20,20 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import ssl
-import stat
 import sys
-import time
 import urllib.request
 
+from receiver import blockdev
+from receiver.state import read_json
 from wire import runner
-from wire.errors import DiskError, Go2AliyunError
+from wire.errors import Go2AliyunError
 
 log = logging.getLogger("go2aliyun.container")
 
 RECEIVER = "go2aliyun-receiver"
 DEFAULT_STATE = "/var/lib/go2aliyun"
-LOOP_MAJOR = 7
 # States whose step needs the target disks mounted where PREPARING mounted them.
 MOUNTED_STATES = ("READY_FOR_DATA", "SYNCING", "CONVERTING")
 
@@ -79,18 +77,6 @@ def replace_disk_values(args, disks, devices):
     return out
 
 
-def parse_losetup_j(text):
-    """Loop devices from ``losetup -n -O NAME -j FILE`` output (pure)."""
-    return [line.strip() for line in text.splitlines() if line.strip().startswith("/dev/loop")]
-
-
-def loop_number(device):
-    m = re.match(r"^/dev/loop(\d+)$", device)
-    if not m:
-        raise DiskError("not a loop device name: %r" % device, code="disk.invalid")
-    return int(m.group(1))
-
-
 def needs_remount(doc):
     """Whether the migration document is in a state whose step works on the mounted
     target disks (pure)."""
@@ -98,147 +84,6 @@ def needs_remount(doc):
     if state in MOUNTED_STATES:
         return True
     return state == "FAILED" and doc.get("step") in ("CONVERTING",)
-
-
-# --- effects -----------------------------------------------------------------------
-
-def ensure_loop_node(device):
-    """Make ``/dev/loopN`` (block 7:N) when missing; a container's /dev has none."""
-    n = loop_number(device)
-    try:
-        st = os.stat(device)
-    except FileNotFoundError:
-        os.mknod(device, 0o660 | stat.S_IFBLK, os.makedev(LOOP_MAJOR, n))
-        return
-    if not stat.S_ISBLK(st.st_mode) or os.major(st.st_rdev) != LOOP_MAJOR:
-        raise DiskError("%s exists but is not loop device 7:%d" % (device, n),
-                        code="disk.invalid")
-
-
-def host_loops(sys_block="/sys/block"):
-    """Loop devices the kernel has (``/sys/block/loopN``), as ``/dev/loopN`` names."""
-    try:
-        names = os.listdir(sys_block)
-    except OSError:
-        return []
-    return ["/dev/" + n for n in sorted(names) if re.match(r"^loop\d+$", n)]
-
-
-def attached_loops(path):
-    """Loop devices that already hold ``path`` (after a restart the old one stays).
-
-    ``losetup -j`` must open every loop device to compare the backing inode, so nodes
-    are made for all of them for the question and removed again afterwards: the
-    receiver must not see (and ``blkid``) other people's loop devices."""
-    made = []
-    try:
-        for dev in host_loops():
-            if not os.path.exists(dev):
-                ensure_loop_node(dev)
-                made.append(dev)
-        r = runner.run(["losetup", "-n", "-O", "NAME", "-j", path], ok_codes=None)
-        found = parse_losetup_j(r.stdout) if r.returncode == 0 else []
-    finally:
-        for dev in made:
-            with contextlib.suppress(OSError):
-                os.unlink(dev)
-    return found
-
-
-def attach(path, attempts=10):
-    """The loop device holding the image file ``path``: reused, or a new one (nodes made
-    here; another process may take the free one between asking and attaching: retried).
-    ``-P`` (partition scan): the kernel drops partitions a previous user of the device
-    left behind, and removes ours when the device is detached."""
-    if not os.path.exists("/dev/loop-control"):
-        raise DiskError("--disk %s is an image file but /dev/loop-control is missing"
-                        % path, code="disk.missing",
-                        hint="run the container with --device /dev/loop-control and "
-                        "--device-cgroup-rule 'b 7:* rmw' (docs/docker.md)")
-    for dev in attached_loops(path):
-        ensure_loop_node(dev)
-        log.info("reusing %s for %s", dev, path)
-        return dev
-    last = None
-    for _ in range(attempts):
-        dev = runner.run(["losetup", "-f"]).stdout.strip()
-        ensure_loop_node(dev)
-        r = runner.run(["losetup", "-P", dev, path], ok_codes=None)
-        if r.returncode == 0:
-            log.info("attached %s to %s", path, dev)
-            return dev
-        last = r.stderr.strip()
-        time.sleep(0.2)
-    raise DiskError("cannot attach %s to a loop device: %s" % (path, last),
-                    code="disk.missing", hint="free a loop device or raise max_loop")
-
-
-def partition_of(device):
-    """(disk, number) of a partition node name such as /dev/loop2p2 or /dev/vdb1 (pure);
-    None for anything else (an LVM volume, a whole disk)."""
-    m = re.match(r"^(/dev/(?:loop|nvme\d+n|mmcblk)\d+)p(\d+)$", device or "")
-    if not m:
-        m = re.match(r"^(/dev/[a-z]+)(\d+)$", device or "")
-    if not m:
-        return None
-    return m.group(1), int(m.group(2))
-
-
-def plan_remount(prepared, disks):
-    """[(node name, kernel name, mount path, type)] to mount again, in PREPARING's order,
-    with each partition moved to the device the module has now (pure); None when a
-    mount is not a plain partition of a target disk (LVM: left to the disks module)."""
-    old = prepared.get("devices") or {}
-    by_old = {dev: module for module, dev in old.items()}
-    out = []
-    for m in prepared.get("mounts") or []:
-        part = partition_of(m.get("device"))
-        if not part or part[0] not in by_old or by_old[part[0]] not in disks:
-            return None
-        disk = disks[by_old[part[0]]]
-        node = ("%sp%d" if disk[-1].isdigit() else "%s%d") % (disk, part[1])
-        out.append((node, os.path.basename(node), m["path"], m["type"]))
-    return out
-
-
-def _make_node(node, kernel_name, sys_block="/sys/block"):
-    disk = re.sub(r"p?\d+$", "", kernel_name)
-    with open(os.path.join(sys_block, disk, kernel_name, "dev")) as f:
-        major, minor = (int(x) for x in f.read().strip().split(":"))
-    want = os.makedev(major, minor)
-    if os.path.lexists(node):
-        st = os.lstat(node)
-        if stat.S_ISBLK(st.st_mode) and st.st_rdev == want:
-            return
-        os.unlink(node)
-    os.mknod(node, 0o660 | stat.S_IFBLK, want)
-
-
-def _mount_fresh(node, kernel_name, path, fstype, attempts=20):
-    """mknod from sysfs, then mount; the kernel may renumber the partitions once (a
-    rescan it owed the disk while the old container had them mounted), so a failed
-    attempt reads sysfs again. A mounted partition can no longer be renumbered."""
-    last = None
-    for _ in range(attempts):
-        try:
-            _make_node(node, kernel_name)
-        except OSError as e:
-            last = str(e)
-            time.sleep(0.5)
-            continue
-        os.makedirs(path, exist_ok=True)
-        r = runner.run(["mount", "-t", fstype, node, path], ok_codes=None)
-        if r.returncode == 0:
-            return
-        last = r.stderr.strip()
-        time.sleep(0.5)
-    raise DiskError("cannot mount %s at %s again: %s" % (node, path, last), code="disk.mount",
-                    hint="see the receiver's log; `go2aliyun-receiver serve` retries at start")
-
-
-def _mounted_paths():
-    with open("/proc/self/mountinfo") as f:
-        return {line.split()[4] for line in f}
 
 
 def remount_after_restart(state_dir, disks):
@@ -249,13 +94,11 @@ def remount_after_restart(state_dir, disks):
     each mount: the disks module, given a fresh container without partition nodes,
     takes a partition without a node for a blank one (and would make a new filesystem
     on it). Anything else (LVM) is left to ``serve``'s own restore."""
-    from receiver.state import read_json
-
     doc = read_json(os.path.join(state_dir, "migration.json"))
     prepared = read_json(os.path.join(state_dir, "prepare.json"))
     if not doc or not prepared or not needs_remount(doc):
         return None
-    plan = plan_remount(prepared, disks)
+    plan = blockdev.plan_remount(prepared, disks)
     if plan is None:
         log.info("target disks with volume groups: serve mounts them again")
         return None
@@ -265,11 +108,11 @@ def remount_after_restart(state_dir, disks):
         # open the whole disk once: a partition rescan the kernel owes it happens now
         with contextlib.suppress(OSError):
             os.close(os.open(dev, os.O_RDONLY))
-    mounted = _mounted_paths()
+    mounted = blockdev.mounted_paths()
     for node, kernel_name, path, fstype in plan:
         if os.path.realpath(path) in mounted:
             continue
-        _mount_fresh(node, kernel_name, path, fstype)
+        blockdev.mount_fresh(node, kernel_name, path, fstype)
         log.info("mounted %s at %s", node, path)
     return plan
 
@@ -279,7 +122,7 @@ def serve(args):
     devices = {}
     for _idx, name, value in disks:
         if os.path.isfile(value):
-            devices[name] = attach(os.path.abspath(value))
+            devices[name] = blockdev.ensure_attached(os.path.abspath(value))
     argv = replace_disk_values(args, disks, devices)
     if not has_console:
         argv += ["--console", "/dev/stdout"]

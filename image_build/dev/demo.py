@@ -1,6 +1,6 @@
 """The demo: migrate a real Debian 12 server on this machine and boot the image.
 
-    python3 -m image_build.demo [--work DIR] [--keep] [--cloud local|fake-aliyun]
+    python3 -m image_build.dev.demo [--work DIR] [--keep] [--cloud local|fake-aliyun]
 
 Every step is real: the sample server (Debian 12 made with debootstrap onto loop disk
 images: MBR with /boot, / and swap, fstab by /dev/sda names, a data disk at
@@ -9,7 +9,7 @@ instance lives in a namespace ``ecs``. Two modes (``--cloud``):
 
 * ``local`` (the default): the ``local`` provider, whose instances are qemu VMs.
   ``go2aliyun-cloud --provider local launch`` (run in ``src``) boots the receiver
-  appliance (image_build/appliance.py: Debian 12 with go2aliyun-receiver, built once
+  appliance (image_build/dev/appliance.py: Debian 12 with go2aliyun-receiver, built once
   and cached) under qemu in ``ecs`` with an empty virtio disk per source disk, its
   ports 8080 and 8703 forwarded on the ``ecs`` address; ``go2aliyun migrate
   --sync-only`` and ``--cutover`` push the server through TLS; the receiver inside
@@ -34,7 +34,7 @@ instance lives in a namespace ``ecs``. Two modes (``--cloud``):
 A second run reuses the cached sample server and appliance and finishes faster.
 
 Needs root, the Debian packages of image_build/setup.sh and the project installed
-(``bash image_build/demo.sh`` does both, then runs this).
+(``bash image_build/dev/demo.sh`` does both, then runs this).
 """
 
 import argparse
@@ -46,10 +46,11 @@ import signal
 import sys
 import time
 
-from image_build import appliance, loopdev, sample_server
 from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE, LocalCloud
 from image_build.cloud.local import STATE_FILE as LOCAL_STATE
-from image_build.netns import netns_pair
+from image_build.dev import appliance, sample_server
+from image_build.dev.netns import netns_pair
+from receiver import blockdev
 from wire import runner
 
 GIB = 1024 ** 3
@@ -268,7 +269,7 @@ def _fake_cloud_parts():
         from tests.fakecloud.server import OPERATOR_KEY
     except ImportError as e:
         raise SystemExit("--cloud fake-aliyun needs the repository's tests/ folder (%s): "
-                         "run it from a checkout, as `bash image_build/demo.sh --cloud "
+                         "run it from a checkout, as `bash image_build/dev/demo.sh --cloud "
                          "fake-aliyun`" % e) from e
     return fake_aliyun, OPERATOR_KEY
 
@@ -298,7 +299,7 @@ def run_fake_aliyun(work, keep=False):
         net, root = hosts(stack, 2, total, "the intermediate instance")
         stage(3, total, "the fake Alibaba Cloud API (tests/fakecloud: ECS, VPC, metadata "
                         "service) on 127.0.0.1")
-        disks = stack.enter_context(loopdev.blank_disks(
+        disks = stack.enter_context(blockdev.blank_disks(
             migration, {"system": 20 * GIB, "disk1": 20 * GIB}, prefix="target-"))
 
         def receiver_args(instance_root):
@@ -403,7 +404,7 @@ EPILOG = """modes (--cloud):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        prog="image_build/demo.sh", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+        prog="image_build/dev/demo.sh", description=__doc__.split("\n\n")[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/var/tmp/go2aliyun-demo",
                     help="folder for the run: receiver state, image, logs")
@@ -416,7 +417,7 @@ def main(argv=None):
         raise SystemExit("the demo needs root (loop devices, mounts, network namespaces)")
     for tool in ("qemu-system-x86_64", "rsync", "sfdisk", "debootstrap"):
         if not runner.which(tool):
-            raise SystemExit("%s is missing: run `bash image_build/demo.sh` (it installs "
+            raise SystemExit("%s is missing: run `bash image_build/dev/demo.sh` (it installs "
                              "what is needed)" % tool)
     # a TERM (a timeout, a service manager) unwinds like Ctrl-C: qemu stopped, the
     # namespaces, mounts and loop devices removed

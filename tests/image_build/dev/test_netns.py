@@ -1,4 +1,4 @@
-"""The two test hosts (image_build/netns.py): what they make is theirs, and a mount
+"""The two test hosts (image_build/dev/netns.py): what they make is theirs, and a mount
 undone on the host is undone for the processes running in them too (tests run side by
 side under pytest-xdist)."""
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from image_build.netns import netns_pair
+from image_build.dev.netns import netns_pair
 from wire import runner
 
 pytestmark = pytest.mark.root

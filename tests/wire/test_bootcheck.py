@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from receiver import bootcheck
 from tests.helpers import sample
+from wire import bootcheck
 
 CONSOLES = os.path.join(os.path.dirname(__file__), "..", "data", "consoles")
 

@@ -1,10 +1,10 @@
-"""The appliance's pure parts (image_build/appliance.py); the build itself runs in
+"""The appliance's pure parts (image_build/dev/appliance.py); the build itself runs in
 tests/image_build/test_local_provider.py."""
 
 import os
 import threading
 
-from image_build import appliance, sample_server
+from image_build.dev import appliance, sample_server
 
 
 def test_cache_key_follows_the_source_tree(tmp_path):

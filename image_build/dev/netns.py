@@ -157,7 +157,7 @@ def netns_pair():
         pair.close()
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tail_of(path, n=3000):

@@ -2,7 +2,7 @@
 qemu, takes its identity from a cloud-init NoCloud seed and runs the receiver.
 
 Inputs -> one cache key -> one file. The debootstrap tree (the appliance's package list)
-is cached by :func:`image_build.sample_server.ensure_rootfs`; the project's wheel and its
+is cached by :func:`image_build.dev.sample_server.ensure_rootfs`; the project's wheel and its
 receiver dependencies are made ON THE HOST (``pip wheel``: nothing inside the chroot
 reaches PyPI) and installed offline into a venv at ``/opt/go2aliyun``. The result is
 cached under ``/var/cache/go2aliyun/appliance-<key>.qcow2`` where the key covers the
@@ -20,35 +20,22 @@ import os
 import shutil
 import tempfile
 
-from image_build import loopdev, sample_server
+from image_build.buildimage import BOOT_PACKAGES, RECEIVER_PACKAGES
+from image_build.dev import sample_server
+from receiver import blockdev
 from wire import runner
 from wire.errors import CommandError
 from wire.paths import target_path
 
 log = logging.getLogger(__name__)
 
-# What the receiver itself needs on any Debian 12 (python, rsync, the disk and
-# boot-repair tools): installed by debootstrap here and by apt on an ECS base instance
-# (cloud-init/appliance-build.yaml.tmpl, image_build/buildimage.py). ONE list for both.
-RECEIVER_PACKAGES = (
-    # python3-cffi-backend: provides the virtual package python3-cryptography needs,
-    # which debootstrap's resolver does not pick by itself
-    "cloud-init", "python3-cffi-backend", "python3", "python3-venv", "rsync", "fdisk",
-    "util-linux", "e2fsprogs", "xfsprogs", "dosfstools", "mtools", "lvm2", "grub-pc-bin",
-    "grub-efi-amd64-bin", "openssl", "qemu-utils", "iproute2",
-)
-# What only a disk made from nothing needs to boot (an ECS base image has it already).
-BOOT_PACKAGES = (
-    "linux-image-amd64", "grub-pc", "systemd-sysv", "initramfs-tools", "udev", "kmod",
-    "ifupdown", "isc-dhcp-client", "netbase",
-)
 PACKAGES = BOOT_PACKAGES + RECEIVER_PACKAGES
 DISK_MIB = 4096
 VENV = "/opt/go2aliyun"
 # The files that make the project; their content is part of the cache key.
 SOURCE_PARTS = ("pyproject.toml", "wire", "source_script", "receiver", "image_build",
                 "cloud-init")
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The appliance only ever runs under qemu (the local provider), one receiver per VM. Under
 # TCG every process it starts is slow (update-initramfs starts ~13 000): the TSC is a
 # good clock there (else the kernel falls back to HPET, an emulated device), and the
@@ -206,8 +193,8 @@ def _build(cached, cache_dir, project_dir, say):
             f.truncate(LAYOUT["size_mib"] * sample_server.MIB)
         runner.run(["sfdisk", "-q", raw], input=sample_server.render_sfdisk(LAYOUT))
         with contextlib.ExitStack() as stack:
-            dev = stack.enter_context(loopdev.attached(raw, partitions=[1]))
-            part = loopdev.partition(dev, 1)
+            dev = stack.enter_context(blockdev.attached(raw, partitions=[1]))
+            part = blockdev.partition(dev, 1)
             runner.run(["mkfs.ext4", "-q", "-F", "-L", "go2aliyun", part])
             mnt = tempfile.mkdtemp(prefix="mnt-", dir=work)
             runner.run(["mount", part, mnt])

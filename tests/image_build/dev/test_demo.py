@@ -1,4 +1,4 @@
-"""The demo's fake-aliyun mode end to end (image_build/demo.py, `demo.sh --cloud
+"""The demo's fake-aliyun mode end to end (image_build/dev/demo.py, `demo.sh --cloud
 fake-aliyun`): go2aliyun-cloud launch through the real SDK against tests/fakecloud, a
 real receiver started from the instance's user-data, migrate --sync-only and
 --cutover, the receiver's verification boot (the one qemu boot of this test), the image
@@ -16,11 +16,11 @@ import time
 
 import pytest
 
-from image_build import demo
 from image_build.cloud.local import _alive
+from image_build.dev import demo
 from wire import runner
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def test_left_behind_names_only_what_a_migration_must_release():
@@ -96,7 +96,7 @@ def test_a_terminated_demo_stops_its_vm_and_removes_namespaces_and_mounts(tmp_pa
     work = str(tmp_path)
     out_path = os.path.join(work, "demo.out")
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "image_build.demo", "--work", work],
+        proc = subprocess.Popen([sys.executable, "-m", "image_build.dev.demo", "--work", work],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
                                 start_new_session=True)

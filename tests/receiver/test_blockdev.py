@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from image_build import loopdev
+from receiver import blockdev
 from wire import runner
 
 pytestmark = pytest.mark.root
@@ -36,30 +36,30 @@ def _sys_dev(dev, number):
 
 def test_stale_node_is_replaced_and_removed_at_detach(tmp_path):
     image = _image(tmp_path)
-    dev = loopdev.attach(image, read_only=True)
+    dev = blockdev.attach(image, read_only=True)
     try:
         # what a container or an earlier test can leave: p2 pointing at nothing
-        node = loopdev.partition(dev, 2)
+        node = blockdev.partition(dev, 2)
         os.unlink(node)
         os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(259, 999999 % 1048576))
     finally:
-        loopdev.detach(dev)
-    assert not os.path.exists(loopdev.partition(dev, 2)), "stale node left after detach"
+        blockdev.detach(dev)
+    assert not os.path.exists(blockdev.partition(dev, 2)), "stale node left after detach"
 
     # the same stale node made again before the next attach of that device
-    os.mknod(loopdev.partition(dev, 2), 0o600 | stat.S_IFBLK, os.makedev(259, 999998 % 1048576))
-    with loopdev.attached(image, read_only=True) as again:
+    os.mknod(blockdev.partition(dev, 2), 0o600 | stat.S_IFBLK, os.makedev(259, 999998 % 1048576))
+    with blockdev.attached(image, read_only=True) as again:
         for n in (1, 2):
-            assert _rdev(loopdev.partition(again, n)) == _sys_dev(again, n)
-        blkid = runner.run(["blkid", "-p", loopdev.partition(again, 2)], ok_codes=None)
+            assert _rdev(blockdev.partition(again, n)) == _sys_dev(again, n)
+        blkid = runner.run(["blkid", "-p", blockdev.partition(again, 2)], ok_codes=None)
         assert "not a valid block device" not in blkid.stderr
     if again != dev:
-        loopdev.detach(dev)  # our stale node was on a device someone else took
+        blockdev.detach(dev)  # our stale node was on a device someone else took
 
 
 def test_blank_disks_are_detached_even_on_failure(tmp_path):
     with pytest.raises(RuntimeError), \
-            loopdev.blank_disks(str(tmp_path), {"a": 8 * MIB, "b": 8 * MIB}) as devs:
+            blockdev.blank_disks(str(tmp_path), {"a": 8 * MIB, "b": 8 * MIB}) as devs:
         assert set(devs) == {"a", "b"}
         raise RuntimeError("boom")
     for name in ("a", "b"):

@@ -3,7 +3,7 @@
 Inputs -> keys -> images, every step cached so a rerun with no change is instant:
 
 1. base image ``go2aliyun/debian:bookworm``: ``docker import`` of a debootstrap tarball made
-   by :func:`image_build.sample_server.ensure_rootfs` with :data:`BASE_PACKAGES` (the
+   by :func:`image_build.dev.sample_server.ensure_rootfs` with :data:`BASE_PACKAGES` (the
    receiver's system tools, so the Dockerfile's ``apt-get install`` finds them all and
    needs no network), cached under ``/var/cache/go2aliyun`` by its package list. No image
    registry is needed. The image carries the label ``org.go2aliyun.base-key``.
@@ -13,8 +13,8 @@ Inputs -> keys -> images, every step cached so a rerun with no change is instant
 3. ``docker build`` -> ``go2aliyun/receiver:<key>`` (and ``:latest``) where the key covers
    the base key, the Dockerfile and the project's source files.
 
-    python3 -m image_build.docker build [--cache DIR] [--tag NAME] [--json]
-    python3 -m image_build.docker base          # only the base image
+    python3 -m image_build.dev.docker build [--cache DIR] [--tag NAME] [--json]
+    python3 -m image_build.dev.docker base          # only the base image
 
 With a registry at hand, ``--build-arg BASE=debian:bookworm`` builds the same image from
 Docker Hub's Debian (the Dockerfile then installs the tools with apt).
@@ -29,13 +29,13 @@ import shutil
 import sys
 import tempfile
 
-from image_build import sample_server
+from image_build.dev import sample_server
 from wire import runner
 from wire.errors import CommandError, UsageError
 
 log = logging.getLogger(__name__)
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCKERFILE = os.path.join(PROJECT_DIR, "Dockerfile")
 BASE_REPO = "go2aliyun/debian"
 BASE_TAG = BASE_REPO + ":bookworm"
@@ -215,7 +215,7 @@ def prune_old_images(keep):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python3 -m image_build.docker",
+    ap = argparse.ArgumentParser(prog="python3 -m image_build.dev.docker",
                                  description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command")
     b = sub.add_parser("build", help="build (or reuse) the receiver image")
