@@ -25,9 +25,8 @@ import sys
 import tempfile
 import time
 
-from image_build.dev.netns import ReceiverProcess
+from image_build.dev.netns import ReceiverProcess, stop_process
 from source_script import push
-from tests.helpers.netns import stop_process
 from wire import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,6 +9,8 @@ transition with its time). One run: it boots a VM under TCG, which takes minutes
 import datetime
 import time
 
+from tests.helpers import e2e
+
 
 def _when(text):
     text = text.replace("Z", "+00:00")
@@ -26,8 +28,6 @@ def durations(history):
 
 
 def measure(base, log):
-    from tests.helpers import e2e
-
     began = time.time()
     with e2e.world(base) as w:
         r = w.migrate("--cutover")

@@ -22,9 +22,9 @@ import statistics
 import sys
 import time
 
-from bench import datasets, harness, measure
+from bench import datasets, harness, measure, phases
+from image_build.dev.netns import netns_pair
 from source_script import push
-from tests.helpers.netns import netns_pair
 from wire import runner
 
 MB = 1000 * 1000
@@ -361,8 +361,6 @@ def scenario_footprint(net, base, cfg, log, state):
 
 
 def scenario_receiver_phases(net, base, cfg, log, state):
-    from bench import phases
-
     return phases.measure(base, log)
 
 

@@ -51,6 +51,8 @@ from image_build.cloud.local import STATE_FILE as LOCAL_STATE
 from image_build.dev import appliance, sample_server
 from image_build.dev.netns import netns_pair
 from receiver import blockdev
+from tests.fakecloud.instances import fake_aliyun
+from tests.fakecloud.server import OPERATOR_KEY
 from wire import runner
 
 GIB = 1024 ** 3
@@ -262,18 +264,6 @@ def run_local(work, keep=False, observe=None):
 RELEASED_KINDS = ("instances", "disks", "security_groups", "vswitches", "vpcs")
 
 
-def _fake_cloud_parts():
-    """tests/fakecloud and the helpers it uses (a checkout of the repository)."""
-    try:
-        from tests.fakecloud.instances import fake_aliyun
-        from tests.fakecloud.server import OPERATOR_KEY
-    except ImportError as e:
-        raise SystemExit("--cloud fake-aliyun needs the repository's tests/ folder (%s): "
-                         "run it from a checkout, as `bash image_build/dev/demo.sh --cloud "
-                         "fake-aliyun`" % e) from e
-    return fake_aliyun, OPERATOR_KEY
-
-
 def left_behind(summary):
     """The resources of the migration still in the cloud ({kind: count}, only kinds
     that are not zero); {} when everything was released."""
@@ -287,12 +277,11 @@ def _json_file(path):
 
 def run_fake_aliyun(work, keep=False):
     """``--cloud fake-aliyun``: see the module docstring."""
-    fake_aliyun, operator_key = _fake_cloud_parts()
     total = 7
     started = time.time()
     # the operator's folder holds the AccessKey, like `mig1` in the README
     migration, workdir, cloud_work = begin(work, total, dict(
-        demo_config(), access_id=operator_key[0], secret_key=operator_key[1],
+        demo_config(), access_id=OPERATOR_KEY[0], secret_key=OPERATOR_KEY[1],
         region_id="cn-hangzhou"))
     result = {"rc": 1, "image_id": None, "boot": False}
     with contextlib.ExitStack() as stack:
