@@ -55,14 +55,9 @@ class ClientCertRequired(TrustError):
     code = "auth.client_certificate_required"
 
 
-HTTP_CODES = {
-    400: "request.invalid",
-    401: "auth.client_certificate_required",
-    404: "not_found",
-    405: "request.method_not_allowed",
-    413: "request.too_large",
-    415: "request.invalid",
-}
+# The code of an HTTP error Flask raises (413 is TooLarge); other 4xx: request.invalid.
+HTTP_CODES = {401: "auth.client_certificate_required", 404: "not_found",
+              405: "request.method_not_allowed"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -217,9 +212,7 @@ def body(allow_empty=True, limit=None):
 
 
 def doc_response(doc, status=200):
-    resp = jsonify(st.public(doc))
-    resp.status_code = status
-    return resp
+    return jsonify(st.public(doc)), status
 
 
 # --- routes ------------------------------------------------------------------------

@@ -35,8 +35,6 @@ NEXT = {
     S.IMAGE_READY: S.RELEASED,
 }
 
-MAX_CLIENTS = 20  # issued client certificate serials kept (the newest)
-
 
 class NotFound(UsageError):
     code = "not_found"
@@ -75,7 +73,7 @@ def target_modules(config):
 def add_client(doc, serial):
     """Record a client certificate this receiver issued (``POST /v1/session``)."""
     doc.setdefault("_clients", []).append(serial)
-    del doc["_clients"][:-MAX_CLIENTS]
+    del doc["_clients"][:-20]  # the newest 20
 
 
 def knows_client(doc, serial):

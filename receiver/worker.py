@@ -9,15 +9,10 @@ worker killed in the middle of a step runs the step again after a restart: step
 functions must be idempotent.
 
 A step is ``fn(ctx) -> None`` and reports with ``ctx.progress(percent, message)``;
-``receiver.migration.end_step`` then moves the migration. In this build:
-
-* ``PREPARING`` rebuilds the source layout on ``--disk NAME=/dev/X`` block devices
-  (receiver.steps.prepare_disks), or maps ``--target-root NAME=DIR`` folders to rsync
-  modules;
-* ``VERIFYING`` boots the converted disks under qemu (receiver.steps.verify_boot);
-* ``CONVERTING`` converts real disks (receiver.steps.convert_disks); with folder
-  targets it FAILS honestly with ``conversion.unavailable`` (a folder cannot be made
-  bootable), so nothing after it ever pretends success.
+``receiver.migration.end_step`` then moves the migration. The steps live in
+``receiver.steps``; with ``--target-root`` folders PREPARING only checks the folders and
+CONVERTING fails honestly with ``conversion.unavailable`` (a folder cannot be made
+bootable), so nothing after it ever pretends success.
 """
 
 import contextlib
@@ -83,11 +78,7 @@ class StepContext(object):
 
     def set(self, **fields):
         """Save public fields of the migration document (modules, plan_review, image)."""
-
-        def fn(doc):
-            doc.update(fields)
-
-        self.store.update(fn)
+        self.store.update(lambda doc: doc.update(fields))
 
 
 # --- the steps of this build -------------------------------------------------------
