@@ -19,14 +19,13 @@ import os
 import jsonschema
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from flask import Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from receiver import migration, tls, tokens
 from receiver import state as st
-from receiver import tls, tokens
-from receiver.state import State
-from wire import manifest
-from wire.errors import Go2AliyunError, StateError, TrustError
+from wire import logs, manifest
+from wire.errors import ConfigError, Go2AliyunError, TrustError, UsageError
 from wire.logs import redact
 
 log = logging.getLogger(__name__)
@@ -38,22 +37,12 @@ MAX_SESSION_BODY = 64 * 1024
 TEST_PEER_KEY = "go2aliyun.test_peer_cert"
 
 
-class RequestInvalid(Go2AliyunError):
+class RequestInvalid(UsageError):
     code = "request.invalid"
-    exit_code = 2
-    http_status = 400
 
 
-class NotFound(Go2AliyunError):
-    code = "not_found"
-    exit_code = 2
-    http_status = 404
-
-
-class ManifestInvalid(Go2AliyunError):
+class ManifestInvalid(ConfigError):
     code = "manifest.invalid"
-    exit_code = 3
-    http_status = 400
 
 
 class TooLarge(Go2AliyunError):
@@ -66,55 +55,30 @@ class ClientCertRequired(TrustError):
     code = "auth.client_certificate_required"
 
 
-HTTP_CODES = {
-    400: "request.invalid",
-    401: "auth.client_certificate_required",
-    404: "not_found",
-    405: "request.method_not_allowed",
-    413: "request.too_large",
-    415: "request.invalid",
-}
+# The code of an HTTP error Flask raises (413 is TooLarge); other 4xx: request.invalid.
+HTTP_CODES = {401: "auth.client_certificate_required", 404: "not_found",
+              405: "request.method_not_allowed"}
 
 
 @functools.lru_cache(maxsize=None)
-def _validator(name):
+def validator(name):
     schema = manifest.load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
 
 
-def manifest_validator():
-    return _validator(manifest.SCHEMA_FILE)
-
-
-def plan_validator():
-    return _validator(manifest.PLAN_SCHEMA_FILE)
-
-
-def json_path(prefix, parts):
-    out = prefix
-    for p in parts:
-        out += "[%d]" % p if isinstance(p, int) else ".%s" % p
-    return out
-
-
-def validate_document(validator, doc, prefix):
+def validate_document(name, doc, prefix):
     """Raise manifest.invalid naming the JSON path of the first (best) error."""
-    errors = list(validator.iter_errors(doc))
-    if not errors:
+    best = jsonschema.exceptions.best_match(validator(name).iter_errors(doc))
+    if best is None:
         return
-    best = jsonschema.exceptions.best_match(errors)
-    where = json_path(prefix, best.absolute_path)
-    msg = best.message
-    if len(msg) > 300:
-        msg = msg[:300] + "..."
-    raise ManifestInvalid(
-        "%s: %s" % (where, msg), path=where,
-        hint="send what 'go2aliyun inventory --json' prints; schema %s"
-             % ("wire/manifest.schema.json" if prefix == "$.manifest"
-                else "wire/plan.schema.json"),
-    )
+    where = prefix + "".join("[%d]" % p if isinstance(p, int) else ".%s" % p
+                             for p in best.absolute_path)
+    msg = best.message if len(best.message) <= 300 else best.message[:300] + "..."
+    raise ManifestInvalid("%s: %s" % (where, msg), path=where,
+                          hint="send what 'go2aliyun inventory --json' prints; schema "
+                               "wire/%s" % name)
 
 
 def error_response(err):
@@ -135,275 +99,212 @@ def create_app(config=None):
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["JSON_SORT_KEYS"] = False
     app.config.update(config)
-    store = st.Store(config["STATE_DIR"])
-    store.ensure()
-    app.extensions["go2aliyun.store"] = store
-
-    # --- errors --------------------------------------------------------------------
-
-    @app.errorhandler(Go2AliyunError)
-    def on_error(e):
-        if e.http_status >= 500:
-            log.error("%s %s: %s", request.method, request.path, e)
-        return error_response(e)
-
-    @app.errorhandler(HTTPException)
-    def on_http(e):
-        code = HTTP_CODES.get(e.code, "request.invalid" if e.code < 500 else "internal")
-        msg = e.description or e.name
-        if e.code == 413:
-            msg = "the request body is larger than %d bytes" % _limit()
-            return error_response(TooLarge(msg))
-        if e.code == 404:
-            msg = "no such call: %s %s" % (request.method, request.path[:200])
-        err = Go2AliyunError(msg, code=code)
-        err.http_status = e.code
-        resp = error_response(err)
-        if e.code == 405 and getattr(e, "valid_methods", None):
-            resp.headers["Allow"] = ", ".join(e.valid_methods)
-        return resp
-
-    @app.errorhandler(Exception)
-    def on_crash(e):
-        log.exception("internal error in %s %s", request.method, request.path)
-        return error_response(Go2AliyunError(
-            "internal error; see the receiver log", code="internal"))
-
-    def _limit():
-        return MAX_SESSION_BODY if request.path == "/v1/session" else app.config[
-            "MAX_CONTENT_LENGTH"]
-
-    # --- auth ----------------------------------------------------------------------
-
-    def peer_certificate():
-        sock = request.environ.get("gunicorn.socket")
-        if sock is not None and hasattr(sock, "getpeercert"):
-            return sock.getpeercert(binary_form=True)
-        if app.config.get("TESTING_PEER_CERT"):
-            return request.environ.get(TEST_PEER_KEY)
-        return None
-
-    def check_client(der):
-        if not der:
-            raise ClientCertRequired(
-                "this call needs the client certificate of the migration",
-                hint="run POST /v1/session with the token first and present the "
-                     "certificate it returns")
-        try:
-            cert = x509.load_der_x509_certificate(der)
-            _, ca = tls.load_ca(store.dir)
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature) as e:
-            raise ClientCertRequired("the client certificate was not issued by this "
-                                     "receiver") from e
-        doc = store.load()
-        if tls.serial_hex(cert) not in (doc.get("_clients") or []):
-            raise ClientCertRequired("the client certificate is not one this receiver "
-                                     "issued for migration %s" % doc["id"])
-
-    @app.before_request
-    def limits_and_auth():
-        if request.path == "/v1/session":
-            n = request.content_length
-            if n is not None and n > MAX_SESSION_BODY:
-                _too_large(MAX_SESSION_BODY)
-            return
-        if request.path.startswith("/v1/") or request.path == "/v1":
-            check_client(peer_certificate())
-
-    # --- helpers -------------------------------------------------------------------
-
-    def body(allow_empty=True, limit=None):
-        raw = request.get_data(cache=True)
-        if limit is not None and len(raw) > limit:
-            _too_large(limit)
-        if not raw.strip():
-            if allow_empty:
-                return {}
-            raise RequestInvalid("the request needs a JSON object body")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RequestInvalid("the request body is not JSON: %s" % e,
-                                 hint="send a JSON object") from e
-        if not isinstance(data, dict):
-            raise RequestInvalid("the request body must be a JSON object, not %s"
-                                 % type(data).__name__)
-        return data
-
-    def doc_response(doc, status=200):
-        resp = jsonify(st.public(doc))
-        resp.status_code = status
-        return resp
-
-    def target_modules():
-        roots = store.config().get("target_roots") or {}
-        return {n: {"module": n, "path": p} for n, p in sorted(roots.items())}
-
-    # --- routes --------------------------------------------------------------------
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"status": "ok"})
-
-    @app.post("/v1/session")
-    def session():
-        data = body(allow_empty=False, limit=MAX_SESSION_BODY)
-        token, csr = data.get("token"), data.get("csr")
-        if not isinstance(token, str) or not token:
-            raise RequestInvalid("field 'token' must be the one-time token (a string)",
-                                 hint="copy it from the receiver's console or status")
-        if not isinstance(csr, str) or not csr:
-            raise RequestInvalid("field 'csr' must be a PEM certificate signing request")
-        tls.parse_csr(csr)  # a bad CSR does not spend the token
-        tokens.redeem(store, token)
-        mid = store.load()["id"]
-        cert_pem, serial = tls.sign_csr(store.dir, csr, mid)
-
-        def add(doc):
-            doc.setdefault("_clients", []).append(serial)
-            del doc["_clients"][:-20]
-
-        store.update(add)
-        with open(tls.cert_path(store.dir)) as f:
-            ca_pem = f.read()
-        log.info("issued client certificate %s for migration %s", serial, mid)
-        resp = jsonify({
-            "migration_id": mid,
-            "client_certificate": cert_pem,
-            "ca_certificate": ca_pem,
-            "data_port": int(store.config().get("data_port") or 8703),
-            "modules": target_modules(),
-        })
-        resp.status_code = 201
-        return resp
-
-    @app.get("/v1/migration")
-    def migration():
-        return doc_response(store.load())
-
-    @app.put("/v1/migration/manifest")
-    def manifest():
-        data = body(allow_empty=False)
-        for key in ("manifest", "plan"):
-            if not isinstance(data.get(key), dict):
-                raise RequestInvalid("field '%s' must be a JSON object" % key,
-                                     hint="send {\"manifest\": {...}, \"plan\": {...}}")
-        validate_document(manifest_validator(), data["manifest"], "$.manifest")
-        validate_document(plan_validator(), data["plan"], "$.plan")
-
-        def fn(doc):
-            if doc["state"] not in (State.NEW.value, State.PLANNED.value):
-                raise st.conflict(doc["state"], "the manifest can change only before "
-                                  "the disks are prepared")
-            st.move(doc, State.PLANNED)
-            store.write("manifest.json", data["manifest"])
-            store.write("plan.json", data["plan"])
-            doc["progress"] = {"percent": 0, "message": "plan received"}
-
-        return doc_response(store.update(fn))
-
-    @app.post("/v1/migration/prepare")
-    def prepare():
-        body()
-
-        def fn(doc):
-            if doc["state"] != State.PLANNED.value:
-                raise st.conflict(doc["state"], "prepare needs PLANNED (send the manifest)")
-            st.move(doc, State.PREPARING)
-            doc["progress"] = {"percent": 0, "message": "queued"}
-
-        return doc_response(store.update(fn), 202)
-
-    @app.post("/v1/migration/syncs")
-    def start_sync():
-        data = body()
-        final = data.get("final", False)
-        if not isinstance(final, bool):
-            raise RequestInvalid("field 'final' must be true or false")
-
-        def fn(doc):
-            if doc["state"] not in (State.READY_FOR_DATA.value, State.SYNCING.value):
-                raise st.conflict(doc["state"], "a sync pass cannot start now")
-            st.move(doc, State.SYNCING)
-            now = st.now_iso()
-            for p in doc["passes"]:
-                if p.get("finished_at") is None and not p.get("abandoned_at"):
-                    p["abandoned_at"] = now
-            n = len(doc["passes"]) + 1
-            doc["passes"].append({"pass": n, "final": final, "started_at": now,
-                                  "finished_at": None})
-            doc["progress"] = {"percent": 0, "message": "sync pass %d running" % n}
-            return {"pass": n, "final": final, "modules": doc.get("modules") or {}}
-
-        resp = jsonify(store.update(fn))
-        resp.status_code = 201
-        return resp
-
-    @app.post("/v1/migration/syncs/<int:n>/finished")
-    def finish_sync(n):
-        data = body()
-        stats = data.get("stats", {})
-        _check_stats(stats)
-
-        def fn(doc):
-            passes = {p["pass"]: p for p in doc["passes"]}
-            if n not in passes:
-                raise NotFound("there is no sync pass %d (passes: %d)" % (n, len(passes)))
-            p = passes[n]
-            if p.get("finished_at") is not None:
-                return None  # reported twice: nothing to do
-            if doc["state"] != State.SYNCING.value or n != len(doc["passes"]):
-                raise st.conflict(doc["state"], "sync pass %d is not the running pass" % n)
-            p["finished_at"] = st.now_iso()
-            p["stats"] = stats
-            if p.get("final"):
-                st.move(doc, State.CONVERTING)
-                doc["progress"] = {"percent": 0, "message": "queued"}
-            else:
-                st.move(doc, State.READY_FOR_DATA)
-                doc["progress"] = {"percent": 100,
-                                   "message": "sync pass %d finished" % n}
-            return None
-
-        return doc_response(store.update(fn))
-
-    @app.post("/v1/migration/finalize")
-    def finalize():
-        body()
-
-        def fn(doc):
-            if doc["state"] != State.READY_FOR_DATA.value:
-                raise st.conflict(doc["state"], "finalize needs READY_FOR_DATA")
-            if not any(p.get("finished_at") for p in doc["passes"]):
-                raise StateError(
-                    "no sync pass has finished yet; there is nothing to convert",
-                    hint="push the data first (POST /v1/migration/syncs)",
-                    state=doc["state"], allowed=st.CALLS[State(doc["state"])])
-            st.move(doc, State.CONVERTING)
-            doc["progress"] = {"percent": 0, "message": "queued"}
-
-        return doc_response(store.update(fn), 202)
-
-    @app.post("/v1/migration/retry")
-    def retry():
-        body()
-
-        def fn(doc):
-            if doc["state"] != State.FAILED.value:
-                raise st.conflict(doc["state"], "only a FAILED migration can be retried")
-            step = (doc.get("error") or {}).get("step") or doc["step"]
-            st.move(doc, State(step))
-            doc["progress"] = {"percent": 0, "message": "retry queued"}
-
-        return doc_response(store.update(fn), 202)
-
-    @app.get("/v1/openapi.yaml")
-    def openapi():
-        with open(os.path.join(HERE, "openapi.yaml")) as f:
-            return Response(f.read(), mimetype="application/yaml")
-
+    app.extensions["go2aliyun.store"] = st.Store(config["STATE_DIR"])
+    app.extensions["go2aliyun.store"].ensure()
+    app.register_blueprint(api)
     return app
+
+
+api = Blueprint("api", __name__)
+
+
+def _store():
+    return current_app.extensions["go2aliyun.store"]
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+@api.app_errorhandler(Go2AliyunError)
+def on_error(e):
+    if e.http_status >= 500:
+        log.error("%s %s: %s", request.method, request.path, e)
+    return error_response(e)
+
+
+@api.app_errorhandler(HTTPException)
+def on_http(e):
+    code = HTTP_CODES.get(e.code, "request.invalid" if e.code < 500 else "internal")
+    msg = e.description or e.name
+    if e.code == 413:
+        limit = (MAX_SESSION_BODY if request.path == "/v1/session"
+                 else current_app.config["MAX_CONTENT_LENGTH"])
+        return error_response(TooLarge("the request body is larger than %d bytes" % limit))
+    if e.code == 404:
+        msg = "no such call: %s %s" % (request.method, request.path[:200])
+    err = Go2AliyunError(msg, code=code)
+    err.http_status = e.code
+    resp = error_response(err)
+    if e.code == 405 and getattr(e, "valid_methods", None):
+        resp.headers["Allow"] = ", ".join(e.valid_methods)
+    return resp
+
+
+@api.app_errorhandler(Exception)
+def on_crash(e):
+    log.exception("internal error in %s %s", request.method, request.path)
+    return error_response(Go2AliyunError("internal error; see the receiver log",
+                                         code="internal"))
+
+
+# --- auth --------------------------------------------------------------------------
+
+
+def peer_certificate():
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None and hasattr(sock, "getpeercert"):
+        return sock.getpeercert(binary_form=True)
+    if current_app.config.get("TESTING_PEER_CERT"):
+        return request.environ.get(TEST_PEER_KEY)
+    return None
+
+
+def check_client(store, der):
+    if not der:
+        raise ClientCertRequired(
+            "this call needs the client certificate of the migration",
+            hint="run POST /v1/session with the token first and present the "
+                 "certificate it returns")
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        _, ca = tls.load_ca(store.dir)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as e:
+        raise ClientCertRequired("the client certificate was not issued by this "
+                                 "receiver") from e
+    doc = store.load()
+    if not migration.knows_client(doc, tls.serial_hex(cert)):
+        raise ClientCertRequired("the client certificate is not one this receiver "
+                                 "issued for migration %s" % doc["id"])
+
+
+@api.before_app_request
+def limits_and_auth():
+    if request.path == "/v1/session":
+        n = request.content_length
+        if n is not None and n > MAX_SESSION_BODY:
+            _too_large(MAX_SESSION_BODY)
+        return
+    if request.path.startswith("/v1/") or request.path == "/v1":
+        check_client(_store(), peer_certificate())
+
+
+# --- parsing -----------------------------------------------------------------------
+
+
+def body(allow_empty=True, limit=None):
+    raw = request.get_data(cache=True)
+    if limit is not None and len(raw) > limit:
+        _too_large(limit)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise RequestInvalid("the request needs a JSON object body")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestInvalid("the request body is not JSON: %s" % e,
+                             hint="send a JSON object") from e
+    if not isinstance(data, dict):
+        raise RequestInvalid("the request body must be a JSON object, not %s"
+                             % type(data).__name__)
+    return data
+
+
+def doc_response(doc, status=200):
+    return jsonify(st.public(doc)), status
+
+
+# --- routes ------------------------------------------------------------------------
+
+
+@api.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@api.post("/v1/session")
+def session():
+    data = body(allow_empty=False, limit=MAX_SESSION_BODY)
+    token, csr = data.get("token"), data.get("csr")
+    if not isinstance(token, str) or not token:
+        raise RequestInvalid("field 'token' must be the one-time token (a string)",
+                             hint="copy it from the receiver's console or status")
+    if not isinstance(csr, str) or not csr:
+        raise RequestInvalid("field 'csr' must be a PEM certificate signing request")
+    store = _store()
+    tls.parse_csr(csr)  # a bad CSR does not spend the token
+    tokens.redeem(store, token)
+    mid = store.load()["id"]
+    cert_pem, serial = tls.sign_csr(store.dir, csr, mid)
+    migration.add_client(store, serial)
+    with open(tls.cert_path(store.dir)) as f:
+        ca_pem = f.read()
+    log.info("issued client certificate %s for migration %s", serial, mid)
+    config = store.config()
+    return jsonify({
+        "migration_id": mid,
+        "client_certificate": cert_pem,
+        "ca_certificate": ca_pem,
+        "data_port": int(config.get("data_port") or 8703),
+        "modules": migration.target_modules(config),
+    }), 201
+
+
+@api.get("/v1/migration")
+def get_migration():
+    return doc_response(_store().load())
+
+
+@api.put("/v1/migration/manifest")
+def put_manifest():
+    data = body(allow_empty=False)
+    for key in ("manifest", "plan"):
+        if not isinstance(data.get(key), dict):
+            raise RequestInvalid("field '%s' must be a JSON object" % key,
+                                 hint="send {\"manifest\": {...}, \"plan\": {...}}")
+    validate_document(manifest.SCHEMA_FILE, data["manifest"], "$.manifest")
+    validate_document(manifest.PLAN_SCHEMA_FILE, data["plan"], "$.plan")
+    return doc_response(migration.set_manifest(_store(), data["manifest"], data["plan"]))
+
+
+@api.post("/v1/migration/prepare")
+def prepare():
+    body()
+    return doc_response(migration.prepare(_store()), 202)
+
+
+@api.post("/v1/migration/syncs")
+def start_sync():
+    final = body().get("final", False)
+    if not isinstance(final, bool):
+        raise RequestInvalid("field 'final' must be true or false")
+    return jsonify(migration.start_sync(_store(), final)), 201
+
+
+@api.post("/v1/migration/syncs/<int:n>/finished")
+def finish_sync(n):
+    stats = body().get("stats", {})
+    _check_stats(stats)
+    return doc_response(migration.finish_sync(_store(), n, stats))
+
+
+@api.post("/v1/migration/finalize")
+def finalize():
+    body()
+    return doc_response(migration.finalize(_store()), 202)
+
+
+@api.post("/v1/migration/retry")
+def retry():
+    body()
+    return doc_response(migration.retry(_store()), 202)
+
+
+@api.get("/v1/openapi.yaml")
+def openapi():
+    with open(os.path.join(HERE, "openapi.yaml")) as f:
+        return Response(f.read(), mimetype="application/yaml")
 
 
 def _too_large(limit):
@@ -426,7 +327,5 @@ def _check_stats(stats):
 
 def serve_app(state_dir):
     """The gunicorn entry: ``receiver.app:serve_app('/var/lib/go2aliyun')``."""
-    from wire import logs
-
     logs.setup(logfile=os.path.join(state_dir, "logs", "api.log"))
     return create_app({"STATE_DIR": state_dir})

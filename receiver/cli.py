@@ -20,6 +20,7 @@ never into any argv.
 """
 
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -31,8 +32,9 @@ import sys
 import time
 
 import click
+from gunicorn.config import KNOWN_SETTINGS
 
-from receiver import clouddisks, datachannel, tls, tokens
+from receiver import clouddisks, datachannel, steps, tls, tokens, worker
 from receiver import state as st
 from receiver.disks import apply as disks_apply
 from wire import CONTROL_PORT, DATA_PORT, logs, runner
@@ -132,8 +134,6 @@ def to_console(path, text):
 
 def lock_serve(state_dir):
     """Only one ``serve`` per state folder: hold ``serve.lock`` (with our pid in it)."""
-    import fcntl
-
     fd = os.open(os.path.join(state_dir, "serve.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -229,10 +229,6 @@ def gunicorn_extra_args():
     """Newer gunicorn opens a control socket at one fixed path per user
     ($HOME/.gunicorn/gunicorn.ctl): several receivers on one host (tests, namespaces)
     would fight over it, and we do not use it."""
-    try:
-        from gunicorn.config import KNOWN_SETTINGS
-    except ImportError:
-        return []
     names = {s.name for s in KNOWN_SETTINGS}
     return ["--no-control-socket"] if "control_socket_disable" in names else []
 
@@ -385,8 +381,6 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
     address = address or guess_address(bind)
     store, status = prepare_state(state_dir, bind, address, control_port, data_port, roots,
                                   ttl, None if no_console else console, extra=extra)
-    from receiver import steps
-
     steps.restore_mounts(store)  # disks waiting for data are mounted before rsyncd starts
     rsync_port = datachannel.free_port()
     datachannel.ensure_rsyncd_conf(store.dir, rsync_port)
@@ -462,8 +456,6 @@ def status(state_dir, as_json):
 @cli.command("_worker", hidden=True)
 @state_option
 def worker_cmd(state_dir):
-    from receiver import worker
-
     state_dir = os.path.abspath(state_dir)
     logs.setup(logfile=os.path.join(state_dir, "logs", "worker.log"))
     worker.serve(st.Store(state_dir))

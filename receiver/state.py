@@ -86,13 +86,8 @@ def now_iso():
 
 def check_transition(current, target):
     """Raise ``state.conflict`` unless ``current -> target`` is allowed."""
-    current, target = State(current), State(target)
-    if target not in TRANSITIONS[current]:
-        raise StateError(
-            "the migration is %s; it cannot go to %s" % (current.value, target.value),
-            hint="calls allowed now: %s" % ", ".join(CALLS[current]),
-            state=current.value, allowed=CALLS[current],
-        )
+    if State(target) not in TRANSITIONS[State(current)]:
+        raise conflict(current, "it cannot go to %s" % State(target).value)
 
 
 def conflict(current, what):

@@ -2,22 +2,17 @@
 
 The API never does long work: it moves the migration into a worker state
 (``PREPARING``, ``CONVERTING``, ``VERIFYING``, ``SNAPSHOTTING``, ``IMAGE_READY``) and
-that state is the job. The worker polls the state folder, runs the registered step
-function for the current state and moves the migration to the next state, or to
+that state is the job. The worker polls the state folder, runs the step function of
+the current state (``STEPS``) and moves the migration to the next state, or to
 ``FAILED`` with the step and the reason. Because the job is the persisted state, a
 worker killed in the middle of a step runs the step again after a restart: step
 functions must be idempotent.
 
-Later parts plug in the real steps with :func:`register_step`; a step is
-``fn(ctx) -> None`` and reports with ``ctx.progress(percent, message)``. In this build:
-
-* ``PREPARING`` rebuilds the source layout on ``--disk NAME=/dev/X`` block devices
-  (receiver.steps.prepare_disks), or maps ``--target-root NAME=DIR`` folders to rsync
-  modules;
-* ``VERIFYING`` boots the converted disks under qemu (receiver.steps.verify_boot);
-* ``CONVERTING`` converts real disks (receiver.steps.convert_disks); with folder
-  targets it FAILS honestly with ``conversion.unavailable`` (a folder cannot be made
-  bootable), so nothing after it ever pretends success.
+A step is ``fn(ctx) -> None`` and reports with ``ctx.progress(percent, message)``;
+``receiver.migration.end_step`` then moves the migration. The steps live in
+``receiver.steps``; with ``--target-root`` folders PREPARING only checks the folders and
+CONVERTING fails honestly with ``conversion.unavailable`` (a folder cannot be made
+bootable), so nothing after it ever pretends success.
 """
 
 import contextlib
@@ -28,38 +23,17 @@ import signal
 import time
 import traceback
 
-from receiver import state as st
+from receiver import migration, steps
 from receiver.state import State
 from wire.errors import ConversionError, DiskError, Go2AliyunError
 
 log = logging.getLogger(__name__)
 
-# After a step succeeds, where the migration goes.
-NEXT = {
-    State.PREPARING: State.READY_FOR_DATA,
-    State.CONVERTING: State.VERIFYING,
-    State.VERIFYING: State.SNAPSHOTTING,
-    State.SNAPSHOTTING: State.IMAGE_READY,
-    State.IMAGE_READY: State.RELEASED,
-}
-
-STEPS = {}
-
-# Hooks run after a step succeeds (e.g. the data channel re-renders rsyncd.conf).
-AFTER_STEP = []
-
-
-def register_step(state, fn=None):
-    """Register ``fn`` as the step run in ``state``; usable as a decorator."""
-    state = State(state)
-    if state not in NEXT:
-        raise ValueError("%s is not a worker state" % state.value)
-
-    def deco(f):
-        STEPS[state] = f
-        return f
-
-    return deco(fn) if fn is not None else deco
+def register_step(state, fn):
+    """Replace the step run in ``state`` (a key of STEPS)."""
+    if State(state) not in migration.NEXT:
+        raise ValueError("%s is not a worker state" % State(state).value)
+    STEPS[State(state)] = fn
 
 
 class StepContext(object):
@@ -104,11 +78,7 @@ class StepContext(object):
 
     def set(self, **fields):
         """Save public fields of the migration document (modules, plan_review, image)."""
-
-        def fn(doc):
-            doc.update(fields)
-
-        self.store.update(fn)
+        self.store.update(lambda doc: doc.update(fields))
 
 
 # --- the steps of this build -------------------------------------------------------
@@ -169,8 +139,6 @@ def conversion_unavailable(ctx):
 def prepare_targets(ctx):
     """PREPARING: real disks when the receiver was given ``--disk``, else folders."""
     if ctx.config.get("disks"):
-        from receiver import steps
-
         return steps.prepare_disks(ctx)
     return prepare_folders(ctx)
 
@@ -178,37 +146,18 @@ def prepare_targets(ctx):
 def convert(ctx):
     """CONVERTING on real disks; folder targets cannot be made bootable."""
     if ctx.config.get("disks"):
-        from receiver import steps
-
         return steps.convert_disks(ctx)
     return conversion_unavailable(ctx)
 
 
-def verify(ctx):
-    from receiver import steps
-
-    return steps.verify_boot(ctx)
-
-
-register_step(State.PREPARING, prepare_targets)
-register_step(State.CONVERTING, convert)
-register_step(State.VERIFYING, verify)
-
-
-def make_image(ctx):
-    from receiver import steps
-
-    return steps.make_image(ctx)
-
-
-def release(ctx):
-    from receiver import steps
-
-    return steps.release(ctx)
-
-
-register_step(State.SNAPSHOTTING, make_image)
-register_step(State.IMAGE_READY, release)
+# The step run in each worker state; receiver.migration.NEXT says where it leads.
+STEPS = {
+    State.PREPARING: prepare_targets,
+    State.CONVERTING: convert,
+    State.VERIFYING: steps.verify_boot,
+    State.SNAPSHOTTING: steps.make_image,
+    State.IMAGE_READY: steps.release,
+}
 
 
 # --- running -----------------------------------------------------------------------
@@ -221,7 +170,7 @@ def run_step(store, doc=None, stopping=None):
     the state stays, and the step runs again after the restart."""
     doc = doc or store.load()
     current = State(doc["state"])
-    if current not in NEXT:
+    if current not in migration.NEXT:
         return None
     fn = STEPS.get(current)
     ctx = StepContext(store, doc, stopping)
@@ -231,42 +180,20 @@ def run_step(store, doc=None, stopping=None):
             raise Go2AliyunError("step %s is not available in this build" % current.value,
                                  code="step.unavailable")
         fn(ctx)
-    except Go2AliyunError as e:
-        if stopping is not None and stopping():
-            log.warning("step %s interrupted by a stop (%s); it runs again after the "
-                        "restart", current.value, e)
-            return None
-        log.error("step %s failed: %s", current.value, e)
-        return _end(store, current, error=e)
     except Exception as e:  # noqa: BLE001 - a step's bug must become FAILED, not a crash
+        known = isinstance(e, Go2AliyunError)
         if stopping is not None and stopping():
             log.warning("step %s interrupted by a stop (%s); it runs again after the "
-                        "restart", current.value, type(e).__name__)
+                        "restart", current.value, e if known else type(e).__name__)
             return None
-        log.error("step %s crashed:\n%s", current.value, traceback.format_exc())
-        err = Go2AliyunError(
-            "internal error in step %s (%s); see the receiver log" % (current.value,
-                                                                       type(e).__name__),
-            code="internal")
-        return _end(store, current, error=err)
-    for hook in AFTER_STEP:
-        hook(store, current)
-    return _end(store, current)
-
-
-def _end(store, current, error=None):
-    def fn(doc):
-        if doc["state"] != current.value:  # someone moved it meanwhile; leave it
-            return State(doc["state"])
-        if error is not None:
-            st.fail(doc, current, error.code, str(error))
+        if known:
+            log.error("step %s failed: %s", current.value, e)
         else:
-            st.move(doc, NEXT[current])
-            doc["progress"] = {"percent": 100 if NEXT[current] is State.RELEASED else 0,
-                               "message": "%s done" % current.value}
-        return State(doc["state"])
-
-    return store.update(fn)
+            log.error("step %s crashed:\n%s", current.value, traceback.format_exc())
+            e = Go2AliyunError("internal error in step %s (%s); see the receiver log"
+                               % (current.value, type(e).__name__), code="internal")
+        return migration.end_step(store, current, error=e)
+    return migration.end_step(store, current)
 
 
 WORKER_LOCK = "worker.lock"
