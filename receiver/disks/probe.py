@@ -9,8 +9,7 @@ import contextlib
 import logging
 import os
 
-from wire import parsers
-from wire import runner
+from wire import parsers, runner
 
 log = logging.getLogger(__name__)
 
