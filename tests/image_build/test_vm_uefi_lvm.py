@@ -42,13 +42,12 @@ import pytest
 
 from image_build import appliance, loopdev
 from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE
-from wire import parsers
 from tests.helpers import appliance_vm, qmp
 from tests.helpers import uefi_lvm_source as S
 from tests.helpers.appliance_vm import chroot_command_times
 from tests.helpers.e2e import mounted_image
 from tests.receiver.disks import layouts as L
-from wire import runner
+from wire import parsers, runner
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.long(minutes=13)]
 

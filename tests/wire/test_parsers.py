@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from wire import parsers
-
 from tests.helpers.data import captured, tree_file
+from wire import parsers
 
 
 @pytest.mark.parametrize("tree,osid,version,family,like", [
