@@ -9,27 +9,18 @@ import dataclasses
 from dataclasses import dataclass
 
 
-class _Record:
-    # Fields the JSON holds only when set (a new filesystem's "new", a disk's "extended").
-    OMIT_UNSET = ()
+# Fields the JSON holds only when set: a disk's "extended", a new filesystem's "new".
+_ONLY_WHEN_SET = ("extended", "new")
 
+
+class _Record:
     def to_json(self):
-        return {f.name: _to_json(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.name not in self.OMIT_UNSET or getattr(self, f.name)}
+        return dataclasses.asdict(self, dict_factory=lambda items: {
+            k: v for k, v in items if v or k not in _ONLY_WHEN_SET})
 
     @classmethod
     def from_json(cls, data):
         return cls(**data)
-
-
-def _to_json(value):
-    if isinstance(value, _Record):
-        return value.to_json()
-    if isinstance(value, list):
-        return [_to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
-    return value
 
 
 @dataclass
@@ -66,7 +57,6 @@ class Disk(_Record):
     partitions: list[Partition]
     whole_disk_fs: str | None
     extended: Extended | None = None
-    OMIT_UNSET = ("extended",)
 
     @classmethod
     def from_json(cls, data):
@@ -95,7 +85,6 @@ class Filesystem(_Record):
     block_size: int | None = None
     on: dict | None = None  # {"lv": "vg/lv"} | {"disk": True} | None: on a partition
     new: bool = False  # no source filesystem: a new UUID
-    OMIT_UNSET = ("new",)
 
     @property
     def lv(self):

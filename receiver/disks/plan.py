@@ -106,20 +106,15 @@ class _Source(object):
     """Indexes over the manifest (read only)."""
 
     def __init__(self, manifest):
-        self.disks = manifest.get("disks") or []
-        self.part_by_path = {}
-        for d in self.disks:
-            for p in d.get("partitions") or []:
-                self.part_by_path[p["path"]] = (d, p)
-        self.disk_by_path = {d["path"]: d for d in self.disks}
+        disks = manifest.get("disks") or []
+        self.part_by_path = {p["path"]: (d, p) for d in disks for p in d.get("partitions") or []}
+        self.disk_by_path = {d["path"]: d for d in disks}
         lvm = manifest.get("lvm") or {}
         self.vgs = {vg["name"]: vg for vg in lvm.get("vgs") or []}
         self.pvs = lvm.get("pvs") or []
         self.lvs = lvm.get("lvs") or []
-        self.lv_by_dev = {}
-        for lv in self.lvs:
-            for name in _lv_device_names(lv):
-                self.lv_by_dev[name] = lv
+        self.lv_by_dev = {name: lv for lv in self.lvs
+                          for name in (*lv_paths(lv["vg"], lv["name"]), lv.get("path")) if name}
 
     def where(self, device):
         if device in self.part_by_path:
@@ -138,13 +133,6 @@ class _Source(object):
             if w.kind in ("partition", "disk"):
                 return w.disk
         return None
-
-
-def _lv_device_names(lv):
-    names = set(lv_paths(lv["vg"], lv["name"]))
-    if lv.get("path"):
-        names.add(lv["path"])
-    return names
 
 
 def _has_flag(part, flag):
