@@ -8,7 +8,6 @@ by ``prepare`` (``layout``, which conversion reads) and shown in the status;
 import dataclasses
 from dataclasses import dataclass
 
-
 # Fields the JSON holds only when set: a disk's "extended", a new filesystem's "new".
 _ONLY_WHEN_SET = ("extended", "new")
 

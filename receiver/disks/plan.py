@@ -9,10 +9,7 @@ headroom), the filesystems with the source's type, UUID, label and features, the
 volume groups and logical volumes, and the mount tree. A layout that cannot hold the
 used space is refused with :class:`DiskError` ``disk.too_small``.
 
-It runs as phases, each taking values and returning new ones: which module each
-filesystem goes to (:func:`_place_filesystems`), what each disk holds
-(:func:`_plan_system_disk`, :func:`_plan_data_disk`), the sizes (:func:`_size_disk`),
-the identities (:func:`_assign_ids`, :func:`_name_vgs`) and the mounts. The result is a
+:func:`plan_layout` runs phases that take values and return new ones; the result is a
 :class:`~receiver.disks.layout.Layout` (its ``to_json()`` is saved in the state folder
 and shown in the status); :func:`render_review` turns it into text for people.
 
@@ -222,15 +219,6 @@ class _VgDraft:
     src: int
 
 
-@dataclass(frozen=True)
-class _DiskDraft:
-    """A disk before sizes: its table and the partitions to make (or ``whole``: the
-    filesystem on the disk without a partition table)."""
-    disk: Disk
-    slots: tuple = ()
-    whole: Filesystem | None = None
-
-
 def _fs_entry(src, fs, module, mountpoint, fid):
     """The target filesystem for a source filesystem (type, identity, features)."""
     return Filesystem(
@@ -309,10 +297,10 @@ def plan_layout(manifest, plan, targets, taken_ids=(), taken_vg_names=()):
                          "for the disk" % (module, _gib(size), int(asked[module])))
         mine = [f for f in filesystems if f.module == module]
         if module == "system":
-            draft, more = _plan_system_disk(src, mine, vg_content, firmware, size)
+            disk, slots, more = _plan_system_disk(src, mine, vg_content, firmware, size)
         else:
-            draft, more = _plan_data_disk(src, mine, module, size)
-        disk, disk_vgs, sized = _size_disk(draft, fs_by_id)
+            disk, slots, more = _plan_data_disk(src, mine, module, size)
+        disk, disk_vgs, sized = _size_disk(disk, slots, fs_by_id)
         fs_by_id = {**fs_by_id, **sized}
         disks.append(disk)
         vgs += disk_vgs
@@ -447,7 +435,7 @@ def _fs_slot(f, part, disk_table):
 
 def _plan_system_disk(src, entries, vg_content, firmware, size):
     """The system disk: the table and partition order of the source disk holding /boot
-    (or /), then what lives elsewhere. Returns (draft, notes)."""
+    (or /), then what lives elsewhere. Returns (disk, slots, notes)."""
     notes = []
     by_dev = {f.source_device: f for f in entries if f.source_device}
     root = next(f for f in entries if f.mountpoint == "/")
@@ -522,17 +510,16 @@ def _plan_system_disk(src, entries, vg_content, firmware, size):
                      "added at /boot/efi (new volume id)")
         slots.insert(0, _Slot("esp", NEW_ESP_BYTES, NEW_ESP_BYTES, True,
                               name="EFI System Partition", new_esp=True))
-    return _DiskDraft(disk, tuple(slots)), notes
+    return disk, slots, notes
 
 
 def _plan_data_disk(src, entries, module, size):
     """A data disk: one filesystem, on the whole disk as on the source or on one
-    partition. Returns (draft, notes)."""
+    partition. Returns (disk without partitions, slots, notes)."""
     main = next(f for f in entries if f.mountpoint == "/")
     w = src.where(main.source_device)
     if w.kind == "disk":
-        return _DiskDraft(Disk(module, size, "none", None, w.disk["path"], [], main.id),
-                          whole=main), []
+        return Disk(module, size, "none", None, w.disk["path"], [], main.id), [], []
     table, table_id, notes = "gpt", None, []
     if w.kind == "partition":
         table = w.disk.get("table") if w.disk.get("table") in ("gpt", "dos") else "gpt"
@@ -544,7 +531,7 @@ def _plan_data_disk(src, entries, module, size):
             main.system_mountpoint, main.lv, module))
     slot = replace(_fs_slot(main, w.part, table), fixed=False)
     disk = Disk(module, size, table, table_id, w.disk["path"] if w.part else None, [], None)
-    return _DiskDraft(disk, (slot,)), notes
+    return disk, [slot], notes
 
 
 def _plan_vg(src, vg_name, content):
@@ -586,13 +573,12 @@ def _size_vg(draft, pv_bytes):
     return replace(vg, lvs=lvs, size_bytes=usable)
 
 
-def _size_disk(draft, fs_by_id):
+def _size_disk(disk, slots, fs_by_id):
     """Give every planned partition its number, start and size, or refuse. Returns
     (disk, its volume groups, {fs id: the filesystem with its size and place})."""
-    disk, slots = draft.disk, draft.slots
     module, size = disk.module, disk.size_bytes
     if disk.table == "none":
-        f = draft.whole
+        f = fs_by_id[disk.whole_disk_fs]
         if f.need_bytes > size:
             raise _too_small(module, size, f.need_bytes, [_fs_need(f, f.need_bytes)])
         return disk, [], {f.id: replace(f, size_bytes=size, on={"disk": True})}
