@@ -1,8 +1,8 @@
 """The planned target disks as typed records (made by :func:`receiver.disks.plan.plan_layout`).
 
 ``to_json()`` is the form saved in the state folder (``prepare-layout.json``), returned
-by ``prepare`` (``layout``, which conversion reads) and shown in the status;
-``from_json()`` reads it back. The JSON is documented in docs/ARCHITECTURE.md.
+by ``prepare`` (``layout``, which conversion reads) and shown in the status: an object
+per record with its fields as keys. ``from_json()`` reads it back.
 """
 
 import dataclasses
