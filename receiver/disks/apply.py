@@ -3,8 +3,8 @@
 Entry points (the worker's PREPARING step calls :func:`prepare`):
 
 * ``parse_disk_args(["system=/dev/vdb", "disk1=/dev/vdc"])`` -> {module: device};
-* ``review(manifest, plan, disks)`` -> (layout, text): probes sizes and the receiver's
-  own ids, plans, writes nothing (``--dry-run``, the status);
+* ``review(manifest, plan, disks)`` -> (layout JSON, text): probes sizes and the
+  receiver's own ids, plans, writes nothing (``--dry-run``, the status);
 * ``prepare(manifest, plan, disks, mount_root, force_wipe=())`` -> result: checks every
   disk first (exists, not the receiver's own, big enough, blank / already holding
   this layout / named in ``force_wipe``), then wipes, partitions, waits for the
@@ -13,9 +13,11 @@ Entry points (the worker's PREPARING step calls :func:`prepare`):
   only mounts them (data kept);
 * ``release(result)``: unmount in reverse order, deactivate our volume groups and give
   them back their source names.
+
+The entry points take and return the layout in its JSON form (saved in the state
+folder); inside, it is a :class:`~receiver.disks.layout.Layout`.
 """
 
-import copy
 import logging
 import os
 import stat
@@ -23,6 +25,7 @@ import tempfile
 import time
 
 from receiver.disks import probe
+from receiver.disks.layout import Layout
 from receiver.disks.plan import plan_layout, render_review
 from receiver.disks.render import (
     SECTOR,
@@ -124,26 +127,26 @@ def _receiver_ids(target_names):
 
 
 def review(manifest, plan, disks, mount_root=None):
-    """Plan against the real disks without writing anything: (layout, text)."""
+    """Plan against the real disks without writing anything: (layout JSON, text)."""
     names = check_disks(disks, mount_root)
     targets = {m: probe.disk_size(n) for m, n in names.items()}
     layout = plan_layout(manifest, plan, targets, taken_ids=_receiver_ids(names.values()),
                          taken_vg_names=probe.probe_vg_names())
-    return layout, render_review(layout)
+    return layout.to_json(), render_review(layout)
 
 
 # ------------------------------------------------------------------- inspection
 
 def _table_matches(disk, current, sector):
-    if disk["table"] == "none":
+    if disk.table == "none":
         return False
-    if current is None or current["table"] != disk["table"]:
+    if current is None or current["table"] != disk.table:
         return False
-    want = [(p["number"], p["start_bytes"] // sector, p["size_bytes"] // sector,
-             p["type"].lower()) for p in disk["partitions"]]
-    if disk.get("extended"):
-        e = disk["extended"]
-        want.append((4, e["start_bytes"] // sector, e["size_bytes"] // sector, "5"))
+    want = [(p.number, p.start_bytes // sector, p.size_bytes // sector, p.type.lower())
+            for p in disk.partitions]
+    if disk.extended:
+        e = disk.extended
+        want.append((4, e.start_bytes // sector, e.size_bytes // sector, "5"))
     have_sector = current["sector_size"]  # the table's own unit, as sfdisk reported it
     have = [(p["number"], p["start_bytes"] // have_sector, p["size_bytes"] // have_sector,
              p["type"].lower()) for p in current["partitions"]]
@@ -151,10 +154,10 @@ def _table_matches(disk, current, sector):
 
 
 def _fs_matches(fs, sig):
-    if not sig or sig.get("TYPE") != fs["type"]:
+    if not sig or sig.get("TYPE") != fs.type:
         return False
-    if fs.get("uuid"):
-        return (sig.get("UUID") or "").lower() == fs["uuid"].lower()
+    if fs.uuid:
+        return (sig.get("UUID") or "").lower() == fs.uuid.lower()
     return True
 
 
@@ -173,39 +176,38 @@ def inspect(layout, devices, force_wipe=()):
     Returns {module: {"action", "mkfs": [fs ids to make]}}."""
     decisions = {}
     force = set(force_wipe or ())
-    fs_by_id = {f["id"]: f for f in layout["filesystems"]}
-    for disk in layout["disks"]:
-        module, dev = disk["module"], devices[disk["module"]]
+    for disk in layout.disks:
+        module, dev = disk.module, devices[disk.module]
         sector = probe.sector_size(probe.block_name(dev))
         current = probe.probe_table(dev)
         sig = probe.probe_signature(dev)
         forced = module in force or dev in force
-        if disk["table"] == "none":
-            f = fs_by_id[disk["whole_disk_fs"]]
+        if disk.table == "none":
+            f = layout.filesystem(disk.whole_disk_fs)
             if current is None and _fs_matches(f, sig):
                 decisions[module] = {"action": "keep", "mkfs": []}
                 continue
             if current is None and not sig:
-                decisions[module] = {"action": "write", "mkfs": [f["id"]]}
+                decisions[module] = {"action": "write", "mkfs": [f.id]}
                 continue
         elif _table_matches(disk, current, sector):
             mkfs, other = [], []
             # The nodes must be there before anything is judged blank: a restarted
             # container has none, and a missing node is not an empty partition.
-            wait_for_partitions(dev, [p["number"] for p in disk["partitions"]])
-            for p in disk["partitions"]:
-                node = partition_device(dev, p["number"])
+            wait_for_partitions(dev, [p.number for p in disk.partitions])
+            for p in disk.partitions:
+                node = partition_device(dev, p.number)
                 psig = probe.probe_signature(node)
-                if p.get("fs"):
-                    f = fs_by_id[p["fs"]]
+                if p.fs:
+                    f = layout.filesystem(p.fs)
                     if _fs_matches(f, psig):
                         continue
                     if not psig.get("TYPE"):
-                        mkfs.append(f["id"])
+                        mkfs.append(f.id)
                         continue
                     other.append("%s holds %s, not %s %s" % (node, psig.get("TYPE"),
-                                                            f["type"], f.get("uuid") or ""))
-                elif p["role"] == "lvm" and psig.get("TYPE") not in (None, "LVM2_member"):
+                                                            f.type, f.uuid or ""))
+                elif p.role == "lvm" and psig.get("TYPE") not in (None, "LVM2_member"):
                     other.append("%s holds %s, not an LVM PV" % (node, psig.get("TYPE")))
             if not other:
                 decisions[module] = {"action": "keep", "mkfs": mkfs}
@@ -222,13 +224,12 @@ def inspect(layout, devices, force_wipe=()):
 
 
 def _all_fs_of(layout, disk):
-    ids = [p["fs"] for p in disk["partitions"] if p.get("fs")]
-    if disk.get("whole_disk_fs"):
-        ids.append(disk["whole_disk_fs"])
-    for p in disk["partitions"]:
-        if p.get("vg"):
-            vg = next(v for v in layout["vgs"] if v["name"] == p["vg"])
-            ids += [lv["fs"] for lv in vg["lvs"]]
+    ids = [p.fs for p in disk.partitions if p.fs]
+    if disk.whole_disk_fs:
+        ids.append(disk.whole_disk_fs)
+    for p in disk.partitions:
+        if p.vg:
+            ids += [lv.fs for lv in layout.vg(p.vg).lvs]
     return ids
 
 
@@ -320,7 +321,7 @@ def _write_disk(disk, dev):
         return
     runner.run(["sfdisk", "-q", "--wipe", "always", "--wipe-partitions", "always", dev],
                input=script)
-    numbers = [p["number"] for p in disk["partitions"]]
+    numbers = [p.number for p in disk.partitions]
     wait_for_partitions(dev, numbers)
     for n in numbers:
         # sfdisk wipes what it sees; a node that appeared late may still carry an old
@@ -341,8 +342,7 @@ def _vg_names_on(pvs):
 def rename_vg(vg, pvs, to_source):
     """Give our volume group its source name back (``to_source``) or its working name.
     ``--devices`` hides the receiver's own VG of the same name from LVM."""
-    old, new = ((vg["create_name"], vg["name"]) if to_source
-                else (vg["name"], vg["create_name"]))
+    old, new = (vg.create_name, vg.name) if to_source else (vg.name, vg.create_name)
     if old == new or old not in _vg_names_on(pvs):
         return False
     # vgrename refuses a new name that exists as /dev/<name> ("already exists in
@@ -363,8 +363,7 @@ def _ensure_vg(layout, vg, devices, create):
             runner.run(argv, env=LVM_ENV)
     else:
         rename_vg(vg, pvs, to_source=False)  # released before: back to the working name
-    runner.run(["vgchange", "-ay", "--devices", ",".join(pvs), vg["create_name"]],
-               env=LVM_ENV)
+    runner.run(["vgchange", "-ay", "--devices", ",".join(pvs), vg.create_name], env=LVM_ENV)
 
 
 def _kernel_filesystems():
@@ -393,19 +392,18 @@ def _mounted_at(path, mounts):
 
 
 def _mount_all(layout, devices, mount_root, skip_mount_types):
-    fs_by_id = {f["id"]: f for f in layout["filesystems"]}
     modules = {}
     mounted, unmounted = [], []
-    for module in layout["modules"]:
+    for module in layout.modules:
         modules[module] = target_path(mount_root, module)
         os.makedirs(modules[module], mode=0o700, exist_ok=True)
-    for m in layout["mounts"]:
-        f = fs_by_id[m["fs"]]
+    for m in layout.mounts:
+        f = layout.filesystem(m.fs)
         dev = fs_device(layout, f, devices)
-        path = target_path(modules[m["module"]], m["mountpoint"])
-        entry = {"module": m["module"], "mountpoint": m["mountpoint"], "path": path,
-                 "device": dev, "type": f["type"], "uuid": f.get("uuid")}
-        if f["type"] in skip_mount_types:
+        path = target_path(modules[m.module], m.mountpoint)
+        entry = {"module": m.module, "mountpoint": m.mountpoint, "path": path,
+                 "device": dev, "type": f.type, "uuid": f.uuid}
+        if f.type in skip_mount_types:
             unmounted.append(entry)
             continue
         os.makedirs(path, exist_ok=True)
@@ -418,7 +416,7 @@ def _mount_all(layout, devices, mount_root, skip_mount_types):
                             % (path, here["source"], dev), code="disk.mount",
                             hint="unmount it first")
         else:
-            runner.run(["mount", "-t", f["type"], dev, path])
+            runner.run(["mount", "-t", f.type, dev, path])
         mounted.append(entry)
     return modules, mounted, unmounted
 
@@ -432,73 +430,71 @@ def prepare(manifest, plan, disks, mount_root, force_wipe=(), skip_mount_types=(
     ``device_map`` (for conversion), ``actions`` and the ``layout`` with its review.
 
     ``layout``: the one a previous prepare of this migration chose (its ``layout`` in
-    the result), to mount the disks again after a restart. Planning anew could pick
+    the result, JSON), to mount the disks again after a restart. Planning anew could pick
     other identifiers (the free ones depend on what else the host has attached now)
     and then refuse the disks it made itself as "holding other data".
-    ``on_layout(layout)`` is called with a new plan before anything is written, so a
+    ``on_layout(layout JSON)`` is called with a new plan before anything is written, so a
     caller can keep it for a rerun of an interrupted prepare."""
     names = check_disks(disks, mount_root)
     if layout:
-        layout = copy.deepcopy(layout)
+        layout = Layout.from_json(layout)
     else:
         targets = {m: probe.disk_size(n) for m, n in names.items()}
         layout = plan_layout(manifest, plan, targets,
                              taken_ids=_receiver_ids(names.values()),
                              taken_vg_names=probe.probe_vg_names())
         if on_layout is not None:
-            on_layout(copy.deepcopy(layout))
+            on_layout(layout.to_json())
     skip = set(skip_mount_types or ())
-    for t in sorted({m["type"] for m in layout["mounts"]} - skip):
+    for t in sorted({m.type for m in layout.mounts} - skip):
         ensure_fs_support(t)
     decisions = inspect(layout, disks, force_wipe)
     actions = []
-    for disk in layout["disks"]:
-        module, dev = disk["module"], disks[disk["module"]]
+    for disk in layout.disks:
+        module, dev = disk.module, disks[disk.module]
         if decisions[module]["action"] == "write":
             log.info("partitioning %s (%s)", module, dev)
             _unmount_disk(names[module])
             _write_disk(disk, dev)
             actions.append("partitioned %s (%s)" % (module, dev))
-        elif disk["partitions"]:
-            wait_for_partitions(dev, [p["number"] for p in disk["partitions"]])
+        elif disk.partitions:
+            wait_for_partitions(dev, [p.number for p in disk.partitions])
             actions.append("kept the partitions of %s (%s)" % (module, dev))
     to_make = set()
     for d in decisions.values():
         to_make.update(d["mkfs"])
-    for vg in layout["vgs"]:
-        module = next(d["module"] for d in layout["disks"]
-                      if any(p.get("vg") == vg["name"] for p in d["partitions"]))
+    for vg in layout.vgs:
+        module = next(d.module for d in layout.disks
+                      if any(p.vg == vg.name for p in d.partitions))
         create = decisions[module]["action"] == "write"
         _ensure_vg(layout, vg, disks, create)
         actions.append("%s volume group %s" % ("made" if create else "activated",
-                                                vg["create_name"]))
+                                                vg.create_name))
     made = []
-    for f in layout["filesystems"]:
+    for f in layout.filesystems:
         dev = fs_device(layout, f, disks)
-        if f["id"] in to_make:
+        if f.id in to_make:
             runner.run(render_mkfs(f, dev))
-            actions.append("made %s on %s" % (f["type"], dev))
-            made.append(f["id"])
-        if not f.get("uuid"):
-            sig = probe.probe_signature(dev)
-            f["uuid"] = sig.get("UUID")
+            actions.append("made %s on %s" % (f.type, dev))
+            made.append(f.id)
+        if not f.uuid:
+            f.uuid = probe.probe_signature(dev).get("UUID")
     modules, mounted, unmounted = _mount_all(layout, disks, mount_root, skip)
     return {
         "modules": modules,
         "devices": dict(disks),
         "mounts": mounted,
         "unmounted": unmounted,
-        "filesystems": [{"id": f["id"], "module": f["module"], "type": f["type"],
-                         "uuid": f.get("uuid"), "label": f.get("label"),
-                         "source_uuid": f.get("source_uuid"),
-                         "mountpoint": f.get("system_mountpoint"),
+        "filesystems": [{"id": f.id, "module": f.module, "type": f.type, "uuid": f.uuid,
+                         "label": f.label, "source_uuid": f.source_uuid,
+                         "mountpoint": f.system_mountpoint,
                          "device": fs_device(layout, f, disks)}
-                        for f in layout["filesystems"]],
+                        for f in layout.filesystems],
         "made": made,
-        "id_changes": layout["id_changes"],
-        "device_map": layout["device_map"],
+        "id_changes": layout.id_changes,
+        "device_map": layout.device_map,
         "actions": actions,
-        "layout": layout,
+        "layout": layout.to_json(),
         "review": render_review(layout),
     }
 
@@ -511,11 +507,11 @@ def release(result):
         if _mounted_at(m["path"], mounts) is not None:
             runner.run(["umount", m["path"]])
             mounts = probe.read_mountinfo()
-    layout = result.get("layout") or {}
-    for vg in layout.get("vgs") or []:
+    layout = Layout.from_json(result["layout"]) if result.get("layout") else None
+    for vg in layout.vgs if layout else ():
         pvs = pv_devices(layout, vg, result["devices"])
-        if vg["create_name"] in _vg_names_on(pvs):
-            runner.run(["vgchange", "-an", "--devices", ",".join(pvs), vg["create_name"]],
+        if vg.create_name in _vg_names_on(pvs):
+            runner.run(["vgchange", "-an", "--devices", ",".join(pvs), vg.create_name],
                        env=LVM_ENV)
         rename_vg(vg, pvs, to_source=True)
 

@@ -47,44 +47,43 @@ def _sectors(n, sector):
 
 
 def render_sfdisk(disk, sector=SECTOR):
-    """The sfdisk script for one planned disk (``disk`` from ``layout["disks"]``)."""
-    if disk["table"] == "none":
+    """The sfdisk script for one planned :class:`~receiver.disks.layout.Disk`."""
+    if disk.table == "none":
         return None
-    lines = ["label: %s" % disk["table"]]
-    if disk.get("table_id"):
-        lines.append("label-id: %s" % disk["table_id"])
+    lines = ["label: %s" % disk.table]
+    if disk.table_id:
+        lines.append("label-id: %s" % disk.table_id)
     lines.append("unit: sectors")
-    if disk["table"] == "gpt":
+    if disk.table == "gpt":
         lines.append("first-lba: %d" % _sectors(1 << 20, sector))
     lines.append("")
-    parts = disk["partitions"]
-    for p in parts:
-        if p["logical"] and p is next(q for q in parts if q["logical"]):
-            e = disk["extended"]
+    for p in disk.partitions:
+        if p.logical and p.number == 5:
+            e = disk.extended
             lines.append("start=%d, size=%d, type=5" % (
-                _sectors(e["start_bytes"], sector), _sectors(e["size_bytes"], sector)))
-        fields = ["start=%d" % _sectors(p["start_bytes"], sector),
-                  "size=%d" % _sectors(p["size_bytes"], sector),
-                  "type=%s" % p["type"]]
-        if disk["table"] == "gpt":
-            if p.get("partuuid"):
-                fields.append("uuid=%s" % p["partuuid"])
-            if p.get("name"):
-                fields.append('name="%s"' % p["name"].replace('"', ""))
-            if p.get("bootable"):
+                _sectors(e.start_bytes, sector), _sectors(e.size_bytes, sector)))
+        fields = ["start=%d" % _sectors(p.start_bytes, sector),
+                  "size=%d" % _sectors(p.size_bytes, sector),
+                  "type=%s" % p.type]
+        if disk.table == "gpt":
+            if p.partuuid:
+                fields.append("uuid=%s" % p.partuuid)
+            if p.name:
+                fields.append('name="%s"' % p.name.replace('"', ""))
+            if p.bootable:
                 fields.append('attrs="LegacyBIOSBootable"')
-        elif p.get("bootable"):
+        elif p.bootable:
             fields.append("bootable")
         lines.append(", ".join(fields))
     return "\n".join(lines) + "\n"
 
 
 def _ext_features(fs):
-    have = [f for f in (fs.get("ext_features") or []) if f in EXT_SETTABLE]
+    have = [f for f in (fs.ext_features or []) if f in EXT_SETTABLE]
     have = ["extent" if f == "extents" else f for f in have]
-    if fs["type"] == "ext2":
+    if fs.type == "ext2":
         have = [f for f in have if f != "has_journal"]
-    elif fs["type"] == "ext3" and "has_journal" not in have:
+    elif fs.type == "ext3" and "has_journal" not in have:
         have.insert(0, "has_journal")
     opts = ["none"] + have
     opts += ["^" + f for f in EXT_NEVER_ADD if f not in have]
@@ -92,31 +91,31 @@ def _ext_features(fs):
 
 
 def render_mkfs(fs, device):
-    """argv that makes filesystem ``fs`` (from ``layout["filesystems"]``) on ``device``."""
-    t = fs["type"]
-    label = fs.get("label")
+    """argv that makes :class:`~receiver.disks.layout.Filesystem` ``fs`` on ``device``."""
+    t = fs.type
+    label = fs.label
     if t in ("ext2", "ext3", "ext4"):
         argv = ["mkfs.%s" % t, "-F", "-q", "-E", "nodiscard"]
-        if fs.get("ext_features"):
+        if fs.ext_features:
             argv += ["-O", _ext_features(fs)]
         else:
             argv += ["-O", ",".join("^" + f for f in EXT_NEVER_ADD)]
-        if fs.get("block_size"):
-            argv += ["-b", str(fs["block_size"])]
-        if fs.get("inode_size"):
-            argv += ["-I", str(fs["inode_size"])]
-        if fs.get("uuid"):
-            argv += ["-U", fs["uuid"]]
+        if fs.block_size:
+            argv += ["-b", str(fs.block_size)]
+        if fs.inode_size:
+            argv += ["-I", str(fs.inode_size)]
+        if fs.uuid:
+            argv += ["-U", fs.uuid]
         if label:
             argv += ["-L", label]
         return argv + [device]
     if t == "xfs":
-        feats = dict(fs.get("xfs_features") or {})
+        feats = fs.xfs_features or {}
         meta, inode, naming = [], [], []
-        if fs.get("inode_size"):
-            inode.append("size=%d" % fs["inode_size"])
-        if fs.get("uuid"):
-            meta.append("uuid=%s" % fs["uuid"])
+        if fs.inode_size:
+            inode.append("size=%d" % fs.inode_size)
+        if fs.uuid:
+            meta.append("uuid=%s" % fs.uuid)
         for key, out in ((XFS_META, meta), (XFS_INODE, inode), (XFS_NAMING, naming)):
             for k in key:
                 v = feats.get(k)
@@ -136,18 +135,15 @@ def render_mkfs(fs, device):
         return argv + [device]
     if t == "vfat":
         argv = ["mkfs.vfat"]
-        fat = str(fs.get("fat_size") or "")
-        if fat in ("12", "16", "32"):
-            argv += ["-F", fat]
-        if fs.get("uuid"):
-            argv += ["-i", fs["uuid"].replace("-", "")]
+        if fs.uuid:
+            argv += ["-i", fs.uuid.replace("-", "")]
         if label:
             argv += ["-n", label]
         return argv + [device]
     if t == "swap":
         argv = ["mkswap", "-f"]
-        if fs.get("uuid"):
-            argv += ["-U", fs["uuid"]]
+        if fs.uuid:
+            argv += ["-U", fs.uuid]
         if label:
             argv += ["-L", label]
         return argv + [device]
@@ -155,15 +151,15 @@ def render_mkfs(fs, device):
 
 
 def render_lvm(vg, pv_devices):
-    """argv list that makes volume group ``vg`` (from ``layout["vgs"]``) on the PVs."""
+    """argv list that makes :class:`~receiver.disks.layout.VolumeGroup` ``vg`` on the PVs."""
     devices = ["--devices", ",".join(pv_devices)]
-    name = vg["create_name"]
+    name = vg.create_name
     cmds = [["pvcreate", "-ff", "-y"] + devices + list(pv_devices),
-            ["vgcreate", "-y"] + devices + ["-s", "%dk" % (vg["extent_size_bytes"] // 1024),
+            ["vgcreate", "-y"] + devices + ["-s", "%dk" % (vg.extent_size_bytes // 1024),
                                              name] + list(pv_devices)]
-    for lv in vg["lvs"]:
+    for lv in vg.lvs:
         cmds.append(["lvcreate", "-y", "-Wy", "-Zy"] + devices + [
-            "-n", lv["name"], "-L", "%dm" % (lv["size_bytes"] >> 20), name])
+            "-n", lv.name, "-L", "%dm" % (lv.size_bytes >> 20), name])
     return cmds
 
 
@@ -172,38 +168,31 @@ def render_commands(layout, devices, sector=SECTOR):
 
     ``devices`` maps module names to target disk device paths."""
     steps = []
-    for disk in layout["disks"]:
-        dev = devices[disk["module"]]
+    for disk in layout.disks:
         script = render_sfdisk(disk, sector)
         if script:
-            steps.append(("sfdisk", dev, script))
-    for vg in layout["vgs"]:
+            steps.append(("sfdisk", devices[disk.module], script))
+    for vg in layout.vgs:
         steps += [("run", argv) for argv in render_lvm(vg, pv_devices(layout, vg, devices))]
-    for fs in layout["filesystems"]:
+    for fs in layout.filesystems:
         steps.append(("run", render_mkfs(fs, fs_device(layout, fs, devices))))
     return steps
 
 
 def pv_devices(layout, vg, devices):
-    out = []
-    for disk in layout["disks"]:
-        for p in disk["partitions"]:
-            if p.get("vg") == vg["name"]:
-                out.append(partition_device(devices[disk["module"]], p["number"]))
-    return out
+    return [partition_device(devices[disk.module], p.number) for disk in layout.disks
+            for p in disk.partitions if p.vg == vg.name]
 
 
 def fs_device(layout, fs, devices):
     """The device node that holds ``fs`` on the target disks."""
-    on = fs.get("on") or {}
-    if on.get("disk"):
-        return devices[fs["module"]]
-    if on.get("lv"):
-        vg_name, lv = on["lv"].split("/", 1)
-        vg = next(v for v in layout["vgs"] if v["name"] == vg_name)
-        return "/dev/%s/%s" % (vg["create_name"], lv)
-    for disk in layout["disks"]:
-        for p in disk["partitions"]:
-            if p.get("fs") == fs["id"]:
-                return partition_device(devices[disk["module"]], p["number"])
-    raise DiskError("filesystem %s has no place in the layout" % fs["id"], code="disk.plan")
+    if (fs.on or {}).get("disk"):
+        return devices[fs.module]
+    if fs.lv:
+        vg_name, lv = fs.lv.split("/", 1)
+        return "/dev/%s/%s" % (layout.vg(vg_name).create_name, lv)
+    for disk in layout.disks:
+        for p in disk.partitions:
+            if p.fs == fs.id:
+                return partition_device(devices[disk.module], p.number)
+    raise DiskError("filesystem %s has no place in the layout" % fs.id, code="disk.plan")

@@ -15,7 +15,9 @@ import pytest
 
 from receiver import blockdev
 from receiver.disks import probe
-from receiver.disks.apply import prepare, release, review
+from receiver.disks.apply import LVM_ENV, prepare, release, rename_vg, review
+from receiver.disks.plan import GiB, plan_layout
+from receiver.disks.render import pv_devices, render_lvm
 from tests.receiver.disks import layouts as L
 from wire import parsers, runner
 from wire.errors import DiskError
@@ -370,10 +372,6 @@ def test_lvm_pv_and_vg_made_and_renamed_without_device_mapper(loops):
     VG of that name is active (its /dev/<name> folder exists: vgrename refused the
     name, seen in the receiver VM). LVs need device-mapper: the receiver-VM test makes
     and mounts them."""
-    from receiver.disks.apply import LVM_ENV, rename_vg
-    from receiver.disks.plan import GiB, plan_layout
-    from receiver.disks.render import pv_devices, render_lvm
-
     dev = loops.new(200 * MiB)
     vgname = "g2a%s" % uuid.uuid4().hex[:6]
     m = L.lvm_root(unit=GiB)
@@ -386,7 +384,7 @@ def test_lvm_pv_and_vg_made_and_renamed_without_device_mapper(loops):
     m["filesystems"][1]["device"] = "/dev/%s/root" % vgname
     m["swap"][0]["path"] = "/dev/%s/swap_1" % vgname
     layout = plan_layout(m, L.plan(), {"system": 40 * GiB}, taken_vg_names=[vgname])
-    vg = layout["vgs"][0]
+    vg = layout.vgs[0]
     pvs = [dev]
     names = lambda: runner.run(  # noqa: E731
         ["vgs", "--devices", dev, "--noheadings", "-o", "vg_name,vg_extent_size",

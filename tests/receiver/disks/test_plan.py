@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from receiver.disks.layout import Layout
 from receiver.disks.plan import GiB, MiB, needed_bytes, plan_layout, render_review
 from receiver.disks.render import render_commands
 from tests.receiver.disks import layouts as L
@@ -17,16 +18,25 @@ EXT4_DEB12_O = ("none,has_journal,ext_attr,resize_inode,dir_index,filetype,exten
                 "metadata_csum,^metadata_csum_seed,^orphan_file")
 
 
+def planned(*args, **kwargs):
+    """plan_layout's Layout as saved in the state folder (JSON), which reads back as
+    the same Layout."""
+    layout = plan_layout(*args, **kwargs)
+    saved = json.loads(json.dumps(layout.to_json()))
+    assert Layout.from_json(saved) == layout
+    return saved
+
+
 def steps(layout):
     """render_commands flattened: sfdisk scripts as text, argv as lists."""
     out = []
-    for s in render_commands(layout, DEVS):
+    for s in render_commands(Layout.from_json(layout), DEVS):
         out.append(s[2] if s[0] == "sfdisk" else s[1])
     return out
 
 
 def test_mbr_boot_root_swap_golden():
-    layout = plan_layout(L.mbr_boot_root_swap(), L.plan(), {"system": 20 * GiB})
+    layout = planned(L.mbr_boot_root_swap(), L.plan(), {"system": 20 * GiB})
     assert steps(layout) == [
         "label: dos\nlabel-id: 0x9c4e1d2a\nunit: sectors\n\n"
         "start=2048, size=1048576, type=83, bootable\n"
@@ -56,7 +66,7 @@ def test_mbr_with_more_than_four_partitions_uses_an_extended_partition():
                                  "/var", GiB, 100 * MiB, ext=L.EXT4_DEBIAN12))
     m["filesystems"].append(L.fs("/dev/sda7", "ext4", "22222222-2222-4222-8222-222222222222",
                                  "/home", GiB, 100 * MiB, ext=L.EXT4_DEBIAN12))
-    layout = plan_layout(m, L.plan(), {"system": 20 * GiB})
+    layout = planned(m, L.plan(), {"system": 20 * GiB})
     script = steps(layout)[0]
     lines = [x for x in script.splitlines() if x.startswith("start=")]
     assert len(lines) == 6 and lines[3].endswith("type=5")
@@ -70,7 +80,7 @@ def test_mbr_with_more_than_four_partitions_uses_an_extended_partition():
 
 
 def test_gpt_bios_boot_golden():
-    layout = plan_layout(L.gpt_bios(), L.plan(), {"system": 20 * GiB})
+    layout = planned(L.gpt_bios(), L.plan(), {"system": 20 * GiB})
     assert steps(layout) == [
         "label: gpt\nlabel-id: %s\nunit: sectors\nfirst-lba: 2048\n\n"
         "start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, "
@@ -91,14 +101,14 @@ def test_gpt_bios_boot_golden():
 def test_gpt_bios_source_without_bios_boot_partition_gets_one():
     m = L.gpt_bios()
     del m["disks"][0]["partitions"][0]
-    layout = plan_layout(m, L.plan(), {"system": 20 * GiB})
+    layout = planned(m, L.plan(), {"system": 20 * GiB})
     first = layout["disks"][0]["partitions"][0]
     assert first["role"] == "bios_boot" and first["size_bytes"] == MiB
     assert any("BIOS boot partition is added" in n for n in layout["notes"])
 
 
 def test_gpt_esp_golden():
-    layout = plan_layout(L.gpt_esp(), L.plan(), {"system": 20 * GiB})
+    layout = planned(L.gpt_esp(), L.plan(), {"system": 20 * GiB})
     s = steps(layout)
     assert s[0] == (
         "label: gpt\nlabel-id: %s\nunit: sectors\nfirst-lba: 2048\n\n"
@@ -114,7 +124,7 @@ def test_uefi_source_without_esp_gets_a_new_one():
     m = L.gpt_esp()
     del m["disks"][0]["partitions"][0]
     del m["filesystems"][0]
-    layout = plan_layout(m, L.plan(), {"system": 20 * GiB})
+    layout = planned(m, L.plan(), {"system": 20 * GiB})
     first = layout["disks"][0]["partitions"][0]
     assert first["role"] == "esp" and first["size_bytes"] == 256 * MiB
     esp = next(f for f in layout["filesystems"] if f["id"] == first["fs"])
@@ -123,7 +133,7 @@ def test_uefi_source_without_esp_gets_a_new_one():
 
 
 def test_lvm_root_golden_with_receiver_vg_of_the_same_name():
-    layout = plan_layout(L.lvm_root(), L.plan(), {"system": 40 * GiB},
+    layout = planned(L.lvm_root(), L.plan(), {"system": 40 * GiB},
                          taken_vg_names=["vg0"])
     s = steps(layout)
     assert s[0] == ("label: dos\nlabel-id: 0x0a1b2c3d\nunit: sectors\n\n"
@@ -149,14 +159,14 @@ def test_lvm_root_golden_with_receiver_vg_of_the_same_name():
 
 
 def test_lvm_root_without_name_clash_keeps_the_vg_name():
-    layout = plan_layout(L.lvm_root(), L.plan(), {"system": 40 * GiB})
+    layout = planned(L.lvm_root(), L.plan(), {"system": 40 * GiB})
     assert layout["vgs"][0]["create_name"] == "vg0"
     assert ["vgcreate", "-y", "--devices", "/dev/vdb2", "-s", "4096k", "vg0",
             "/dev/vdb2"] in steps(layout)
 
 
 def test_xfs_without_bigtime_golden_and_data_disk():
-    layout = plan_layout(L.xfs_root(), L.plan([(1, "/data")]),
+    layout = planned(L.xfs_root(), L.plan([(1, "/data")]),
                          {"system": 20 * GiB, "disk1": 20 * GiB})
     s = steps(layout)
     assert s == [
@@ -182,7 +192,7 @@ def test_xfs_without_bigtime_golden_and_data_disk():
 
 def test_data_disk_scaled_up():
     # source data partition: 4 GiB; target disk1: 50 GiB -> one partition filling it.
-    layout = plan_layout(L.xfs_root(), L.plan([(1, "/data")]),
+    layout = planned(L.xfs_root(), L.plan([(1, "/data")]),
                          {"system": 20 * GiB, "disk1": 50 * GiB})
     d1 = layout["disks"][1]
     assert len(d1["partitions"]) == 1
@@ -192,7 +202,7 @@ def test_data_disk_scaled_up():
 def test_shrink_that_still_fits():
     # source / is 8 GiB with 3 GiB used; a 5 GiB disk holds /boot, swap and / (>= need).
     m = L.mbr_boot_root_swap()
-    layout = plan_layout(m, L.plan(), {"system": 5 * GiB})
+    layout = planned(m, L.plan(), {"system": 5 * GiB})
     root = next(f for f in layout["filesystems"] if f["system_mountpoint"] == "/")
     assert root["size_bytes"] < 8 * GiB
     assert root["size_bytes"] >= needed_bytes("ext4", 3 * GiB, 8 * GiB)
@@ -251,8 +261,8 @@ def test_unsupported_root_filesystem_is_refused():
 
 def test_uuid_collision_with_receiver_gets_a_new_stable_uuid():
     taken = [L.UUID_ROOT, "0x9c4e1d2a"]
-    a = plan_layout(L.mbr_boot_root_swap(), L.plan(), {"system": 20 * GiB}, taken_ids=taken)
-    b = plan_layout(L.mbr_boot_root_swap(), L.plan(), {"system": 20 * GiB}, taken_ids=taken)
+    a = planned(L.mbr_boot_root_swap(), L.plan(), {"system": 20 * GiB}, taken_ids=taken)
+    b = planned(L.mbr_boot_root_swap(), L.plan(), {"system": 20 * GiB}, taken_ids=taken)
     root = next(f for f in a["filesystems"] if f["system_mountpoint"] == "/")
     assert root["uuid"] != L.UUID_ROOT and root["source_uuid"] == L.UUID_ROOT
     assert a["id_changes"] == b["id_changes"]  # same on resume
@@ -268,7 +278,7 @@ def test_uuid_collision_with_receiver_gets_a_new_stable_uuid():
 
 
 def test_data_disk_path_that_is_a_folder_gets_a_new_ext4():
-    layout = plan_layout(L.gpt_bios(), L.plan([(1, "/srv/files")]),
+    layout = planned(L.gpt_bios(), L.plan([(1, "/srv/files")]),
                          {"system": 20 * GiB, "disk1": 20 * GiB})
     f = next(f for f in layout["filesystems"] if f["module"] == "disk1")
     assert f["type"] == "ext4" and f["uuid"] is None and f["system_mountpoint"] == "/srv/files"
@@ -278,9 +288,9 @@ def test_data_disk_path_that_is_a_folder_gets_a_new_ext4():
 
 def test_debian12_manifest_from_h2_plans_and_renders_for_review():
     m = L.base()
-    layout = plan_layout(m, L.plan([(1, "/srv/data")]),
+    layout = planned(m, L.plan([(1, "/srv/data")]),
                          {"system": 40 * GiB, "disk1": 100 * GiB})
-    text = render_review(layout)
+    text = render_review(Layout.from_json(layout))
     assert "system: 40.00 GiB, MBR (from /dev/sda)" in text
     assert "disk1: 100.00 GiB, GPT (from /dev/sdb)" in text
     assert "swap UUID=0d8f3e6a-7b2c-4c1d-8e9f-a0b1c2d3e4f5" in text
@@ -293,6 +303,7 @@ def test_same_device_mounted_twice_is_made_once():
     m = L.gpt_bios()
     twice = dict(m["filesystems"][0], mountpoint="/srv/again")
     m["filesystems"].append(twice)
-    layout = plan_layout(m, L.plan(), {"system": 20 * GiB})
+    layout = planned(m, L.plan(), {"system": 20 * GiB})
     assert len(layout["filesystems"]) == 1
     assert len(layout["disks"][0]["partitions"]) == 2
+
