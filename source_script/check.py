@@ -1,4 +1,4 @@
-"""``go2aliyun check``: the preflight.
+"""The preflight's checks, which ``go2aliyun check`` shows.
 
 The seed's precautions and more: root, rsync present (and recent enough), SELinux
 (explained: labels are kept), virtio drivers in every kernel, GRUB 2 >= 1.99 (legacy
