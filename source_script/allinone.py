@@ -18,15 +18,18 @@ receiver starts the intermediate instance itself, then migrates into it as usual
   the run stops before that, the message says what ``go2aliyun-cloud cleanup`` will
   release.
 
-This module imports ``image_build`` (and the Alibaba Cloud SDK) only in this mode: the
-plain source needs neither.
+This module imports ``image_build`` (and the Alibaba Cloud SDK) only in this mode, in
+:func:`require_cloud_extra`: the plain source needs neither.
 """
 
 import ipaddress
+import json
 import logging
 import os
 import socket
+import types
 
+from source_script import clientdata
 from wire.errors import ConfigError, UsageError
 from wire.logs import register_secret
 
@@ -139,13 +142,15 @@ def detect_source_address(host, port=443):
 
 
 def require_cloud_extra():
-    """Import the cloud side, or say exactly what to install."""
+    """The cloud side (``image_build``'s cloud, finish, launch and state modules), or an
+    error that says exactly what to install."""
     try:
+        # lazy: the cloud SDK is optional on the source; only the all-in-one mode needs it
         import alibabacloud_credentials.client  # noqa: F401
         import alibabacloud_ecs20140526.client  # noqa: F401
         import alibabacloud_vpc20160428.client  # noqa: F401
 
-        from image_build import finish, launch  # noqa: F401
+        from image_build import cloud, finish, launch, state
         from image_build.cloud import aliyun  # noqa: F401
     except ImportError as e:
         raise ConfigError(
@@ -153,13 +158,15 @@ def require_cloud_extra():
             "the cloud extra: %s" % e, code="config.cloud_extra_missing",
             hint="install it with: %s (or start a receiver yourself and pass --receiver, "
                  "--token and --fingerprint)" % CLOUD_EXTRA) from e
+    return types.SimpleNamespace(cloud=cloud, finish=finish, launch=launch, state=state)
 
 
 class AllInOne(object):
     """One migration's launch record (``cloud_state.json``) and what to do with it."""
 
-    def __init__(self, workdir, config, keys, settings, opts, echo=None):
+    def __init__(self, workdir, config, keys, settings, opts, side, echo=None):
         self.workdir = workdir
+        self.side = side  # what require_cloud_extra returned
         self.config = config
         self.keys = keys
         self.settings = settings
@@ -171,15 +178,11 @@ class AllInOne(object):
     @property
     def state(self):
         if self._state is None:
-            from image_build.state import StateFile
-
-            self._state = StateFile(os.path.join(self.workdir, STATE_FILE))
+            self._state = self.side.state.StateFile(os.path.join(self.workdir, STATE_FILE))
         return self._state
 
     def cloud(self):
         if self._cloud is None:
-            from image_build.cloud import aliyun_from_settings
-
             if not self.keys:
                 raise ConfigError("the launch of this migration is recorded in %s but no "
                                   "AccessKey is given" % self.state.path,
@@ -189,15 +192,13 @@ class AllInOne(object):
             key_id, secret, sts = self.keys
             region = self.state.get("region_id") or (self.config.region_id if self.config
                                                      else "")
-            self._cloud = aliyun_from_settings(
+            self._cloud = self.side.cloud.aliyun_from_settings(
                 region, access_key_id=key_id, access_key_secret=secret, security_token=sts,
                 endpoint=self.opts.endpoint, protocol=self.opts.protocol,
                 poll_interval=self.opts.poll_interval)
         return self._cloud
 
     def launch_settings(self):
-        from image_build import launch
-
         cfg = self.config
         unsized = [d.index for d in cfg.data_disks if not d.size_gib]
         if unsized:
@@ -218,7 +219,7 @@ class AllInOne(object):
                 host = self.opts.endpoint.rsplit(":", 1)[0]
             cidr = judge_detected_address(detect_source_address(host))
             self.echo("Admitting this server's address %s to the receiver's ports" % cidr)
-        return launch.LaunchSettings(
+        return self.side.launch.LaunchSettings(
             region_id=cfg.region_id, image_name=cfg.image_name,
             receiver_image_id=s["receiver_image"], source_cidr=cidr,
             system_disk_size=cfg.system_disk_size or 40,
@@ -229,9 +230,6 @@ class AllInOne(object):
 
     def launch(self):
         """Launch (or resume the launch); returns (address, fingerprint, token)."""
-        from image_build import launch
-        from source_script import clientdata
-
         if self.released():
             raise ConfigError(
                 "the intermediate instance recorded in %s was released already"
@@ -255,7 +253,7 @@ class AllInOne(object):
             "instance_type": settings.instance_type, "ram_role": settings.ram_role})
         self.echo("Launching the intermediate instance in %s (all-in-one mode; "
                   "recorded in %s) ..." % (settings.region_id, self.state.path))
-        result = launch.launch(self.cloud(), self.state, settings)
+        result = self.side.launch.launch(self.cloud(), self.state, settings)
         register_secret(result["token"])
         self.echo("Intermediate instance %s answers at %s" % (result["instance_id"],
                                                               result["address"]))
@@ -285,12 +283,10 @@ class AllInOne(object):
 
     def release(self):
         """Release what the launch made (resumable); returns a line for the user."""
-        from image_build import finish
-
         what = release_text(self.state.data)
         if what:
             self.echo("Releasing %s ..." % what)
-        finish.release(self.cloud(), self.state, release_network=True)
+        self.side.finish.release(self.cloud(), self.state, release_network=True)
         return "released: %s" % (what or "nothing left")
 
     def cleanup_hint(self):
@@ -303,8 +299,6 @@ class AllInOne(object):
 
 def load_state_data(workdir):
     """The launch record as a dict ({} when none), without importing image_build."""
-    import json
-
     path = os.path.join(workdir, STATE_FILE)
     try:
         with open(path) as f:
@@ -333,5 +327,5 @@ def prepare(workdir, config, receiver_flag, client_data, opts, environ=None, ech
     log.info("receiver mode: %s", mode)
     if mode == "manual":
         return None
-    require_cloud_extra()
-    return AllInOne(workdir, config, keys, merged_settings(opts, client_data), opts, echo)
+    return AllInOne(workdir, config, keys, merged_settings(opts, client_data), opts,
+                    require_cloud_extra(), echo)

@@ -1,4 +1,4 @@
-"""``go2aliyun check``: the preflight.
+"""The preflight's checks, which ``go2aliyun check`` shows.
 
 The seed's precautions and more: root, rsync present (and recent enough), SELinux
 (explained: labels are kept), virtio drivers in every kernel, GRUB 2 >= 1.99 (legacy
@@ -10,7 +10,8 @@ the source, and what the exclude files do.
   whether each ``src_path`` exists, the config file's mode);
 * :func:`evaluate` is pure: ``(config, manifest, facts) -> [finding, ...]``;
 * :func:`build_plan` makes the plan the receiver gets (no secrets);
-* :func:`run` does all of it for the CLI; :func:`render_table` is for people.
+* :func:`render_table` and :func:`failure` render the report of a preflight
+  (:mod:`source_script.preflight` runs all of it).
 
 A finding is ``{"check", "severity", "message", "fix"}`` with severity ``ok``,
 ``info``, ``warning`` or ``blocker``. Only blockers stop a migration (exit code 4).
@@ -24,6 +25,8 @@ import os
 import re
 import textwrap
 import time
+import urllib.error
+import urllib.request
 
 from source_script import config as cfg
 from source_script import excludes
@@ -34,6 +37,7 @@ from source_script.config import (  # noqa: F401 - build_plan is part of this mo
     detect_platform,
 )
 from wire.errors import CheckFailed
+from wire.paths import target_path
 
 GIB = 1024 ** 3
 SEVERITIES = ("ok", "info", "warning", "blocker")
@@ -493,9 +497,6 @@ def parse_http_date(value):
 
 def probe_reference_time(url=ECS_ENDPOINT, timeout=5):
     """Ask ``url`` for its ``Date``. Returns ``(epoch or None, error or None)``."""
-    import urllib.error
-    import urllib.request
-
     if not url.startswith("https://"):
         raise ValueError("reference time URL must be https: %r" % url)
     req = urllib.request.Request(url, method="HEAD")  # noqa: S310 - https only (above)
@@ -512,8 +513,6 @@ def probe_reference_time(url=ECS_ENDPOINT, timeout=5):
 
 def probe_facts(config, root, config_path=None):
     """Probe what :func:`evaluate` needs beyond the manifest."""
-    from wire.paths import target_path
-
     clock = {"now": time.time(), "synchronized": probe_ntp_synchronized(),
              "reference": None, "reference_source": None, "reference_error": None}
     if config.all_in_one:
@@ -533,36 +532,7 @@ def probe_facts(config, root, config_path=None):
     return {"euid": os.geteuid(), "clock": clock, "paths": paths, "config_mode": mode}
 
 
-# ---------------------------------------------------------------------------- the command
-
-def run(config_path=None, workdir=".", root="/", overrides=None):
-    """Everything ``go2aliyun check`` does, without printing. A configuration error
-    raises :class:`wire.errors.ConfigError`; the report says whether anything blocks:
-    ``{"ok", "config_file", "root", "findings", "filters", "plan"}``."""
-    from source_script import inventory
-    from source_script import overrides as ov
-
-    path = ov.resolve_config_path(config_path, workdir)
-    config = ov.effective_config(path, overrides or {})
-    manifest = inventory.collect(root)
-    user_rules, notes = excludes.read_user_excludes(
-        os.path.join(workdir or ".", excludes.EXCLUDES_DIR),
-        [d.index for d in config.data_disks if d.src_path and d.src_path.startswith("/")])
-    filters, notes2 = excludes.plan_filters(
-        config.data_disks, manifest, user_rules,
-        excludes.protect_paths(root, workdir, path))
-    facts = probe_facts(config, root, path)
-    facts["exclude_notes"] = notes + notes2
-    findings = evaluate(config, manifest, facts)
-    return {
-        "ok": not blocked(findings),
-        "config_file": path,
-        "root": root,
-        "findings": findings,
-        "filters": filters,
-        "plan": build_plan(config, filters, manifest),
-    }
-
+# ---------------------------------------------------------------------------- rendering
 
 def failure(report):
     """The :class:`CheckFailed` for a report with blockers."""

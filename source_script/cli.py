@@ -1,21 +1,68 @@
 """The ``go2aliyun`` command (click). Thin: parse options, call the module that does
 the work, and turn errors into exit codes in :func:`main` only."""
 
+import functools
 import json
 import os
 import sys
 
 import click
 
-from source_script import __version__
-from source_script.overrides import config_options
+from source_script import __version__, allinone, clientdata, excludes, preflight, tlsbridge
+from source_script import check as chk
+from source_script import config as cfg
+from source_script import inventory as inv
+from source_script import migrate as mig
+from source_script import overrides as ov
+from source_script import session as sess
 from wire.climain import run_click
-from wire.errors import Go2AliyunError
-from wire.logs import REDACTED, redact
+from wire.errors import ConfigError, Go2AliyunError
+from wire.logs import REDACTED, redact, register_secret
 
 WORKDIR_HELP = ("work folder holding user_config.json, client_data, Excludes/ and logs/ "
                 "(default: the current folder)")
 ROOT_HELP = "migrate the system mounted at DIR instead of / (an offline disk, a test host)"
+
+
+def config_options(func):
+    """Click decorator: add one option per config key (both spellings) and the seed's
+    old flags. The command receives ``overrides`` (a dict of the config keys given on
+    the command line, raw strings) and ``legacy`` (``{"no_enter_key": bool,
+    "progress_file": str or None, "clear_data": bool}``) instead of the single options."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        overrides = {}
+        for key, _names, _metavar, _help in ov.FLAGS:
+            value = kwargs.pop("cfg_" + key, None)
+            if value is not None:
+                overrides[key] = value
+        if overrides.get("secret_key"):
+            register_secret(overrides["secret_key"])
+            click.echo("warning: --secret-key on the command line is visible to other users "
+                       "in the process list; prefer user_config.json (mode 0600) or %s"
+                       % ov.ENV_SECRET, err=True)
+        kwargs["overrides"] = overrides
+        kwargs["legacy"] = {
+            "no_enter_key": kwargs.pop("legacy_noenterkey", False),
+            "progress_file": kwargs.pop("legacy_progressfile", None),
+            "clear_data": kwargs.pop("legacy_cleardata", False),
+        }
+        return func(*args, **kwargs)
+
+    opts = [click.option(*names, "cfg_" + key, metavar=metavar, default=None, help=help_)
+            for key, names, metavar, help_ in ov.FLAGS]
+    opts += [
+        click.option("--noenterkey", "legacy_noenterkey", is_flag=True,
+                     help="never wait for Enter or a confirmation (the seed's flag)"),
+        click.option("--progressfile", "legacy_progressfile", metavar="FILE", default=None,
+                     help="also write the stage and percent to FILE (the seed's format)"),
+        click.option("--cleardata", "legacy_cleardata", is_flag=True,
+                     help="reset client_data before starting (as `go2aliyun clear`)"),
+    ]
+    for opt in reversed(opts):
+        wrapper = opt(wrapper)
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,8 +84,6 @@ def cli(ctx, verbose):
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
 def inventory(root, as_json):
     """Print the manifest the receiver will get: OS, kernels, disks, filesystems..."""
-    from source_script import inventory as inv
-
     manifest = inv.collect(root)
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True))
@@ -57,12 +102,9 @@ def inventory(root, as_json):
 def check(config_path, workdir, root, as_json, overrides, legacy):
     """Preflight: is this server ready to migrate? Exit 0 when nothing blocks,
     3 for a configuration error, 4 when something blocks."""
-    from source_script import check as chk
-    from wire.errors import ConfigError
-
     try:
-        report = chk.run(config_path=config_path, workdir=workdir, root=root,
-                         overrides=overrides)
+        report = preflight.run(config_path=config_path, workdir=workdir, root=root,
+                               overrides=overrides).report()
     except ConfigError as e:
         if as_json:
             click.echo(redact(json.dumps({"ok": False, "error": e.to_dict()}, indent=2)))
@@ -80,9 +122,6 @@ def check(config_path, workdir, root, as_json, overrides, legacy):
 def init(workdir):
     """Create the work folder: user_config.json (the seed's template, mode 0600),
     Excludes/rsync_excludes_linux.txt and logs/. Existing files are kept."""
-    from source_script import config as cfg
-    from source_script import excludes
-
     os.makedirs(os.path.join(workdir, "logs"), mode=0o700, exist_ok=True)
     path = os.path.join(workdir, cfg.CONFIG_NAME)
     click.echo("%s %s" % ("wrote" if cfg.write_template(path) else "kept ", path))
@@ -158,9 +197,6 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
     intermediate instance itself (--receiver-image), migrates into it and releases it
     once the image is ready. Needs the cloud extra: pip install 'go2aliyun[cloud]'.
     """
-    from source_script import allinone, clientdata
-    from source_script import migrate as mig
-
     if sync_only and cutover:
         raise click.UsageError("--sync-only and --cutover exclude each other")
     if legacy.get("clear_data"):
@@ -208,9 +244,6 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
 @click.option("--offline", is_flag=True, help="do not ask the receiver, show client_data only")
 def status(workdir, as_json, offline):
     """Show where the migration stands (client_data and, if reachable, the receiver)."""
-    from source_script import clientdata
-    from source_script import session as sess
-
     data = clientdata.load(workdir)
     doc = None
     problem = None
@@ -261,8 +294,6 @@ def status(workdir, as_json, offline):
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 def clear(workdir, yes):
     """Reset client_data and forget the session (the seed's --cleardata)."""
-    from source_script import clientdata
-
     if not yes:
         click.confirm("Forget the migration recorded in %s?" % clientdata.path_in(workdir),
                       abort=True, err=True)
@@ -278,8 +309,6 @@ def clear(workdir, yes):
 @click.option("--key", default=None, help="client key (env GO2ALIYUN_BRIDGE_KEY)")
 def tls_bridge(host, port, fingerprint, cert, key):
     """rsync's RSYNC_CONNECT_PROG: relay stdin/stdout to the receiver's data channel."""
-    from source_script import tlsbridge
-
     code = tlsbridge.run_bridge(host, port=port, fingerprint=fingerprint, cert=cert, key=key)
     if code:
         raise click.exceptions.Exit(code)

@@ -1,6 +1,6 @@
 """``go2aliyun migrate``: the whole flow on the source, resumable from ``client_data``.
 
-1. check the configuration and that rsync is installed;
+1. check that rsync is installed, run the preflight (:mod:`source_script.preflight`);
 2. open (or resume) the session: pin the fingerprint, trade the token once;
 3. send the manifest (inventory) and the plan, ask the receiver to prepare its
    disks and wait for ``READY_FOR_DATA``;
@@ -21,12 +21,11 @@ import os
 import sys
 import time
 
-from source_script import check, clientdata, push, tlsbridge
+from source_script import allinone, check, clientdata, preflight, push, tlsbridge
 from source_script import session as sess
-from wire import DATA_PORT, runner
+from wire import DATA_PORT
 from wire import logs as wlogs
 from wire.errors import (
-    CommandNotFound,
     ConfigError,
     Go2AliyunError,
     NetworkError,
@@ -80,30 +79,7 @@ class Outcome(object):
         self.log_path = log_path
 
 
-# ------------------------------------------------------------- config + plan
-
-def load_plan(opts, manifest):
-    """Configuration, excludes and preflight, as ``go2aliyun check`` does them, on the
-    manifest collected once: returns (plan, findings). ``plan`` is ``user_config.json``
-    after the flag overrides, secrets removed, with the exact rsync filter rules per disk
-    (docs/ARCHITECTURE.md); a bad configuration raises ``ConfigError``."""
-    from source_script import config as cfg
-    from source_script import excludes
-    from source_script import overrides as ov
-
-    path = ov.resolve_config_path(opts.config, opts.workdir)
-    config = ov.effective_config(path, opts.overrides)
-    user_rules, notes = excludes.read_user_excludes(
-        os.path.join(opts.workdir, excludes.EXCLUDES_DIR),
-        [d.index for d in config.data_disks if d.src_path and d.src_path.startswith("/")])
-    filters, more = excludes.plan_filters(
-        config.data_disks, manifest, user_rules,
-        excludes.protect_paths(opts.root, opts.workdir, path))
-    facts = check.probe_facts(config, opts.root, path)
-    facts["exclude_notes"] = list(notes) + list(more)
-    findings = check.evaluate(config, manifest, facts)
-    return cfg.build_plan(config, filters, manifest), findings
-
+# ------------------------------------------------------------------ helpers
 
 def disk_sources(plan, root):
     """[(disk name, source folder)] in push order: the system disk, then data disks."""
@@ -112,14 +88,6 @@ def disk_sources(plan, root):
         out.append(("disk%d" % int(d["index"]), target_path(root, d["src_path"])))
     return out
 
-
-def collect_manifest(root):
-    from source_script import inventory
-
-    return inventory.collect(root)
-
-
-# ------------------------------------------------------------------ helpers
 
 class Terminal(object):
     """Progress on the terminal: one rewritten line on a tty; if not (a log, a pipe), a
@@ -202,6 +170,7 @@ class Migration(object):
         self.client = None
         self.session = {}
         self.host = None
+        self.preflight = None  # preflight.Preflight, set by run()
 
     def say(self, text):
         self.term.end()
@@ -368,23 +337,21 @@ class Migration(object):
 
     def run(self):
         opts = self.opts
-        if not runner.which("rsync"):
-            raise CommandNotFound("rsync is not installed on this server", argv=["rsync"],
-                                  hint="install it: `yum install -y rsync` or "
-                                       "`apt-get install -y rsync`")
-        manifest = collect_manifest(opts.root)
-        plan, findings = load_plan(opts, manifest)
-        for f in findings:
+        push.require_rsync()
+        pre = self.preflight = preflight.run(opts.config, opts.workdir, opts.root,
+                                             opts.overrides)
+        for f in pre.findings:
             if f["severity"] in ("warning", "blocker"):
                 log.warning("check %s: %s: %s", f["check"], f["severity"], f["message"])
-        if check.blocked(findings):
+        if not pre.ok:
             if not opts.no_check:
-                raise check.failure({"findings": findings})
+                raise check.failure(pre.report())
             self.say("Preflight blockers ignored (--no-check): %s" % "; ".join(
-                f["check"] for f in findings if f["severity"] == "blocker"))
-        self._manifest, self._plan = manifest, plan
+                f["check"] for f in pre.findings if f["severity"] == "blocker"))
         data = clientdata.load(self.workdir)
-        aio = self.all_in_one(data)
+        # all-in-one mode: this run launches (or has launched) the intermediate instance
+        aio = allinone.prepare(self.workdir, pre.config, opts.receiver, data,
+                               opts.launch or allinone.LaunchOptions(), echo=self.say)
         if aio is not None:
             try:
                 return self.run_all_in_one(aio, data)
@@ -394,17 +361,6 @@ class Migration(object):
                     self.say(hint)
                 raise
         return self.run_receiver(data)
-
-    def all_in_one(self, data):
-        """An allinone.AllInOne when this run launches (or has launched) the
-        intermediate instance itself, else None."""
-        from source_script import allinone
-        from source_script import overrides as ov
-
-        config = ov.effective_config(ov.resolve_config_path(self.opts.config, self.workdir),
-                                     self.opts.overrides)
-        return allinone.prepare(self.workdir, config, self.opts.receiver, data,
-                                self.opts.launch or allinone.LaunchOptions(), echo=self.say)
 
     def run_all_in_one(self, aio, data):
         if data.get("status") == "Finished":
@@ -428,7 +384,7 @@ class Migration(object):
     def run_receiver(self, data):
         """The flow against a known receiver (named, or launched above)."""
         opts = self.opts
-        manifest, plan = self._manifest, self._plan
+        manifest, plan = self.preflight.manifest, self.preflight.plan
         self.open()
         if data.get("status") == "Finished":
             doc = self.current()

@@ -18,17 +18,14 @@ bandwidth_limit         ``--bandwidth-limit``, ``--bandwidthlimit``
 data_disks              ``--data-disks``, ``--datadisks`` ``idx|size|path;...``
 ======================  =====================================================
 
-The seed's old flags ``--noenterkey``, ``--progressfile FILE`` and ``--cleardata``
-are accepted too and handed to the command in a ``legacy`` dict.
+``source_script.cli.config_options`` makes them click options, with the seed's old
+flags ``--noenterkey``, ``--progressfile FILE`` and ``--cleardata`` (a ``legacy`` dict).
 
 Flags win over the file; values are merged first and validated together
 (:func:`source_script.config.from_dict`), so a flag can fix a bad value in the file.
 """
 
-import functools
 import os
-
-import click
 
 from source_script import config as cfg
 from wire.errors import ConfigError
@@ -56,47 +53,6 @@ FLAGS = (
 INT_KEYS = ("system_disk_size", "bandwidth_limit")
 ENV_ACCESS_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
 ENV_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a variable name
-
-
-def config_options(func):
-    """Click decorator: add one option per config key (both spellings) and the seed's
-    old flags. The command receives ``overrides`` (a dict of the config keys given on
-    the command line, raw strings) and ``legacy`` (``{"no_enter_key": bool,
-    "progress_file": str or None, "clear_data": bool}``) instead of the single options."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        overrides = {}
-        for key, _names, _metavar, _help in FLAGS:
-            value = kwargs.pop("cfg_" + key, None)
-            if value is not None:
-                overrides[key] = value
-        if overrides.get("secret_key"):
-            register_secret(overrides["secret_key"])
-            click.echo("warning: --secret-key on the command line is visible to other users "
-                       "in the process list; prefer user_config.json (mode 0600) or %s"
-                       % ENV_SECRET, err=True)
-        kwargs["overrides"] = overrides
-        kwargs["legacy"] = {
-            "no_enter_key": kwargs.pop("legacy_noenterkey", False),
-            "progress_file": kwargs.pop("legacy_progressfile", None),
-            "clear_data": kwargs.pop("legacy_cleardata", False),
-        }
-        return func(*args, **kwargs)
-
-    opts = [click.option(*names, "cfg_" + key, metavar=metavar, default=None, help=help_)
-            for key, names, metavar, help_ in FLAGS]
-    opts += [
-        click.option("--noenterkey", "legacy_noenterkey", is_flag=True,
-                     help="never wait for Enter or a confirmation (the seed's flag)"),
-        click.option("--progressfile", "legacy_progressfile", metavar="FILE", default=None,
-                     help="also write the stage and percent to FILE (the seed's format)"),
-        click.option("--cleardata", "legacy_cleardata", is_flag=True,
-                     help="reset client_data before starting (as `go2aliyun clear`)"),
-    ]
-    for opt in reversed(opts):
-        wrapper = opt(wrapper)
-    return wrapper
 
 
 def _flag(key):

@@ -21,6 +21,7 @@ captured from rsync 3.5 (tests/data/push/).
 """
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 
 from source_script import excludes, tlsbridge
 from wire import runner
@@ -292,12 +294,8 @@ class Progress(object):
 # --------------------------------------------------------------------- apply
 
 def _die_with_parent():
-    try:
-        import ctypes
-
+    with contextlib.suppress(Exception):  # best effort
         ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001,S110 - best effort
-        pass
 
 
 class LinkWatch(object):
@@ -369,8 +367,6 @@ def sample_ratio(source_dir, max_entries=5000, files=12, piece=256 * 1024, budge
     """How well the data of ``source_dir`` compresses (zlib level 1, original/compressed)
     judged on pieces of the largest files among the first ``max_entries`` met, within
     ``budget`` seconds. 1.0 when nothing could be read."""
-    import zlib
-
     began = time.time()
     sizes = []
     seen = 0
@@ -412,6 +408,16 @@ def parse_bridge_status(text):
         return None
 
 
+def require_rsync():
+    """The path of this server's rsync, or :class:`CommandNotFound` saying to install it."""
+    rsync = runner.which("rsync")
+    if not rsync:
+        raise CommandNotFound("rsync is not installed on this server", argv=["rsync"],
+                              hint="install it: `yum install -y rsync` or "
+                                   "`apt-get install -y rsync`")
+    return rsync
+
+
 def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
               bwlimit=0, timeout=300, on_progress=None, rules_dir=None, compress=None):
     """rsync ``source_dir`` to ``rsync://host/module/`` through the TLS bridge.
@@ -423,11 +429,7 @@ def push_disk(disk, source_dir, host, module, bridge, rules=(), workdir=None,
     the link is what holds the push back. Returns the parsed ``--stats`` plus
     ``compress`` (the options used, or "").
     """
-    rsync = runner.which("rsync")
-    if not rsync:
-        raise CommandNotFound("rsync is not installed on this server", argv=["rsync"],
-                              hint="install it: `yum install -y rsync` or "
-                                   "`apt-get install -y rsync`")
+    rsync = require_rsync()
     if not os.path.isdir(source_dir):
         raise TransferError("the source folder %r of %r does not exist" % (source_dir, disk),
                             code="transfer.source_missing")

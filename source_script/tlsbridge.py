@@ -16,6 +16,7 @@ recognises in rsync's stderr.
 """
 
 import contextlib
+import ctypes
 import logging
 import os
 import shlex
@@ -26,6 +27,7 @@ import struct
 import sys
 import time
 
+import source_script
 from source_script.session import check_fingerprint, client_context, normalize_fingerprint
 from wire import DATA_PORT, tlspipe
 from wire.errors import ConfigError, Go2AliyunError, NetworkError, TrustError
@@ -52,8 +54,6 @@ def connect_prog(python=None):
     ``PYTHONPATH`` points at the folder (or zipapp) holding ``source_script``. rsync runs
     the string with ``sh -c`` and replaces ``%H`` by the host.
     """
-    import source_script
-
     base = os.path.dirname(os.path.dirname(os.path.abspath(source_script.__file__)))
     # "exec": sh replaces itself by the bridge, so the bridge is rsync's own child and
     # PR_SET_PDEATHSIG ends it with rsync
@@ -70,8 +70,6 @@ def bridge_env(port, fingerprint, cert, key, timeout=30):
 def _die_with_parent():
     """Ask the kernel to SIGTERM us when rsync (our parent) dies."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001,S110 - best effort; EOF on stdin ends us as well

@@ -35,8 +35,8 @@ def test_sync_only_and_cutover_exclude_each_other(tmp_path):
 def test_migrate_without_receiver_is_not_finished_with_reason_and_log(tmp_path, capsys,
                                                                      monkeypatch):
     monkeypatch.delenv("GO2ALIYUN_TOKEN", raising=False)
-    monkeypatch.setattr("source_script.migrate.collect_manifest", lambda root: {})
-    monkeypatch.setattr("source_script.migrate.runner.which", lambda n, path=None: "/x/" + n)
+    monkeypatch.setattr("source_script.preflight.inventory.collect", lambda root: {})
+    monkeypatch.setattr("source_script.push.runner.which", lambda n, path=None: "/x/" + n)
     rc = cli.main(["migrate", "--workdir", str(tmp_path), "--root", str(tmp_path), "--yes",
                    "--image-name", "IMG_1", "--no-check"])
     out = capsys.readouterr().out
@@ -48,7 +48,7 @@ def test_migrate_without_receiver_is_not_finished_with_reason_and_log(tmp_path, 
 
 
 def test_migrate_without_rsync_says_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("source_script.migrate.runner.which", lambda n, path=None: None)
+    monkeypatch.setattr("source_script.push.runner.which", lambda n, path=None: None)
     rc = cli.main(["migrate", "--workdir", str(tmp_path), "--receiver", "10.0.0.2",
                    "--fingerprint", "ab" * 32, "--yes"])
     out = capsys.readouterr().out
