@@ -21,8 +21,8 @@ CONFIG_NAME = "user_config.json"
 
 
 def load_user_config(path):
-    """user_config.json, validated by the source's own rules (source_script.config)."""
-    from source_script import config
+    """user_config.json, validated by the source's own rules (wire.config)."""
+    from wire import config
 
     return config.load(path)
 
@@ -30,14 +30,14 @@ def load_user_config(path):
 def user_supplied_network(workdir):
     """vpc_id / vswitch_id / security_group_id set by hand in client_data (the seed's way
     of reusing a VPC for the intranet mode)."""
-    from source_script import clientdata
+    from wire import clientdata
 
     data = clientdata.load(workdir)
     return {k: data[k] for k in ("vpc_id", "vswitch_id", "security_group_id") if data.get(k)}
 
 
 def make_cloud_from(ctx, cfg, region_id=None):
-    """``cfg``: a source_script.config.Config, or None (keys from the environment)."""
+    """``cfg``: a wire.config.Config, or None (keys from the environment)."""
     o = ctx.obj
     if o["provider"] == "local":
         return make_cloud(

@@ -29,7 +29,7 @@ import os
 import socket
 import types
 
-from source_script import clientdata
+from wire import clientdata
 from wire.errors import ConfigError, UsageError
 from wire.logs import register_secret
 

@@ -28,9 +28,9 @@ import time
 import urllib.error
 import urllib.request
 
-from source_script import config as cfg
 from source_script import excludes
-from source_script.config import (  # noqa: F401 - build_plan is part of this module's API
+from wire import config as cfg
+from wire.config import (  # noqa: F401 - build_plan is part of this module's API
     build_plan,
     default_data_disk_size,
     detect_architecture,

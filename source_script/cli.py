@@ -8,13 +8,14 @@ import sys
 
 import click
 
-from source_script import __version__, allinone, clientdata, excludes, preflight, tlsbridge
+from source_script import __version__, allinone, excludes, preflight, tlsbridge
 from source_script import check as chk
-from source_script import config as cfg
 from source_script import inventory as inv
 from source_script import migrate as mig
 from source_script import overrides as ov
 from source_script import session as sess
+from wire import clientdata
+from wire import config as cfg
 from wire.climain import run_click
 from wire.errors import ConfigError, Go2AliyunError
 from wire.logs import REDACTED, redact, register_secret

@@ -194,7 +194,7 @@ def is_pseudo(mount):
 def plan_filters(data_disks, manifest=None, user_rules=None, protect=()):
     """Pure: the filter rules of every disk.
 
-    ``data_disks``: the config's :class:`~source_script.config.DataDisk` list;
+    ``data_disks``: the config's :class:`~wire.config.DataDisk` list;
     ``manifest``: the inventory (mounts and swap are read); ``user_rules``: from
     :func:`read_user_excludes`; ``protect``: absolute paths in the migrated system that
     must stay behind (the work folder's secrets), a trailing ``/`` for a folder.

@@ -21,9 +21,9 @@ import os
 import sys
 import time
 
-from source_script import allinone, check, clientdata, preflight, push, tlsbridge
+from source_script import allinone, check, preflight, push, tlsbridge
 from source_script import session as sess
-from wire import DATA_PORT
+from wire import DATA_PORT, clientdata
 from wire import logs as wlogs
 from wire.errors import (
     ConfigError,

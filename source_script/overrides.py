@@ -22,12 +22,12 @@ data_disks              ``--data-disks``, ``--datadisks`` ``idx|size|path;...``
 flags ``--noenterkey``, ``--progressfile FILE`` and ``--cleardata`` (a ``legacy`` dict).
 
 Flags win over the file; values are merged first and validated together
-(:func:`source_script.config.from_dict`), so a flag can fix a bad value in the file.
+(:func:`wire.config.from_dict`), so a flag can fix a bad value in the file.
 """
 
 import os
 
-from source_script import config as cfg
+from wire import config as cfg
 from wire.errors import ConfigError
 from wire.logs import register_secret
 
@@ -120,7 +120,7 @@ def effective_config(config_path, overrides, environ=None):
     """The configuration ``check`` and ``migrate`` work with: ``config_path`` (None: no
     file, start from the seed's template) with ``overrides`` (flag values) on top, then
     the AccessKey from ``ALIBABA_CLOUD_ACCESS_KEY_ID``/``_SECRET`` where both are still
-    empty. Returns a validated :class:`source_script.config.Config`."""
+    empty. Returns a validated :class:`wire.config.Config`."""
     environ = os.environ if environ is None else environ
     if config_path is not None:
         data = cfg.read_file(config_path)

@@ -34,11 +34,10 @@ import time
 
 import pytest
 
-from source_script import clientdata
 from tests.helpers import e2e, fidelity, sourcetree
 from tests.helpers.netns import netns_pair
 from tests.helpers.receiver import REPO, Receiver, tail_of
-from wire import runner
+from wire import clientdata, runner
 
 # KiB/s for rsync --bwlimit: compressed (rsync -z below 50 MB/s), the ~700 MB of the system
 # disk take about a minute: long enough for three faults.

@@ -28,10 +28,10 @@ import pytest
 
 from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE, LocalCloud, _alive
 from image_build.dev import demo
-from source_script import clientdata
 from tests.helpers import e2e, sample
 from tests.helpers.appliance_vm import chroot_command_times
 from tests.helpers.e2e import mounted_image
+from wire import clientdata
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from source_script import check as chk
-from source_script import config as cfg
 from source_script import excludes as ex
+from wire import config as cfg
 
 GIB = 1024 ** 3
 NOW = 1795705200.0  # 2026-11-26T15:00:00Z

@@ -6,7 +6,8 @@ import os
 
 from click.testing import CliRunner
 
-from source_script import cli, clientdata, migrate
+from source_script import cli, migrate
+from wire import clientdata
 
 
 def test_migrate_help_says_where_the_token_may_come_from():

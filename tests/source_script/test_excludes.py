@@ -6,8 +6,8 @@ import os
 import pytest
 
 from source_script import excludes as ex
-from source_script.config import DataDisk
 from wire import runner
+from wire.config import DataDisk
 
 SEED_SYSTEM = ["- /dev/*", "- /sys/*", "- /proc/*", "- /media/*", "- lost+found/*",
                "- /mnt/*", "- /var/lib/lxcfs/*", "- /run/*", "- /tmp/*"]

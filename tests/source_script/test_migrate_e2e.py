@@ -19,11 +19,10 @@ import time
 
 import pytest
 
-from source_script import clientdata
 from tests.helpers import fidelity, sourcetree
 from tests.helpers.netns import netns_pair
 from tests.helpers.receiver import Receiver
-from wire import runner
+from wire import clientdata, runner
 
 pytestmark = pytest.mark.root
 

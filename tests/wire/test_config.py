@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from source_script import config as cfg
 from source_script import overrides as ov
+from wire import config as cfg
 from wire.errors import ConfigError
 
 SECRET = "Sup3rS3cretValue-xyz"

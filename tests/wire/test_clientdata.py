@@ -1,11 +1,11 @@
-"""source_script.clientdata: atomic, private, resumable."""
+"""wire.clientdata: atomic, private, resumable."""
 
 import json
 import os
 
 import pytest
 
-from source_script import clientdata
+from wire import clientdata
 from wire.errors import ConfigError
 from wire.logs import redact
 
