@@ -10,7 +10,7 @@ import glob
 import os
 import re
 
-from receiver.convert.plan import NETWORK_TYPES, PSEUDO_TYPES, _has_opt, read_target
+from receiver.convert.plan import KEPT_TYPES, _has_opt, read_target
 from receiver.convert.refs import split_tag
 from wire import parsers
 from wire.errors import ConversionError
@@ -25,7 +25,7 @@ def check_fstab(text, targets, where="/etc/fstab"):
     for e in entries:
         spec, mp, vfstype, mntops = e["spec"], e["file"], e["vfstype"], e["mntops"]
         tag, value = split_tag(spec)
-        if vfstype in PSEUDO_TYPES or vfstype in NETWORK_TYPES or _has_opt(mntops, "bind") \
+        if vfstype in KEPT_TYPES or _has_opt(mntops, "bind") \
                 or (tag is None and not value.startswith("/dev/")):
             continue
         if _has_opt(mntops, "noauto"):

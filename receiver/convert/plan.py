@@ -30,18 +30,16 @@ import re
 
 from receiver.convert import distro as distro_mod
 from receiver.convert.refs import DEVICE_NAME_RE, Targets, lv_from_path, split_tag
-from wire import parsers
+from wire import osfamily, parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
 
 CONSOLE_ARGS = ("console=tty0", "console=ttyS0,115200n8")
 ECS_SYSTEM_DISK = "/dev/vda"
-PSEUDO_TYPES = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "securityfs", "cgroup",
-                "cgroup2", "debugfs", "configfs", "hugetlbfs", "mqueue", "pstore",
-                "efivarfs", "bpf", "tracefs", "fusectl", "binfmt_misc", "rpc_pipefs",
-                "nfsd", "autofs", "none", "ramfs", "overlay", "fuse", "squashfs"}
 NETWORK_TYPES = {"nfs", "nfs4", "cifs", "smbfs", "glusterfs", "ceph", "sshfs",
                  "fuse.sshfs", "9p", "davfs", "lustre", "ocfs2", "gfs2"}
+# fstab entries of these types stay as they are: no disk of their own on the new disks
+KEPT_TYPES = (osfamily.PSEUDO_FSTYPES - osfamily.MEDIA_FSTYPES) | NETWORK_TYPES
 MARK = "go2aliyun"
 
 
@@ -84,7 +82,7 @@ def plan_fstab(text, targets, notes):
             continue
         spec, mp, vfstype, mntops = e["spec"], e["file"], e["vfstype"], e["mntops"]
         tag, value = split_tag(spec)
-        if vfstype in PSEUDO_TYPES or vfstype in NETWORK_TYPES or _has_opt(mntops, "bind") \
+        if vfstype in KEPT_TYPES or _has_opt(mntops, "bind") \
                 or (tag is None and not value.startswith("/dev/")):
             out.append(raw)  # virtual, network, bind mounts and swap files stay
             continue
@@ -351,7 +349,7 @@ def kernel_drivers(root, kver):
                 builtin = parsers.parse_modules_builtin(f.read())
     config = parsers.parse_kernel_config(read_target(root, "/boot/config-" + kver) or "")
     return {d: parsers.driver_status(d, builtin, modules, config)
-            for d in distro_mod.VIRTIO_DRIVERS + distro_mod.EXTRA_DRIVERS}
+            for d in osfamily.DRIVERS}
 
 
 def plan_kernels(root):
@@ -364,7 +362,7 @@ def plan_kernels(root):
     out, bad = [], []
     for kver in kernels:
         st = kernel_drivers(root, kver)
-        missing = [d for d in distro_mod.REQUIRED_DRIVERS if st[d] == "missing"]
+        missing = [d for d in osfamily.REQUIRED_DRIVERS if st[d] == "missing"]
         if missing:
             bad.append("%s (no %s: neither a module file nor in modules.builtin)"
                        % (kver, ", ".join(missing)))
@@ -596,7 +594,7 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
         new = plan_resume_conf(resume, targets, notes)
         if new != resume:
             _edit(edits, "/etc/initramfs-tools/conf.d/resume", new, "resume device")
-    if firmware == "bios" and fam.name == "debian":
+    if firmware == "bios" and fam.debconf_grub:
         conf = read_target(root, "/var/cache/debconf/config.dat")
         if conf and "Name: grub-pc/install_devices\n" in conf:
             new = plan_debconf(conf, ECS_SYSTEM_DISK)
@@ -606,7 +604,7 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
 
     # drivers
     kernels = plan_kernels(root)
-    drivers = list(distro_mod.VIRTIO_DRIVERS + distro_mod.EXTRA_DRIVERS)
+    drivers = list(osfamily.DRIVERS)
     if fam.initramfs_tool == "initramfs-tools":
         text = read_target(root, "/etc/initramfs-tools/modules")
         new = plan_initramfs_modules(text, drivers)
@@ -680,7 +678,8 @@ def plan_efi(root, fam, efi_dir, edits, commands, targets, notes):
         _cmd(commands, argv, "EFI GRUB in EFI/%s" % vendor)
     vrel = "%s/EFI/%s" % (efi_dir, vendor)
     brel = "%s/EFI/BOOT" % efi_dir
-    if fam.name == "rhel" and os.path.exists(os.path.join(esp, "EFI", "BOOT", "BOOTX64.EFI")):
+    if fam.keeps_fallback_loader and os.path.exists(os.path.join(esp, "EFI", "BOOT",
+                                                                 "BOOTX64.EFI")):
         notes.append("UEFI: the distro's fallback loader EFI/BOOT/BOOTX64.EFI is kept")
     else:
         _cmd(commands, ["mkdir", "-p", brel], "fallback loader folder")
@@ -695,7 +694,7 @@ def plan_efi(root, fam, efi_dir, edits, commands, targets, notes):
         else:
             _cmd(commands, ["cp", "-p", vrel + "/grubx64.efi", brel + "/BOOTX64.EFI"],
                  "fallback loader: ECS has no saved boot entries")
-    if fam.name == "rhel" and fam.wrapper_style("uefi"):
+    if fam.wrapper_style("uefi"):
         rel = vrel + "/grub.cfg"
         text = read_target(root, rel)
         if text is not None:

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from receiver.convert import check, distro
+from receiver.convert import check
 from receiver.convert.apply import apply_edits
 from receiver.convert.plan import (
     fix_generated_grub_cfg,
@@ -290,16 +290,6 @@ def test_unresolvable_root_is_refused(debian12):
         plan_conversion(debian12, prepared, {}, "bios", "/dev/vdb")
     assert e.value.code == "conversion.unresolved_root"
     assert "UUID=0badc0de-0000-4000-8000-000000000000" in e.value.message
-
-
-def test_family_from_id_then_id_like():
-    assert distro.family_for({"ID": "rocky", "ID_LIKE": "rhel centos fedora"}).name == "rhel"
-    assert distro.family_for({"ID": "pop", "ID_LIKE": "ubuntu debian"}).name == "debian"
-    assert distro.family_for({"ID": "opensuse-leap", "ID_LIKE": "suse opensuse"}).name == "suse"
-    assert distro.family_for({"ID": "rhel"}).efi_id == "redhat"
-    with pytest.raises(ConversionError) as e:
-        distro.family_for({"ID": "arch", "PRETTY_NAME": "Arch Linux"})
-    assert e.value.code == "conversion.unsupported_os" and "Arch Linux" in e.value.message
 
 
 def test_references():
