@@ -38,7 +38,6 @@ CONSOLE_ARGS = ("console=tty0", "console=ttyS0,115200n8")
 ECS_SYSTEM_DISK = "/dev/vda"
 NETWORK_TYPES = {"nfs", "nfs4", "cifs", "smbfs", "glusterfs", "ceph", "sshfs",
                  "fuse.sshfs", "9p", "davfs", "lustre", "ocfs2", "gfs2"}
-# fstab entries of these types stay as they are: no disk of their own on the new disks
 KEPT_TYPES = (osfamily.PSEUDO_FSTYPES - osfamily.MEDIA_FSTYPES) | NETWORK_TYPES
 MARK = "go2aliyun"
 
@@ -67,6 +66,13 @@ def _has_opt(mntops, name):
     return name in (mntops or "").split(",")
 
 
+def fstab_kept(e):
+    """fstab entries that stay as they are: virtual, network, bind mounts, swap files."""
+    tag, value = split_tag(e["spec"])
+    return e["vfstype"] in KEPT_TYPES or _has_opt(e["mntops"], "bind") \
+        or (tag is None and not value.startswith("/dev/"))
+
+
 # ---------------------------------------------------------------------- fstab
 
 def plan_fstab(text, targets, notes):
@@ -80,11 +86,9 @@ def plan_fstab(text, targets, notes):
         if e is None:  # comments, blank lines and lines that are no entry stay
             out.append(raw)
             continue
-        spec, mp, vfstype, mntops = e["spec"], e["file"], e["vfstype"], e["mntops"]
-        tag, value = split_tag(spec)
-        if vfstype in KEPT_TYPES or _has_opt(mntops, "bind") \
-                or (tag is None and not value.startswith("/dev/")):
-            out.append(raw)  # virtual, network, bind mounts and swap files stay
+        spec, mp, mntops = e["spec"], e["file"], e["mntops"]
+        if fstab_kept(e):
+            out.append(raw)
             continue
         f = targets.resolve(spec, mp)
         if f is not None:
