@@ -27,6 +27,7 @@ What it decides (docs/ARCHITECTURE.md, "Conversion"):
 import glob
 import os
 import re
+from dataclasses import asdict, dataclass
 
 from receiver.convert import distro as distro_mod
 from receiver.convert.refs import DEVICE_NAME_RE, Targets, lv_from_path, split_tag
@@ -51,15 +52,53 @@ def read_target(root, rel):
         return f.read()
 
 
+@dataclass
+class Edit:
+    """A file of the target: its new content (None: the file is removed), and why."""
+    path: str
+    content: str | None
+    reason: str
+
+
+@dataclass
+class Command:
+    """A command run in the chroot of the target, and why."""
+    argv: list
+    why: str
+    env: dict | None = None
+
+    def to_json(self):
+        return {k: v for k, v in asdict(self).items() if k != "env" or v}
+
+
+@dataclass
+class ConversionPlan:
+    """What :func:`plan_conversion` decides; ``to_json()`` is the report's shape."""
+    family: str
+    os_id: str
+    firmware: str
+    system_device: str | None
+    kernels: list  # [{"version", "drivers": {driver: status}}]
+    edits: list  # [Edit]
+    commands: list  # [Command], in the order they run
+    grub_cfg: str  # the one grub-mkconfig writes (last)
+    notes: list
+
+    def to_json(self):
+        return dict(asdict(self), commands=[c.to_json() for c in self.commands])
+
+    @classmethod
+    def from_json(cls, doc):
+        return cls(**dict(doc, edits=[Edit(**e) for e in doc["edits"]],
+                          commands=[Command(**c) for c in doc["commands"]]))
+
+
 def _edit(edits, path, content, reason):
-    edits.append({"path": path, "content": content, "reason": reason})
+    edits.append(Edit(path, content, reason))
 
 
 def _cmd(commands, argv, why, env=None):
-    c = {"argv": list(argv), "why": why}
-    if env:
-        c["env"] = dict(env)
-    commands.append(c)
+    commands.append(Command(list(argv), why, dict(env) if env else None))
 
 
 def _has_opt(mntops, name):
@@ -645,17 +684,9 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
     grub_cfg = fam.grub_cfg(firmware, efi_dir)
     _cmd(commands, fam.mkconfig_argv(firmware, efi_dir), "grub.cfg made once, at the end",
          env={"GRUB_DISABLE_OS_PROBER": "true"})
-    return {
-        "family": fam.name,
-        "os_id": fam.id,
-        "firmware": firmware,
-        "system_device": system_device,
-        "kernels": [{"version": k, "drivers": st} for k, st in kernels],
-        "edits": edits,
-        "commands": commands,
-        "grub_cfg": grub_cfg,
-        "notes": notes,
-    }
+    return ConversionPlan(fam.name, fam.id, firmware, system_device,
+                          [{"version": k, "drivers": st} for k, st in kernels],
+                          edits, commands, grub_cfg, notes)
 
 
 def plan_efi(root, fam, efi_dir, edits, commands, targets, notes):
@@ -716,8 +747,9 @@ def _fix_search_uuids(text, targets):
     return re.sub(r"(search\b[^\n]*--fs-uuid[^\n]*?\s)([0-9A-Fa-f-]{8,})", sub, text)
 
 
-__all__ = ["plan_conversion", "plan_fstab", "rewrite_cmdline", "plan_default_grub",
-           "plan_bls_entry", "plan_grubenv", "fix_generated_grub_cfg", "plan_crypttab",
-           "plan_resume_conf", "plan_debconf", "plan_kernels", "kernel_drivers",
-           "installed_kernels", "plan_initramfs_modules", "plan_netplan", "read_target",
-           "Targets", "lv_from_path", "DEVICE_NAME_RE", "CONSOLE_ARGS"]
+__all__ = ["plan_conversion", "ConversionPlan", "Edit", "Command", "plan_fstab",
+           "rewrite_cmdline", "plan_default_grub", "plan_bls_entry", "plan_grubenv",
+           "fix_generated_grub_cfg", "plan_crypttab", "plan_resume_conf", "plan_debconf",
+           "plan_kernels", "kernel_drivers", "installed_kernels", "plan_initramfs_modules",
+           "plan_netplan", "read_target", "Targets", "lv_from_path", "DEVICE_NAME_RE",
+           "CONSOLE_ARGS"]
