@@ -58,8 +58,3 @@ def family_of(osid, id_like=()):
             if c and any(fnmatch.fnmatchcase(c, pattern) for pattern in fam.ids):
                 return fam
     return None
-
-
-def efi_dir(osid):
-    """The ESP folder name (``EFI/<name>/``) of an os-release ID."""
-    return EFI_DIRS.get(osid, osid)

@@ -20,9 +20,8 @@ def read_os_release(root):
 
 
 class Family:
-    """A family's conversion: its row of :mod:`wire.osfamily` (``name``, ``ids``,
-    ``initramfs_tool``, ``grub_dir``, ``grub_install``, ``grub_mkconfig``,
-    ``efi_signed_flag`` become class attributes) and what differs when converting."""
+    """A family's conversion: the fields of its :mod:`wire.osfamily` row (``name``,
+    ``grub_dir``...) as class attributes, and what else differs when converting."""
     row = None
     debconf_grub = False  # BIOS: debconf's grub-pc/install_devices names the boot disk
     keeps_fallback_loader = False  # UEFI: the distro's own EFI/BOOT/BOOTX64.EFI stays
@@ -48,7 +47,7 @@ class Family:
 
     @property
     def efi_id(self):
-        return osfamily.efi_dir(self.id) or "BOOT"
+        return osfamily.EFI_DIRS.get(self.id, self.id) or "BOOT"
 
     def wrapper_style(self, firmware):
         """RHEL 9 (and Fedora 34+) keep a small EFI/<id>/grub.cfg that only loads

@@ -560,7 +560,7 @@ class _Collector(object):
                     if n.upper() != "BOOT"]
         # the distribution's own folder first (an ESP may keep others' leftovers)
         osid = self.m["os"]["id"] or ""
-        own = {osid, osfamily.efi_dir(osid)}
+        own = {osid, osfamily.EFI_DIRS.get(osid, osid)}
         efi_dirs.sort(key=lambda n: (n.lower() not in own, n))
         g["efi_dir"] = "/boot/efi/EFI/%s" % efi_dirs[0] if efi_dirs else None
         cfg = None

@@ -15,9 +15,8 @@ def test_every_family_of_the_table_is_converted():
 
 @pytest.mark.parametrize("row, osid", TABLE_IDS, ids=[i for _, i in TABLE_IDS])
 def test_source_and_conversion_agree_on_every_id(row, osid):
-    """The manifest's os.family (source) and the conversion's class (receiver) are the
-    same for each id of wire.osfamily, as ID, as an ID_LIKE word, and ID before ID_LIKE:
-    conversion accepts whatever the source's check lets through."""
+    """Source (manifest os.family) and receiver (conversion class) agree on every id:
+    as ID, as an ID_LIKE word, ID before ID_LIKE; conversion accepts each one."""
     other = next(r for r in osfamily.FAMILIES if r is not row).ids[0]
     for release in ({"ID": osid}, {"ID": "mydistro", "ID_LIKE": "nosuch " + osid},
                     {"ID": osid.upper(), "ID_LIKE": other}):
