@@ -31,6 +31,8 @@ import os
 import posixpath
 import re
 
+from wire.osfamily import PSEUDO_FSTYPES  # never copied, whatever the manifest says
+
 EXCLUDES_DIR = "Excludes"
 SYSTEM_FILE = "rsync_excludes_linux.txt"
 DISK_FILE = "rsync_excludes_linux_disk%d.txt"
@@ -42,15 +44,6 @@ SEED_DEFAULTS = ("/dev/*", "/sys/*", "/proc/*", "/media/*", "lost+found/*", "/mn
 EXTRA_DEFAULTS = ("/run/*", "/tmp/*")
 SYSTEM_DEFAULTS = SEED_DEFAULTS + EXTRA_DEFAULTS
 DATA_DISK_DEFAULTS = ("lost+found/*",)
-
-# Filesystem types whose content is never copied, whatever the manifest says.
-PSEUDO_FSTYPES = frozenset((
-    "proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "ramfs", "cgroup", "cgroup2",
-    "securityfs", "pstore", "debugfs", "tracefs", "configfs", "fusectl", "mqueue",
-    "hugetlbfs", "bpf", "autofs", "binfmt_misc", "efivarfs", "selinuxfs", "rpc_pipefs",
-    "nfsd", "nsfs", "overlay", "aufs", "squashfs", "fuse.lxcfs", "fuse.gvfsd-fuse",
-    "fuse.portal", "iso9660", "udf", "rootfs",
-))
 
 TEMPLATE_TEXT = """\
 # Paths to leave out of the SYSTEM disk, one per line, as rsync patterns anchored at /:

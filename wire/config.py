@@ -31,6 +31,7 @@ as ``<hidden>`` in every message.
 """
 
 import difflib
+import fnmatch
 import json
 import os
 import posixpath
@@ -518,11 +519,11 @@ def _validate_src_path(src, field, windows, add):
 
 # ---------------------------------------------------------------------------- the plan
 
-# os-release ID -> the seed's platform name
+# os-release ID (an fnmatch pattern) -> the seed's platform name
 PLATFORM_BY_ID = {
     "centos": "CentOS", "ubuntu": "Ubuntu", "debian": "Debian", "rhel": "RedHat",
     "redhat": "RedHat", "sles": "SUSE", "sled": "SUSE", "sles_sap": "SUSE",
-    "opensuse": "OpenSUSE", "opensuse-leap": "OpenSUSE", "opensuse-tumbleweed": "OpenSUSE",
+    "opensuse*": "OpenSUSE",
 }
 ARCH_BY_UNAME = {"x86_64": "x86_64", "amd64": "x86_64", "i386": "i386", "i486": "i386",
                  "i586": "i386", "i686": "i386"}
@@ -536,11 +537,8 @@ def detect_platform(manifest):
     oid = (os_.get("id") or "").lower()
     if not oid:
         return None
-    if oid in PLATFORM_BY_ID:
-        return PLATFORM_BY_ID[oid]
-    if oid.startswith("opensuse"):
-        return "OpenSUSE"
-    return "Others Linux"
+    return next((name for pattern, name in PLATFORM_BY_ID.items()
+                 if fnmatch.fnmatchcase(oid, pattern)), "Others Linux")
 
 
 def detect_architecture(manifest):

@@ -7,6 +7,8 @@ the fixture trees under tests/data/trees/).
 import json
 import re
 
+from wire import osfamily
+
 # --------------------------------------------------------------------------- os
 
 
@@ -42,14 +44,14 @@ def parse_os_release(text):
     return parse_shell_vars(text)
 
 
-_REDHAT_RELEASE = [
-    (r"^CentOS Stream release", "centos", "CentOS Stream"),
-    (r"^CentOS( Linux)? release", "centos", "CentOS Linux"),
-    (r"^Red Hat Enterprise Linux", "rhel", "Red Hat Enterprise Linux"),
-    (r"^Rocky Linux", "rocky", "Rocky Linux"),
-    (r"^AlmaLinux", "almalinux", "AlmaLinux"),
-    (r"^Oracle Linux", "ol", "Oracle Linux Server"),
-    (r"^Fedora", "fedora", "Fedora Linux"),
+_REDHAT_RELEASE = [  # (first line, ID, NAME, ID_LIKE)
+    (r"^CentOS Stream release", "centos", "CentOS Stream", "rhel fedora"),
+    (r"^CentOS( Linux)? release", "centos", "CentOS Linux", "rhel fedora"),
+    (r"^Red Hat Enterprise Linux", "rhel", "Red Hat Enterprise Linux", "rhel fedora"),
+    (r"^Rocky Linux", "rocky", "Rocky Linux", "rhel fedora"),
+    (r"^AlmaLinux", "almalinux", "AlmaLinux", "rhel fedora"),
+    (r"^Oracle Linux", "ol", "Oracle Linux Server", "rhel fedora"),
+    (r"^Fedora", "fedora", "Fedora Linux", ""),
 ]
 
 
@@ -60,37 +62,26 @@ def parse_redhat_release(text):
     VERSION_ID keeps the major version only, as CentOS 7's own os-release does.
     """
     line = text.strip().splitlines()[0].strip() if text.strip() else ""
-    osid, name = None, None
-    for pattern, pid, pname in _REDHAT_RELEASE:
+    osid, name, like = None, None, None
+    for pattern, pid, pname, plike in _REDHAT_RELEASE:
         if re.match(pattern, line):
-            osid, name = pid, pname
+            osid, name, like = pid, pname, plike
             break
     m = re.search(r"release\s+(\d+)(?:\.(\d+))?", line)
     out = {"PRETTY_NAME": line}
     if osid:
         out["ID"] = osid
         out["NAME"] = name
-        out["ID_LIKE"] = "rhel fedora" if osid != "fedora" else ""
+        out["ID_LIKE"] = like
     if m:
         out["VERSION_ID"] = m.group(1)
     return out
 
 
 def os_family(osid, id_like):
-    """debian | rhel | suse | other, from ID and then ID_LIKE."""
-    debian = {"debian", "ubuntu", "linuxmint", "raspbian", "kali", "devuan", "deepin", "uos"}
-    rhel = {"rhel", "centos", "fedora", "rocky", "almalinux", "ol", "amzn", "alinux",
-            "anolis", "openeuler", "kylin", "euleros", "scientific", "cloudlinux"}
-    suse = {"sles", "sled", "opensuse", "opensuse-leap", "opensuse-tumbleweed", "suse"}
-    for candidate in [osid] + list(id_like):
-        c = (candidate or "").lower()
-        if c in debian:
-            return "debian"
-        if c in rhel:
-            return "rhel"
-        if c in suse or c.startswith("opensuse"):
-            return "suse"
-    return "other"
+    """debian | rhel | suse | other, from ID and then ID_LIKE (the wire.osfamily table)."""
+    fam = osfamily.family_of(osid, id_like)
+    return fam.name if fam else osfamily.OTHER
 
 
 def os_info(release, source):

@@ -10,8 +10,7 @@ import glob
 import os
 import re
 
-from receiver.convert.plan import NETWORK_TYPES, PSEUDO_TYPES, _has_opt, read_target
-from receiver.convert.refs import split_tag
+from receiver.convert.plan import _has_opt, fstab_kept, read_target
 from wire import parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
@@ -23,12 +22,8 @@ def check_fstab(text, targets, where="/etc/fstab"):
     problems = [(n, "%s line %d: %r is not an fstab entry" % (where, n, line))
                 for n, line in malformed]
     for e in entries:
-        spec, mp, vfstype, mntops = e["spec"], e["file"], e["vfstype"], e["mntops"]
-        tag, value = split_tag(spec)
-        if vfstype in PSEUDO_TYPES or vfstype in NETWORK_TYPES or _has_opt(mntops, "bind") \
-                or (tag is None and not value.startswith("/dev/")):
-            continue
-        if _has_opt(mntops, "noauto"):
+        spec, mp = e["spec"], e["file"]
+        if fstab_kept(e) or _has_opt(e["mntops"], "noauto"):
             continue
         if not targets.resolves_now(spec):
             problems.append((e["line"], "%s line %d: %s (mount point %s) names no filesystem "

@@ -5,20 +5,9 @@ when a copied system is made bootable. Chosen once from the target's os-release
 
 import os
 
-from wire import parsers
+from wire import osfamily, parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
-
-VIRTIO_DRIVERS = ("virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_scsi",
-                  "virtio_net")
-EXTRA_DRIVERS = ("nvme",)
-# Without these a kernel cannot reach its root disk on ECS.
-REQUIRED_DRIVERS = ("virtio_pci", "virtio_blk")
-
-# os-release ID -> EFI folder name (EFI/<name>/)
-EFI_IDS = {"debian": "debian", "ubuntu": "ubuntu", "rhel": "redhat", "centos": "centos",
-           "rocky": "rocky", "almalinux": "almalinux", "ol": "redhat", "fedora": "fedora",
-           "sles": "sles", "opensuse-leap": "opensuse", "opensuse": "opensuse"}
 
 
 def read_os_release(root):
@@ -30,16 +19,19 @@ def read_os_release(root):
     return {}
 
 
-class Family(object):
-    name = None
-    ids = ()
-    grub_dir = "/boot/grub2"
-    grub_install = "grub2-install"
-    grub_mkconfig = "grub2-mkconfig"
-    initramfs_tool = "dracut"
-    # EFI GRUB: None means the distro's signed binaries are used as they are (no
-    # grub-install); otherwise the flag that keeps the signed chain with shim.
-    efi_signed_flag = None
+class Family:
+    """A family's conversion: the fields of its :mod:`wire.osfamily` row (``name``,
+    ``grub_dir``...) as class attributes, and what else differs when converting."""
+    row = None
+    debconf_grub = False  # BIOS: debconf's grub-pc/install_devices names the boot disk
+    keeps_fallback_loader = False  # UEFI: the distro's own EFI/BOOT/BOOTX64.EFI stays
+    esp_grub_cfg = False  # UEFI: the real grub.cfg is on the ESP (before the wrapper)
+
+    def __init_subclass__(cls, row, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.row = row
+        for key, value in row._asdict().items():
+            setattr(cls, key, value)
 
     def __init__(self, os_release):
         self.os_release = os_release
@@ -55,10 +47,19 @@ class Family(object):
 
     @property
     def efi_id(self):
-        return EFI_IDS.get(self.id, self.id or "BOOT")
+        return osfamily.EFI_DIRS.get(self.id, self.id) or "BOOT"
+
+    def wrapper_style(self, firmware):
+        """RHEL 9 (and Fedora 34+) keep a small EFI/<id>/grub.cfg that only loads
+        /boot/grub2/grub.cfg; older releases keep the real grub.cfg on the ESP."""
+        since = osfamily.EFI_WRAPPER_SINCE
+        return firmware == "uefi" and self.esp_grub_cfg and \
+            self.major >= since.get(self.id, since[self.name])
 
     def grub_cfg(self, firmware, efi_dir=None):
         """The grub.cfg that grub-mkconfig must write."""
+        if firmware == "uefi" and self.esp_grub_cfg and not self.wrapper_style(firmware):
+            return "%s/EFI/%s/grub.cfg" % (efi_dir or "/boot/efi", self.efi_id)
         return self.grub_dir + "/grub.cfg"
 
     def mkconfig_argv(self, firmware, efi_dir=None):
@@ -89,14 +90,8 @@ class Family(object):
         return out
 
 
-class Debian(Family):
-    name = "debian"
-    ids = ("debian", "ubuntu", "linuxmint", "raspbian", "kali", "devuan")
-    grub_dir = "/boot/grub"
-    grub_install = "grub-install"
-    grub_mkconfig = "grub-mkconfig"
-    initramfs_tool = "initramfs-tools"
-    efi_signed_flag = "--uefi-secure-boot"
+class Debian(Family, row=osfamily.DEBIAN):
+    debconf_grub = True
 
     def mkconfig_argv(self, firmware, efi_dir=None):
         return ["update-grub"]
@@ -105,30 +100,13 @@ class Debian(Family):
         return [["update-initramfs", "-u", "-k", "all"]]
 
 
-class RHEL(Family):
-    name = "rhel"
-    ids = ("rhel", "centos", "rocky", "almalinux", "ol", "fedora", "amzn", "anolis",
-           "alinux", "openEuler", "euleros")
-
-    def wrapper_style(self, firmware):
-        """RHEL 9 (and Fedora 34+) keep a small EFI/<id>/grub.cfg that only loads
-        /boot/grub2/grub.cfg; older releases keep the real grub.cfg on the ESP."""
-        if firmware != "uefi":
-            return False
-        if self.id == "fedora":
-            return self.major >= 34
-        return self.major >= 9
-
-    def grub_cfg(self, firmware, efi_dir=None):
-        if firmware == "uefi" and not self.wrapper_style(firmware):
-            return "%s/EFI/%s/grub.cfg" % (efi_dir or "/boot/efi", self.efi_id)
-        return "/boot/grub2/grub.cfg"
+class RHEL(Family, row=osfamily.RHEL):
+    keeps_fallback_loader = True
+    esp_grub_cfg = True
 
 
-class SUSE(Family):
-    name = "suse"
-    ids = ("sles", "sled", "opensuse-leap", "opensuse-tumbleweed", "opensuse", "suse")
-    efi_signed_flag = "--suse-force-signed"
+class SUSE(Family, row=osfamily.SUSE):
+    pass
 
 
 FAMILIES = (Debian, RHEL, SUSE)
@@ -137,11 +115,10 @@ FAMILIES = (Debian, RHEL, SUSE)
 def family_for(os_release):
     """The family class instance for an os-release dict: ``ID`` first, then each
     ``ID_LIKE`` word in order. Refuses an unknown system."""
-    candidates = [os_release.get("ID", "")] + os_release.get("ID_LIKE", "").split()
-    for cid in candidates:
-        for fam in FAMILIES:
-            if cid and (cid in fam.ids or cid.lower() in fam.ids):
-                return fam(os_release)
+    row = osfamily.family_of(os_release.get("ID", ""), os_release.get("ID_LIKE", "").split())
+    for fam in FAMILIES:
+        if fam.row is row:
+            return fam(os_release)
     raise ConversionError(
         "cannot convert %s: os-release ID=%r ID_LIKE=%r is not a Debian, RHEL or SUSE "
         "family system" % (os_release.get("PRETTY_NAME") or "this system",
@@ -150,5 +127,4 @@ def family_for(os_release):
         hint="go2aliyun converts Debian/Ubuntu, RHEL/CentOS/Rocky/Alma and SUSE systems")
 
 
-__all__ = ["Family", "Debian", "RHEL", "SUSE", "family_for", "read_os_release",
-           "VIRTIO_DRIVERS", "EXTRA_DRIVERS", "REQUIRED_DRIVERS"]
+__all__ = ["Family", "Debian", "RHEL", "SUSE", "family_for", "read_os_release"]

@@ -27,21 +27,19 @@ What it decides (docs/ARCHITECTURE.md, "Conversion"):
 import glob
 import os
 import re
+from dataclasses import asdict, dataclass
 
 from receiver.convert import distro as distro_mod
 from receiver.convert.refs import DEVICE_NAME_RE, Targets, lv_from_path, split_tag
-from wire import parsers
+from wire import osfamily, parsers
 from wire.errors import ConversionError
 from wire.paths import target_path
 
 CONSOLE_ARGS = ("console=tty0", "console=ttyS0,115200n8")
 ECS_SYSTEM_DISK = "/dev/vda"
-PSEUDO_TYPES = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "securityfs", "cgroup",
-                "cgroup2", "debugfs", "configfs", "hugetlbfs", "mqueue", "pstore",
-                "efivarfs", "bpf", "tracefs", "fusectl", "binfmt_misc", "rpc_pipefs",
-                "nfsd", "autofs", "none", "ramfs", "overlay", "fuse", "squashfs"}
 NETWORK_TYPES = {"nfs", "nfs4", "cifs", "smbfs", "glusterfs", "ceph", "sshfs",
                  "fuse.sshfs", "9p", "davfs", "lustre", "ocfs2", "gfs2"}
+KEPT_TYPES = (osfamily.PSEUDO_FSTYPES - osfamily.MEDIA_FSTYPES) | NETWORK_TYPES
 MARK = "go2aliyun"
 
 
@@ -54,19 +52,64 @@ def read_target(root, rel):
         return f.read()
 
 
+@dataclass
+class Edit:
+    """A file of the target: its new content (None: the file is removed), and why."""
+    path: str
+    content: str | None
+    reason: str
+
+
+@dataclass
+class Command:
+    """A command run in the chroot of the target, and why."""
+    argv: list
+    why: str
+    env: dict | None = None
+
+    def to_json(self):
+        return {k: v for k, v in asdict(self).items() if k != "env" or v}
+
+
+@dataclass
+class ConversionPlan:
+    """What :func:`plan_conversion` decides; ``to_json()`` is the report's shape."""
+    family: str
+    os_id: str
+    firmware: str
+    system_device: str | None
+    kernels: list  # [{"version", "drivers": {driver: status}}]
+    edits: list  # [Edit]
+    commands: list  # [Command], in the order they run
+    grub_cfg: str  # the one grub-mkconfig writes (last)
+    notes: list
+
+    def to_json(self):
+        return dict(asdict(self), commands=[c.to_json() for c in self.commands])
+
+    @classmethod
+    def from_json(cls, doc):
+        return cls(**dict(doc, edits=[Edit(**e) for e in doc["edits"]],
+                          commands=[Command(**c) for c in doc["commands"]]))
+
+
 def _edit(edits, path, content, reason):
-    edits.append({"path": path, "content": content, "reason": reason})
+    edits.append(Edit(path, content, reason))
 
 
 def _cmd(commands, argv, why, env=None):
-    c = {"argv": list(argv), "why": why}
-    if env:
-        c["env"] = dict(env)
-    commands.append(c)
+    commands.append(Command(list(argv), why, dict(env) if env else None))
 
 
 def _has_opt(mntops, name):
     return name in (mntops or "").split(",")
+
+
+def fstab_kept(e):
+    """fstab entries that stay as they are: virtual, network, bind mounts, swap files."""
+    tag, value = split_tag(e["spec"])
+    return e["vfstype"] in KEPT_TYPES or _has_opt(e["mntops"], "bind") \
+        or (tag is None and not value.startswith("/dev/"))
 
 
 # ---------------------------------------------------------------------- fstab
@@ -82,11 +125,9 @@ def plan_fstab(text, targets, notes):
         if e is None:  # comments, blank lines and lines that are no entry stay
             out.append(raw)
             continue
-        spec, mp, vfstype, mntops = e["spec"], e["file"], e["vfstype"], e["mntops"]
-        tag, value = split_tag(spec)
-        if vfstype in PSEUDO_TYPES or vfstype in NETWORK_TYPES or _has_opt(mntops, "bind") \
-                or (tag is None and not value.startswith("/dev/")):
-            out.append(raw)  # virtual, network, bind mounts and swap files stay
+        spec, mp, mntops = e["spec"], e["file"], e["mntops"]
+        if fstab_kept(e):
+            out.append(raw)
             continue
         f = targets.resolve(spec, mp)
         if f is not None:
@@ -351,7 +392,7 @@ def kernel_drivers(root, kver):
                 builtin = parsers.parse_modules_builtin(f.read())
     config = parsers.parse_kernel_config(read_target(root, "/boot/config-" + kver) or "")
     return {d: parsers.driver_status(d, builtin, modules, config)
-            for d in distro_mod.VIRTIO_DRIVERS + distro_mod.EXTRA_DRIVERS}
+            for d in osfamily.DRIVERS}
 
 
 def plan_kernels(root):
@@ -364,7 +405,7 @@ def plan_kernels(root):
     out, bad = [], []
     for kver in kernels:
         st = kernel_drivers(root, kver)
-        missing = [d for d in distro_mod.REQUIRED_DRIVERS if st[d] == "missing"]
+        missing = [d for d in osfamily.REQUIRED_DRIVERS if st[d] == "missing"]
         if missing:
             bad.append("%s (no %s: neither a module file nor in modules.builtin)"
                        % (kver, ", ".join(missing)))
@@ -596,7 +637,7 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
         new = plan_resume_conf(resume, targets, notes)
         if new != resume:
             _edit(edits, "/etc/initramfs-tools/conf.d/resume", new, "resume device")
-    if firmware == "bios" and fam.name == "debian":
+    if firmware == "bios" and fam.debconf_grub:
         conf = read_target(root, "/var/cache/debconf/config.dat")
         if conf and "Name: grub-pc/install_devices\n" in conf:
             new = plan_debconf(conf, ECS_SYSTEM_DISK)
@@ -606,7 +647,7 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
 
     # drivers
     kernels = plan_kernels(root)
-    drivers = list(distro_mod.VIRTIO_DRIVERS + distro_mod.EXTRA_DRIVERS)
+    drivers = list(osfamily.DRIVERS)
     if fam.initramfs_tool == "initramfs-tools":
         text = read_target(root, "/etc/initramfs-tools/modules")
         new = plan_initramfs_modules(text, drivers)
@@ -643,17 +684,9 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
     grub_cfg = fam.grub_cfg(firmware, efi_dir)
     _cmd(commands, fam.mkconfig_argv(firmware, efi_dir), "grub.cfg made once, at the end",
          env={"GRUB_DISABLE_OS_PROBER": "true"})
-    return {
-        "family": fam.name,
-        "os_id": fam.id,
-        "firmware": firmware,
-        "system_device": system_device,
-        "kernels": [{"version": k, "drivers": st} for k, st in kernels],
-        "edits": edits,
-        "commands": commands,
-        "grub_cfg": grub_cfg,
-        "notes": notes,
-    }
+    return ConversionPlan(fam.name, fam.id, firmware, system_device,
+                          [{"version": k, "drivers": st} for k, st in kernels],
+                          edits, commands, grub_cfg, notes)
 
 
 def plan_efi(root, fam, efi_dir, edits, commands, targets, notes):
@@ -680,7 +713,8 @@ def plan_efi(root, fam, efi_dir, edits, commands, targets, notes):
         _cmd(commands, argv, "EFI GRUB in EFI/%s" % vendor)
     vrel = "%s/EFI/%s" % (efi_dir, vendor)
     brel = "%s/EFI/BOOT" % efi_dir
-    if fam.name == "rhel" and os.path.exists(os.path.join(esp, "EFI", "BOOT", "BOOTX64.EFI")):
+    if fam.keeps_fallback_loader and os.path.exists(os.path.join(esp, "EFI", "BOOT",
+                                                                 "BOOTX64.EFI")):
         notes.append("UEFI: the distro's fallback loader EFI/BOOT/BOOTX64.EFI is kept")
     else:
         _cmd(commands, ["mkdir", "-p", brel], "fallback loader folder")
@@ -695,7 +729,7 @@ def plan_efi(root, fam, efi_dir, edits, commands, targets, notes):
         else:
             _cmd(commands, ["cp", "-p", vrel + "/grubx64.efi", brel + "/BOOTX64.EFI"],
                  "fallback loader: ECS has no saved boot entries")
-    if fam.name == "rhel" and fam.wrapper_style("uefi"):
+    if fam.wrapper_style("uefi"):
         rel = vrel + "/grub.cfg"
         text = read_target(root, rel)
         if text is not None:
@@ -713,8 +747,9 @@ def _fix_search_uuids(text, targets):
     return re.sub(r"(search\b[^\n]*--fs-uuid[^\n]*?\s)([0-9A-Fa-f-]{8,})", sub, text)
 
 
-__all__ = ["plan_conversion", "plan_fstab", "rewrite_cmdline", "plan_default_grub",
-           "plan_bls_entry", "plan_grubenv", "fix_generated_grub_cfg", "plan_crypttab",
-           "plan_resume_conf", "plan_debconf", "plan_kernels", "kernel_drivers",
-           "installed_kernels", "plan_initramfs_modules", "plan_netplan", "read_target",
-           "Targets", "lv_from_path", "DEVICE_NAME_RE", "CONSOLE_ARGS"]
+__all__ = ["plan_conversion", "ConversionPlan", "Edit", "Command", "plan_fstab",
+           "rewrite_cmdline", "plan_default_grub", "plan_bls_entry", "plan_grubenv",
+           "fix_generated_grub_cfg", "plan_crypttab", "plan_resume_conf", "plan_debconf",
+           "plan_kernels", "kernel_drivers", "installed_kernels", "plan_initramfs_modules",
+           "plan_netplan", "read_target", "Targets", "lv_from_path", "DEVICE_NAME_RE",
+           "CONSOLE_ARGS"]

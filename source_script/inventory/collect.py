@@ -17,24 +17,14 @@ import socket
 
 from source_script import __version__
 from source_script.inventory import probes
-from wire import parsers
+from wire import osfamily, parsers
 from wire.errors import UsageError
 from wire.manifest import SCHEMA_VERSION
+from wire.osfamily import PSEUDO_FSTYPES
 from wire.paths import lv_paths, target_path
 
 log = logging.getLogger(__name__)
 
-DRIVERS = ("virtio_blk", "virtio_net", "virtio_pci", "virtio_scsi", "nvme", "virtio",
-           "virtio_ring")
-PSEUDO_FS = {
-    "proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "ramfs", "cgroup", "cgroup2",
-    "securityfs", "pstore", "efivarfs", "bpf", "debugfs", "tracefs", "configfs",
-    "fusectl", "mqueue", "hugetlbfs", "autofs", "binfmt_misc", "rpc_pipefs", "nsfs",
-    "selinuxfs", "sockfs", "pipefs", "overlay", "squashfs", "fuse.gvfsd-fuse",
-    "fuse.lxcfs", "nfsd", "iso9660", "udf",
-}
-EFI_DIR_NAMES = {"rhel": "redhat", "ol": "redhat", "sles": "sles", "opensuse-leap": "opensuse",
-                 "almalinux": "almalinux", "amzn": "amzn"}
 SKIP_DISK_PREFIXES = ("zram", "ram", "sr", "fd", "nbd")
 
 
@@ -168,7 +158,7 @@ class _Collector(object):
         self.mountinfo = under
         self.m["mounts"] = [{
             "mountpoint": e["mountpoint"], "source": e["source"], "fstype": e["fstype"],
-            "options": e["options"], "pseudo": e["fstype"] in PSEUDO_FS,
+            "options": e["options"], "pseudo": e["fstype"] in PSEUDO_FSTYPES,
             "major_minor": e["major_minor"], "fs_root": e["fs_root"],
         } for e in under]
 
@@ -181,7 +171,7 @@ class _Collector(object):
 
     # ------------------------------------------------------------------ disks
     def probe_disks(self):
-        real_mounts = [e for e in self.mountinfo if e["fstype"] not in PSEUDO_FS]
+        real_mounts = [e for e in self.mountinfo if e["fstype"] not in PSEUDO_FSTYPES]
         if not self.is_host and not real_mounts:
             self.warn("disks", "nothing is mounted under %s: no disk was read (mount the "
                       "system's filesystems there to describe its disks)" % self.root)
@@ -207,7 +197,7 @@ class _Collector(object):
 
         wanted = set()
         mounted_numbers = {e["major_minor"] for e in self.mountinfo
-                           if e["fstype"] not in PSEUDO_FS}
+                           if e["fstype"] not in PSEUDO_FSTYPES}
         for r in self.lsblk:
             if r.get("maj_min") in mounted_numbers:
                 wanted |= top(r["name"])
@@ -517,7 +507,7 @@ class _Collector(object):
                 modules = probes.walk_module_names(self.root, moddir)
         else:
             self.warn("kernels", "kernel %s has no /lib/modules/%s" % (version, version))
-        return {d: parsers.driver_status(d, builtin, modules, config) for d in DRIVERS}
+        return {d: parsers.driver_status(d, builtin, modules, config) for d in osfamily.DRIVERS}
 
     def probe_arch(self):
         if self.is_host:
@@ -570,7 +560,7 @@ class _Collector(object):
                     if n.upper() != "BOOT"]
         # the distribution's own folder first (an ESP may keep others' leftovers)
         osid = self.m["os"]["id"] or ""
-        own = {osid, EFI_DIR_NAMES.get(osid, osid)}
+        own = {osid, osfamily.EFI_DIRS.get(osid, osid)}
         efi_dirs.sort(key=lambda n: (n.lower() not in own, n))
         g["efi_dir"] = "/boot/efi/EFI/%s" % efi_dirs[0] if efi_dirs else None
         cfg = None

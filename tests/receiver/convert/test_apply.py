@@ -8,6 +8,7 @@ import pytest
 
 from receiver.convert import chroot as chroot_mod
 from receiver.convert.apply import apply_edits
+from receiver.convert.plan import Edit
 from receiver.disks import probe
 from wire import runner
 from wire.errors import CommandError
@@ -28,10 +29,9 @@ def test_edits_keep_the_original_across_reruns(tmp_path):
     rules = os.path.join(root, "etc/udev/rules.d/70-persistent-net.rules")
     with open(rules, "w") as f:
         f.write("SUBSYSTEM==\"net\", ATTR{address}==\"00:11:22:33:44:55\", NAME=\"eth0\"\n")
-    edits = [{"path": "/etc/fstab", "content": "UUID=1 / ext4 defaults 0 1\n", "reason": "r"},
-             {"path": "/etc/udev/rules.d/70-persistent-net.rules", "content": None,
-              "reason": "mac"},
-             {"path": "/.autorelabel", "content": "", "reason": "selinux"}]
+    edits = [Edit("/etc/fstab", "UUID=1 / ext4 defaults 0 1\n", "r"),
+             Edit("/etc/udev/rules.d/70-persistent-net.rules", None, "mac"),
+             Edit("/.autorelabel", "", "selinux")]
     done = apply_edits(root, edits)
     assert [(d["path"], d["action"]) for d in done] == [
         ("/etc/fstab", "changed"), ("/etc/udev/rules.d/70-persistent-net.rules", "removed"),
@@ -42,7 +42,7 @@ def test_edits_keep_the_original_across_reruns(tmp_path):
     assert not os.path.exists(rules) and os.path.exists(rules + ".pre-migration")
     assert not os.path.exists(os.path.join(root, ".autorelabel.pre-migration"))
     # a rerun with another change keeps the ORIGINAL copy
-    edits[0]["content"] = "UUID=2 / ext4 defaults 0 1\n"
+    edits[0].content = "UUID=2 / ext4 defaults 0 1\n"
     done = apply_edits(root, edits)
     assert [d["path"] for d in done] == ["/etc/fstab"]
     assert _read(fstab) == "UUID=2 / ext4 defaults 0 1\n"
