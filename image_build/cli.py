@@ -13,25 +13,15 @@ from image_build import finish as finishing
 from image_build import launch as launching
 from image_build.cloud import make_cloud
 from image_build.state import StateFile
+from wire import clientdata, config
 from wire.climain import run_click
 from wire.errors import ConfigError
 from wire.logs import register_secret, setup
-
-CONFIG_NAME = "user_config.json"
-
-
-def load_user_config(path):
-    """user_config.json, validated by the source's own rules (wire.config)."""
-    from wire import config
-
-    return config.load(path)
 
 
 def user_supplied_network(workdir):
     """vpc_id / vswitch_id / security_group_id set by hand in client_data (the seed's way
     of reusing a VPC for the intranet mode)."""
-    from wire import clientdata
-
     data = clientdata.load(workdir)
     return {k: data[k] for k in ("vpc_id", "vswitch_id", "security_group_id") if data.get(k)}
 
@@ -159,7 +149,7 @@ def launch(ctx, config_path, receiver_image, source_cidr, instance_type, zone, v
     half-way, run it again and it goes on without duplicates.
     """
     workdir = ctx.obj["workdir"]
-    cfg = load_user_config(config_path or os.path.join(workdir, CONFIG_NAME))
+    cfg = config.load(config_path or os.path.join(workdir, config.CONFIG_NAME))
     reuse = user_supplied_network(workdir)
     unsized = [d.index for d in cfg.data_disks if not d.size_gib]
     if unsized:
@@ -205,7 +195,7 @@ def finish(ctx, config_path, boot_mode, keep_instance):
     the receiver has no RAM role. Resumable like launch.
     """
     workdir = ctx.obj["workdir"]
-    cfg = load_user_config(config_path or os.path.join(workdir, CONFIG_NAME))
+    cfg = config.load(config_path or os.path.join(workdir, config.CONFIG_NAME))
     state = _state(ctx)
     if not state.get("instance_id"):
         raise ConfigError("no intermediate instance is recorded in %s" % state.path,
@@ -238,8 +228,8 @@ def cleanup(ctx, config_path, yes):
     if not state.get("migration_id"):
         click.echo("nothing recorded in %s" % state.path)
         return
-    cfg_path = config_path or os.path.join(workdir, CONFIG_NAME)
-    cfg = load_user_config(cfg_path) if os.path.exists(cfg_path) else None
+    cfg_path = config_path or os.path.join(workdir, config.CONFIG_NAME)
+    cfg = config.load(cfg_path) if os.path.exists(cfg_path) else None
     if not yes:
         click.confirm("release the resources recorded for %s?" % state.get("migration_id"),
                       abort=True)
@@ -310,8 +300,8 @@ def build_image(ctx, base_image, region, version, pip_index, wheel_url, instance
         click.echo(path)
         return
     workdir = ctx.obj["workdir"]
-    cfg_path = os.path.join(workdir, CONFIG_NAME)
-    cfg = load_user_config(cfg_path) if os.path.exists(cfg_path) else None
+    cfg_path = os.path.join(workdir, config.CONFIG_NAME)
+    cfg = config.load(cfg_path) if os.path.exists(cfg_path) else None
     settings = buildimage.BuildSettings(
         region_id=region or (cfg.region_id if cfg else ""), base_image_id=base_image,
         version=version, pip_index=pip_index, wheel_url=wheel_url,

@@ -308,7 +308,7 @@ def test_token_variable():
 @pytest.mark.commands
 def test_help_texts():
     """Every program of the README answers --help (demo.sh's explains both modes)."""
-    r = runner.run(["bash", os.path.join(REPO, "image_build", "demo.sh"), "--help"],
+    r = runner.run(["bash", os.path.join(REPO, "image_build", "dev", "demo.sh"), "--help"],
                    timeout=60)
     assert "--cloud" in r.stdout and "fake-aliyun" in r.stdout and "local" in r.stdout
     r = runner.run([sys.executable, "-m", "bench.run", "--help"], cwd=REPO, timeout=60)

@@ -349,7 +349,7 @@ def test_world_readable_config_with_a_secret_warns():
 
 def test_seed_scenarios_on_a_linux_source():
     """Scenarios 3 and 4 pass; 1 and 2 (Windows) are refused with a clear message."""
-    from tests.source_script.test_config import SCENARIOS
+    from tests.wire.test_config import SCENARIOS
 
     m4 = with_data_disks(manifest(), [("/mnt/disk1", 100, 40), ("/mnt/disk2", 150, 60),
                                       ("/mnt/disk3", 200, 120)])
@@ -374,7 +374,7 @@ def test_seed_scenarios_on_a_linux_source():
 
 
 def test_plan_and_filters_of_scenario_4():
-    from tests.source_script.test_config import SCENARIO_4
+    from tests.wire.test_config import SCENARIO_4
 
     conf = cfg.from_dict(json.loads(SCENARIO_4))
     m = with_data_disks(manifest(), [("/mnt/disk1", 100, 40), ("/mnt/disk2", 150, 60),
@@ -419,7 +419,7 @@ def test_plan_fits_the_receivers_plan_schema():
 
     import jsonschema
 
-    from tests.source_script.test_config import SCENARIO_4
+    from tests.wire.test_config import SCENARIO_4
 
     schema_path = os.path.join(os.path.dirname(__file__), "..", "..", "wire",
                                "plan.schema.json")

@@ -16,7 +16,7 @@ from source_script import check as chk
 from source_script import cli as cli_mod
 from source_script import inventory
 from tests.source_script.test_check import BASE, GIB
-from tests.source_script.test_config import SCENARIO_3
+from tests.wire.test_config import SCENARIO_3
 from wire import runner
 
 SECRET = "Cli-S3cret-Value-987"
