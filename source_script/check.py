@@ -30,6 +30,7 @@ import urllib.request
 
 from source_script import excludes
 from wire import config as cfg
+from wire import osfamily
 from wire.config import (  # noqa: F401 - build_plan is part of this module's API
     build_plan,
     default_data_disk_size,
@@ -44,7 +45,6 @@ SEVERITIES = ("ok", "info", "warning", "blocker")
 MIN_GRUB = (1, 99)
 MIN_RSYNC = (3, 0, 0)
 GOOD_RSYNC = (3, 1, 0)
-VIRTIO_NEEDED = ("virtio_blk", "virtio_pci", "virtio_net")
 # A clock before this is certainly wrong (this tool did not exist yet).
 EARLIEST_SANE = 1767225600  # 2026-01-01T00:00:00Z
 MAX_SKEW = 900  # seconds; the cloud API refuses requests further off (IllegalTimestamp)
@@ -53,10 +53,6 @@ FULL_RATIO = 0.9
 GRUB_DOC = "https://partners-intl.aliyun.com/help/doc-detail/62807.html"
 VIRTIO_DOC = "https://www.alibabacloud.com/help/doc-detail/62423.htm"
 ECS_ENDPOINT = "https://ecs.aliyuncs.com/"
-
-INSTALL_RSYNC = {"rhel": "yum install rsync -y", "debian": "apt-get install rsync -y",
-                 "suse": "zypper install rsync"}
-
 
 def finding(check, severity, message, fix=None):
     assert severity in SEVERITIES
@@ -140,6 +136,7 @@ def evaluate(config, manifest, facts):
     out += _check_config(config, facts)
     out += _check_root(facts)
     out += _check_platform(config, manifest)
+    out += _check_family(manifest)
     out += _check_arch(config, manifest)
     out += _check_rsync(manifest)
     out += _check_selinux(manifest)
@@ -239,11 +236,23 @@ def _check_arch(config, manifest):
                     % detected)]
 
 
+def _check_family(manifest):
+    """A system that no row of the OS-family table takes is refused here, before the
+    copy, as the receiver's conversion would refuse it after (same table)."""
+    if (manifest.get("os") or {}).get("family") != osfamily.OTHER:
+        return []
+    return [finding("os", "blocker", "%s is not a Linux family go2aliyun converts (the ID "
+                    "and ID_LIKE of /etc/os-release match none of: %s)"
+                    % (_os_name(manifest), ", ".join(i for f in osfamily.FAMILIES
+                                                     for i in f.ids)),
+                    "migrate a Debian/Ubuntu, RHEL-like or SUSE system")]
+
+
 def _check_rsync(manifest):
     r = manifest.get("rsync") or {}
-    family = (manifest.get("os") or {}).get("family")
-    install = INSTALL_RSYNC.get(family, "install rsync with the package manager "
-                                        "(yum/apt-get/zypper install rsync)")
+    family = osfamily.by_name((manifest.get("os") or {}).get("family"))
+    install = family.install % "rsync" if family else (
+        "install rsync with the package manager (yum/apt-get/zypper install rsync)")
     if not r.get("path"):
         return [finding("rsync", "blocker", "rsync is not installed", install)]
     v = version_tuple(r.get("version"))
@@ -254,7 +263,7 @@ def _check_rsync(manifest):
         return [finding("rsync", "blocker", "rsync %s is too old: ACLs and extended "
                         "attributes (SELinux labels) need 3.0.0 or later" % r["version"],
                         "update rsync: " + install.replace("install", "update", 1)
-                        if family in INSTALL_RSYNC else install)]
+                        if family else install)]
     if v < GOOD_RSYNC:
         return [finding("rsync", "warning", "rsync %s works, but progress is shown per "
                         "file (total progress needs 3.1.0)" % r["version"])]
@@ -279,7 +288,7 @@ def _check_kernels(manifest):
     out = []
     for k in kernels:
         virtio = k.get("virtio") or {}
-        missing = [d for d in VIRTIO_NEEDED if virtio.get(d) == "missing"]
+        missing = [d for d in osfamily.CHECKED_DRIVERS if virtio.get(d) == "missing"]
         if missing:
             out.append(finding(
                 "virtio", "blocker", "kernel %s has no %s (neither a module nor built in): "

@@ -10,19 +10,19 @@ import fnmatch
 
 # ids: os-release ID / ID_LIKE values (lower case, fnmatch patterns); efi_signed_flag:
 # grub-install's flag that keeps shim's chain (None: no grub-install on UEFI, the
-# distro's signed binaries stay as they are)
+# distro's signed binaries stay as they are); install: the package manager's install
 OSFamily = collections.namedtuple("OSFamily", "name ids initramfs_tool grub_dir grub_install "
-                                  "grub_mkconfig efi_signed_flag")
+                                  "grub_mkconfig efi_signed_flag install")
 DEBIAN = OSFamily("debian", ("debian", "ubuntu", "linuxmint", "raspbian", "kali", "devuan",
                              "deepin", "uos"),
                   "initramfs-tools", "/boot/grub", "grub-install", "grub-mkconfig",
-                  "--uefi-secure-boot")
+                  "--uefi-secure-boot", "apt-get install %s -y")
 RHEL = OSFamily("rhel", ("rhel", "centos", "fedora", "rocky", "almalinux", "ol", "amzn",
                          "alinux", "anolis", "openeuler", "kylin", "euleros", "scientific",
                          "cloudlinux"), "dracut", "/boot/grub2", "grub2-install",
-                "grub2-mkconfig", None)
+                "grub2-mkconfig", None, "yum install %s -y")
 SUSE = OSFamily("suse", ("sles", "sled", "suse", "opensuse*"), "dracut", "/boot/grub2",
-                "grub2-install", "grub2-mkconfig", "--suse-force-signed")
+                "grub2-install", "grub2-mkconfig", "--suse-force-signed", "zypper install %s")
 FAMILIES = (DEBIAN, RHEL, SUSE)
 OTHER = "other"  # the manifest's family when no row takes the system: not converted
 
@@ -36,6 +36,8 @@ VIRTIO_DRIVERS = ("virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_s
 DRIVERS = VIRTIO_DRIVERS + ("nvme",)  # probed per kernel, put into every initramfs
 # Without these a kernel cannot reach its root disk on ECS: conversion refuses it.
 REQUIRED_DRIVERS = ("virtio_pci", "virtio_blk")
+# The source's check also wants the NIC's (an instance without network is no server).
+CHECKED_DRIVERS = ("virtio_blk", "virtio_pci", "virtio_net")
 
 # Filesystem types with no disk of their own: never copied, never rewritten in fstab.
 PSEUDO_FSTYPES = frozenset((
@@ -48,6 +50,11 @@ PSEUDO_FSTYPES = frozenset((
 # Optical media are not copied either, but their fstab entries are disabled on ECS
 # (there is no such drive there: systemd would wait for it).
 MEDIA_FSTYPES = frozenset(("iso9660", "udf"))
+
+
+def by_name(name):
+    """The row of a manifest's ``os.family``, or None (``other``)."""
+    return next((fam for fam in FAMILIES if fam.name == name), None)
 
 
 def family_of(osid, id_like=()):

@@ -6,9 +6,12 @@ import json
 
 import pytest
 
+from receiver.convert import distro
 from source_script import check as chk
 from source_script import excludes as ex
 from wire import config as cfg
+from wire import osfamily, parsers
+from wire.errors import ConversionError
 
 GIB = 1024 ** 3
 NOW = 1795705200.0  # 2026-11-26T15:00:00Z
@@ -124,9 +127,24 @@ def test_not_root_blocks():
 def test_rsync_missing_blocks_with_the_install_command(family, fix):
     m = manifest(rsync={"path": None, "version": None})
     m["os"]["family"] = family
-    b = only_blocker(run(m=m))
-    assert b["check"] == "rsync" and b["message"] == "rsync is not installed"
-    assert fix in b["fix"]
+    blockers = by(run(m=m), "blocker")
+    assert [b["check"] for b in blockers] == (["os"] if family == "other" else []) + ["rsync"]
+    assert blockers[-1]["message"] == "rsync is not installed" and fix in blockers[-1]["fix"]
+
+
+@pytest.mark.parametrize("osid", [i.rstrip("*") for f in osfamily.FAMILIES for i in f.ids]
+                         + ["arch", "gentoo", None])
+def test_check_refuses_what_conversion_would_refuse(osid):
+    """Fed from the one table: an os-release ID the check passes is one the receiver's
+    conversion takes (receiver.convert.distro), else the check blocks it before the copy."""
+    m = manifest()
+    m["os"] = parsers.os_info({"ID": osid} if osid else {}, "os-release")
+    refused = [b["check"] for b in by(run(m=m), "blocker")] == ["os"]
+    try:
+        converts = bool(distro.family_for({"ID": osid or ""}))
+    except ConversionError:
+        converts = False
+    assert refused != converts
 
 
 def test_rsync_versions():
