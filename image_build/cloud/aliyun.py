@@ -4,6 +4,7 @@ Every call goes through :meth:`AliyunCloud._call`: the SDK's own retries are off
 :class:`~image_build.cloud.retry.Retrier` retries transient errors only, and permanent
 ones become ``CloudError("cloud.<Code>")`` with a hint. ``endpoint``/``protocol`` point
 both clients elsewhere (tests: the fake cloud on ``127.0.0.1:PORT`` over http).
+The SDK is imported inside the functions that use it: it is heavy and optional.
 """
 
 import base64

@@ -5,6 +5,7 @@ instance we run on (through the ECS metadata service), plus a tiny metadata clie
 ``metadata_endpoint`` exists for tests: the metadata service is always
 ``100.100.100.200``; with an endpoint given, requests for it go through that address as
 an HTTP proxy (the SDK's own RAM-role provider offers exactly that knob).
+The SDK is imported inside the functions that use it: it is heavy and optional.
 """
 
 import json
