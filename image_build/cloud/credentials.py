@@ -7,7 +7,6 @@ instance we run on (through the ECS metadata service), plus a tiny metadata clie
 an HTTP proxy (the SDK's own RAM-role provider offers exactly that knob).
 """
 
-import json
 import urllib.request
 
 from wire.errors import CloudError, ConfigError
@@ -107,6 +106,3 @@ class Metadata(object):
 
     def ram_role(self):
         return self.get("ram/security-credentials/")
-
-    def role_credentials(self, role):
-        return json.loads(self.get("ram/security-credentials/" + role))

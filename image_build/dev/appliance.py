@@ -245,10 +245,3 @@ def _deliver(cached, out, say):
     os.rename(tmp, out)
     say("appliance written to %s" % out)
     return os.path.abspath(out)
-
-
-def check_built(path):
-    if not os.path.exists(path):
-        raise CommandError("the appliance %s does not exist" % path,
-                           hint="run `go2aliyun-cloud build-image --provider local`")
-    return path
