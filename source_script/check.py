@@ -17,6 +17,7 @@ A finding is ``{"check", "severity", "message", "fix"}`` with severity ``ok``,
 ``info``, ``warning`` or ``blocker``. Only blockers stop a migration (exit code 4).
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import email.utils
@@ -529,10 +530,8 @@ def probe_facts(config, root, config_path=None):
             paths[d.src_path] = {"exists": os.path.lexists(p), "is_dir": os.path.isdir(p)}
     mode = None
     if config_path:
-        try:
+        with contextlib.suppress(OSError):
             mode = os.stat(config_path).st_mode & 0o777
-        except OSError:
-            mode = None
     return {"euid": os.geteuid(), "clock": clock, "paths": paths, "config_mode": mode}
 
 

@@ -136,12 +136,8 @@ class Targets(object):
         for f in self.filesystems:
             if _low(f.get("source_uuid")) == v or _low(f.get("uuid")) == v:
                 return f
-        new = self.id_changes.get(v)
-        if new:
-            for f in self.filesystems:
-                if _low(f.get("uuid")) == _low(new):
-                    return f
-        return None
+        new = _low(self.id_changes.get(v))
+        return _first(self.filesystems, lambda f: _low(f.get("uuid")) == new) if new else None
 
     def _by_device(self, path, aliased=False):
         for f in self.filesystems:
