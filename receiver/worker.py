@@ -29,12 +29,6 @@ from wire.errors import ConversionError, DiskError, Go2AliyunError
 
 log = logging.getLogger(__name__)
 
-def register_step(state, fn):
-    """Replace the step run in ``state`` (a key of STEPS)."""
-    if State(state) not in migration.NEXT:
-        raise ValueError("%s is not a worker state" % State(state).value)
-    STEPS[State(state)] = fn
-
 
 class StepContext(object):
     """What a step gets: the store, the serve config, the migration, the manifest and

@@ -17,6 +17,7 @@ A finding is ``{"check", "severity", "message", "fix"}`` with severity ``ok``,
 ``info``, ``warning`` or ``blocker``. Only blockers stop a migration (exit code 4).
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import email.utils
@@ -86,11 +87,8 @@ def disk_usage(config, manifest):
     bytes)]}, "unknown": {disk: [mountpoint]}, "left_out": [(mountpoint, reason)],
     "size": {"disk1": source filesystem size}}``."""
     disks = [d for d in config.data_disks if d.src_path and d.src_path.startswith("/")]
-    used = {"system": 0}
-    parts = {"system": []}
-    unknown = {"system": []}
-    for d in disks:
-        used[d.name], parts[d.name], unknown[d.name] = 0, [], []
+    names = ["system"] + [d.name for d in disks]
+    used, parts, unknown = {n: 0 for n in names}, {n: [] for n in names}, {n: [] for n in names}
     left_out, sizes = [], {}
     dropped = [r[:-2] for r in excludes.SYSTEM_DEFAULTS if r.startswith("/") and r.endswith("/*")]
     for fs in manifest.get("filesystems") or []:
@@ -374,10 +372,8 @@ def _check_data_disks(config, manifest, facts):
                               "is a Windows drive letter" if len(drive_letters) == 1
                               else "are Windows drive letters"),
                            "give the mount point of each data disk, such as /mnt/disk1"))
-    mounts = {}
-    for m in manifest.get("mounts") or []:
-        if m.get("mountpoint"):
-            mounts[m["mountpoint"]] = m  # the last mount on a path is the visible one
+    # the last mount on a path is the visible one
+    mounts = {m["mountpoint"]: m for m in manifest.get("mounts") or [] if m.get("mountpoint")}
     paths = facts.get("paths") or {}
     for i, d in enumerate(config.data_disks):
         if not d.src_path or not d.src_path.startswith("/"):
@@ -534,10 +530,8 @@ def probe_facts(config, root, config_path=None):
             paths[d.src_path] = {"exists": os.path.lexists(p), "is_dir": os.path.isdir(p)}
     mode = None
     if config_path:
-        try:
+        with contextlib.suppress(OSError):
             mode = os.stat(config_path).st_mode & 0o777
-        except OSError:
-            mode = None
     return {"euid": os.geteuid(), "clock": clock, "paths": paths, "config_mode": mode}
 
 

@@ -235,14 +235,7 @@ class Migration(object):
 
     def current(self):
         """The migration document, waiting out a short receiver restart."""
-        start = time.time()
-        while True:
-            try:
-                return self.client.migration()
-            except NetworkError:
-                if time.time() - start > self.opts.io_timeout:
-                    raise
-                time.sleep(self.opts.poll_interval)
+        return self.retrying(lambda: self.client.migration())
 
     # -- steps
     def plan_and_prepare(self, manifest, plan):
@@ -306,6 +299,7 @@ class Migration(object):
         return doc
 
     def retrying(self, call):
+        """``call()``, called again while the receiver is unreachable (up to --io-timeout)."""
         start = time.time()
         while True:
             try:

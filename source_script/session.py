@@ -163,7 +163,6 @@ def error_from_response(status, body, what):
         cls = ReceiverError
     e = cls(redact(message), code=code, hint=hint)
     e.http_status = status
-    e.receiver_error = err
     return e
 
 

@@ -141,7 +141,7 @@ class Config(object):
     def to_dict(self, secrets=False):
         """The config as user_config.json keys; ``secret_key`` is ``<hidden>`` unless
         ``secrets``."""
-        d = {
+        return {
             "access_id": self.access_id,
             "secret_key": self.secret_key if secrets else (HIDDEN if self.secret_key else ""),
             "region_id": self.region_id,
@@ -153,7 +153,6 @@ class Config(object):
             "data_disks": [{"data_disk_index": d.index, "data_disk_size": d.size_gib,
                             "src_path": d.src_path} for d in self.data_disks],
         }
-        return d
 
     def __repr__(self):
         return "Config(%r)" % (self.to_dict(),)
@@ -196,20 +195,13 @@ def show(value, field=""):
     return json.dumps(value, ensure_ascii=False)[:200]
 
 
+# bool before int: True is an int too
+_TYPE_NAMES = ((type(None), "null"), (bool, "a boolean"), (int, "an integer"),
+               (float, "a number with a fraction"), (str, "a string"), (list, "an array"))
+
+
 def _type_name(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a fraction"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+    return next((name for t, name in _TYPE_NAMES if isinstance(value, t)), "an object")
 
 
 def _is_int(value):
@@ -363,11 +355,9 @@ def validate(data, path=None, origins=None):
 
     platform = strings["platform"] or None
     if platform is not None and platform not in PLATFORMS:
-        hint = ""
-        for p in PLATFORMS:
-            if p.lower() == platform.lower() or p.lower().replace(" ", "") == \
-                    platform.lower().replace(" ", ""):
-                hint = "did you mean '%s'? (the value is case-sensitive) " % p
+        alike = [p for p in PLATFORMS
+                 if p.lower().replace(" ", "") == platform.lower().replace(" ", "")]
+        hint = "did you mean '%s'? (the value is case-sensitive) " % alike[-1] if alike else ""
         add(Problem(_label("platform", origins), show(platform), "is not a platform",
                     hint + "one of " + " | ".join(PLATFORMS)
                     + ", or empty to use the detected one"))
@@ -560,16 +550,12 @@ def build_plan(config, filters, manifest=None):
     data_disks: [{index, size_gib, src_path}], filters}``, data disks by index. With
     ``manifest``, an unset platform, architecture or data disk size is filled in from
     the source (the detected OS, uname -m, the size of the filesystem at src_path)."""
-    fs_size = {}
-    for fs in (manifest or {}).get("filesystems") or []:
-        if fs.get("mountpoint"):
-            fs_size[fs["mountpoint"]] = fs.get("size_bytes")
-    disks = []
-    for d in sorted(config.data_disks, key=lambda d: d.index):
-        size = d.size_gib
-        if size is None:
-            size = default_data_disk_size(fs_size.get(d.src_path))
-        disks.append({"index": d.index, "size_gib": size, "src_path": d.src_path})
+    fs_size = {fs["mountpoint"]: fs.get("size_bytes")
+               for fs in (manifest or {}).get("filesystems") or [] if fs.get("mountpoint")}
+    disks = [{"index": d.index,
+              "size_gib": default_data_disk_size(fs_size.get(d.src_path))
+              if d.size_gib is None else d.size_gib,
+              "src_path": d.src_path} for d in sorted(config.data_disks, key=lambda d: d.index)]
     return {
         "image_name": config.image_name,
         "platform": config.platform or detect_platform(manifest),

@@ -62,17 +62,11 @@ def parse_redhat_release(text):
     VERSION_ID keeps the major version only, as CentOS 7's own os-release does.
     """
     line = text.strip().splitlines()[0].strip() if text.strip() else ""
-    osid, name, like = None, None, None
-    for pattern, pid, pname, plike in _REDHAT_RELEASE:
-        if re.match(pattern, line):
-            osid, name, like = pid, pname, plike
-            break
+    known = next((r for r in _REDHAT_RELEASE if re.match(r[0], line)), None)
     m = re.search(r"release\s+(\d+)(?:\.(\d+))?", line)
     out = {"PRETTY_NAME": line}
-    if osid:
-        out["ID"] = osid
-        out["NAME"] = name
-        out["ID_LIKE"] = like
+    if known:
+        out.update(ID=known[1], NAME=known[2], ID_LIKE=known[3])
     if m:
         out["VERSION_ID"] = m.group(1)
     return out
@@ -295,11 +289,7 @@ def parse_mbr_boot_code(sector):
     if len(code) < 440 or not code.strip(b"\x00"):
         return "empty"
     if b"GRUB" in code:
-        if code[0x3E:0x40] == b"\x03\x02":
-            return "grub-legacy"
-        return "grub2"
-    if b"SYSLINUX" in code.upper() or b"Missing OS" in code and b"Invalid partition" in code:
-        return "other"
+        return "grub-legacy" if code[0x3E:0x40] == b"\x03\x02" else "grub2"
     return "other"
 
 
@@ -383,14 +373,9 @@ def parse_xfs_info(text):
         except (TypeError, ValueError):
             return None
 
-    features = {}
-    for name in XFS_FEATURES:
-        v = None
-        for sec in ("meta-data", "naming"):
-            if name in sections.get(sec, {}):
-                v = num(sec, name)
-                break
-        features[name] = v
+    # a flag is read from the first section that has it
+    features = {name: next((num(sec, name) for sec in ("meta-data", "naming")
+                            if name in sections.get(sec, {})), None) for name in XFS_FEATURES}
     block_size = num("data", "bsize")
     blocks = num("data", "blocks")
     return {
@@ -406,11 +391,7 @@ def parse_lvm_report(pvs_json, vgs_json, lvs_json):
     manifest's ``lvm`` object."""
 
     def rows(text, kind):
-        doc = json.loads(text)
-        out = []
-        for rep in doc.get("report", []):
-            out.extend(rep.get(kind, []))
-        return out
+        return [row for rep in json.loads(text).get("report", []) for row in rep.get(kind, [])]
 
     def num(v):
         v = (v or "").strip()
@@ -563,10 +544,7 @@ def driver_status(name, builtin, modules, config):
         return "builtin"
     if name in modules:
         return "module"
-    value = config.get(DRIVER_CONFIG.get(name, ""))
-    if value == "y":
-        return "builtin"
-    return "missing"
+    return "builtin" if config.get(DRIVER_CONFIG.get(name, "")) == "y" else "missing"
 
 
 def parse_grub_version(text):
@@ -659,13 +637,9 @@ _MAC_RULES = {
 def find_mac_bound(path, text, kind):
     """Lines of a network config file that tie it to a MAC address."""
     pattern = re.compile(_MAC_RULES[kind])
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("#"):
-            continue
-        if pattern.search(line):
-            out.append({"file": path, "kind": kind, "detail": line.strip(), "line": n})
-    return out
+    return [{"file": path, "kind": kind, "detail": line.strip(), "line": n}
+            for n, line in enumerate(text.splitlines(), 1)
+            if not line.lstrip().startswith("#") and pattern.search(line)]
 
 
 def parse_cloud_datasource(text):

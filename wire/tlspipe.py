@@ -20,7 +20,6 @@ import errno
 import fcntl
 import os
 import select
-import socket
 import ssl
 import time
 
@@ -250,8 +249,3 @@ def relay(channel, in_fd, out_fd, linger=30, meter=None):
     finally:
         plain_view.release()
         channel.close()
-
-
-def tcp_nodelay(sock):
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

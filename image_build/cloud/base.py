@@ -97,11 +97,9 @@ class ImageSpec(object):
         self.description = description
 
     def mappings(self):
-        out = []
-        for n, (snapshot_id, size) in enumerate(self.disks):
-            out.append({"snapshot_id": snapshot_id, "device": "/dev/xvd" + chr(ord("a") + n),
-                        "disk_type": "system" if n == 0 else "data", "size": int(size)})
-        return out
+        return [{"snapshot_id": snapshot_id, "device": "/dev/xvd" + chr(ord("a") + n),
+                 "disk_type": "system" if n == 0 else "data", "size": int(size)}
+                for n, (snapshot_id, size) in enumerate(self.disks)]
 
 
 class Cloud(abc.ABC):

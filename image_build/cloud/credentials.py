@@ -8,7 +8,6 @@ an HTTP proxy (the SDK's own RAM-role provider offers exactly that knob).
 The SDK is imported inside the functions that use it: it is heavy and optional.
 """
 
-import json
 import urllib.request
 
 from wire.errors import CloudError, ConfigError
@@ -108,6 +107,3 @@ class Metadata(object):
 
     def ram_role(self):
         return self.get("ram/security-credentials/")
-
-    def role_credentials(self, role):
-        return json.loads(self.get("ram/security-credentials/" + role))

@@ -381,11 +381,6 @@ class LocalCloud(Cloud):
         with self._locked() as data:
             data["instances"][inst_id]["pid"] = pid
 
-    def start_instance(self, instance_id):
-        """Let a paused (``autostart=False``) instance run (StartInstance)."""
-        rec = self._get("instances", instance_id)
-        qmp(os.path.join(rec["dir"], QMP_SOCKET), "cont")
-
     def _status(self, rec):
         if not rec.get("pid") or not _alive(rec["pid"]):
             return "Pending" if not rec.get("pid") else "Stopped"

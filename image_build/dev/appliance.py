@@ -22,6 +22,7 @@ import tempfile
 
 from image_build.buildimage import BOOT_PACKAGES, RECEIVER_PACKAGES
 from image_build.dev import sample_server
+from image_build.dev.docker import source_tree_hash
 from receiver import blockdev
 from wire import runner
 from wire.errors import CommandError
@@ -50,32 +51,10 @@ LAYOUT = {"file": "appliance.img", "size_mib": DISK_MIB, "table": "dos",
                           "label": "go2aliyun", "mount": "/"}]}
 
 
-def source_tree_hash(project_dir=PROJECT_DIR, parts=SOURCE_PARTS):
-    """SHA-256 over the project's source files (names and contents), skipping caches."""
-    h = hashlib.sha256()
-    for part in parts:
-        top = os.path.join(project_dir, part)
-        if os.path.isfile(top):
-            files = [top]
-        else:
-            files = []
-            for dirpath, dirnames, filenames in os.walk(top):
-                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__"
-                                     and not d.endswith(".egg-info"))
-                files += [os.path.join(dirpath, f) for f in sorted(filenames)
-                          if not f.endswith((".pyc", ".pyo"))]
-        for path in files:
-            h.update(os.path.relpath(path, project_dir).encode() + b"\0")
-            with open(path, "rb") as f:
-                h.update(f.read())
-            h.update(b"\0")
-    return h.hexdigest()
-
-
 def appliance_key(project_dir=PROJECT_DIR, packages=PACKAGES):
     """The cache key (pure apart from reading the source files)."""
     blob = json.dumps({"rootfs": sample_server.rootfs_key(packages=packages),
-                       "source": source_tree_hash(project_dir), "layout": LAYOUT,
+                       "source": source_tree_hash(project_dir, SOURCE_PARTS), "layout": LAYOUT,
                        "cmdline": KERNEL_CMDLINE, "venv": VENV}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -245,10 +224,3 @@ def _deliver(cached, out, say):
     os.rename(tmp, out)
     say("appliance written to %s" % out)
     return os.path.abspath(out)
-
-
-def check_built(path):
-    if not os.path.exists(path):
-        raise CommandError("the appliance %s does not exist" % path,
-                           hint="run `go2aliyun-cloud build-image --provider local`")
-    return path

@@ -674,9 +674,7 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
              "GRUB for BIOS on the target system disk")
     else:
         plan_efi(root, fam, efi_dir, edits, commands, targets, notes)
-    kargs = []
-    for kver, st in kernels:
-        kargs.append((kver, [d for d in drivers if st[d] == "module"]))
+    kargs = [(kver, [d for d in drivers if st[d] == "module"]) for kver, st in kernels]
     for argv in fam.initramfs_argvs(kargs):
         _cmd(commands, argv, "initramfs with the virtio drivers")
     if ci:

@@ -23,6 +23,11 @@ BY_LINK_RE = re.compile(r"^/dev/disk/by-(uuid|label|partuuid|partlabel|id|path)/
 TAGS = ("UUID", "LABEL", "PARTUUID", "PARTLABEL")
 
 
+def _first(items, test):
+    """The first item that passes ``test``, or None."""
+    return next((x for x in items if test(x)), None)
+
+
 def _low(s):
     return (s or "").lower()
 
@@ -113,17 +118,12 @@ class Targets(object):
 
     # ------------------------------------------------------------------ lookups
     def by_id(self, fid):
-        for f in self.filesystems:
-            if f.get("id") == fid:
-                return f
-        return None
+        return _first(self.filesystems, lambda f: f.get("id") == fid)
 
     def by_mountpoint(self, mountpoint):
         mp = posixpath.normpath(mountpoint) if mountpoint else None
-        for f in self.filesystems:
-            if f.get("system_mountpoint") and posixpath.normpath(f["system_mountpoint"]) == mp:
-                return f
-        return None
+        return _first(self.filesystems, lambda f: f.get("system_mountpoint")
+                      and posixpath.normpath(f["system_mountpoint"]) == mp)
 
     def root(self):
         return self.by_mountpoint("/")
@@ -136,12 +136,8 @@ class Targets(object):
         for f in self.filesystems:
             if _low(f.get("source_uuid")) == v or _low(f.get("uuid")) == v:
                 return f
-        new = self.id_changes.get(v)
-        if new:
-            for f in self.filesystems:
-                if _low(f.get("uuid")) == _low(new):
-                    return f
-        return None
+        new = _low(self.id_changes.get(v))
+        return _first(self.filesystems, lambda f: _low(f.get("uuid")) == new) if new else None
 
     def _by_device(self, path, aliased=False):
         for f in self.filesystems:
@@ -165,31 +161,22 @@ class Targets(object):
         if tag == "UUID":
             return self._by_source_uuid(value)
         if tag == "LABEL":
-            for f in self.filesystems:
-                if f.get("label") and f["label"] == value:
-                    return f
-            return None
+            return _first(self.filesystems, lambda f: f.get("label") and f["label"] == value)
         if tag == "PARTUUID":
             src_dev = self.source_partuuid_of.get(_low(value))
             if src_dev:
                 f = self._by_device(src_dev)
                 if f:
                     return f
-            for p in self.partitions:
-                if _low(p["partuuid"]) == _low(value) and p.get("fs"):
-                    return self.by_id(p["fs"])
-            return None
+            p = _first(self.partitions,
+                       lambda p: _low(p["partuuid"]) == _low(value) and p.get("fs"))
+            return self.by_id(p["fs"]) if p else None
         if tag == "PARTLABEL":
-            for p in self.partitions:
-                if p.get("name") == value and p.get("fs"):
-                    return self.by_id(p["fs"])
-            return None
+            p = _first(self.partitions, lambda p: p.get("name") == value and p.get("fs"))
+            return self.by_id(p["fs"]) if p else None
         lv = lv_from_path(value)
         if lv:
-            for f in self.filesystems:
-                if (f.get("on") or {}).get("lv") == lv:
-                    return f
-            return None
+            return _first(self.filesystems, lambda f: (f.get("on") or {}).get("lv") == lv)
         f = self._by_device(value)
         if f is None and mountpoint and mountpoint not in ("none", "swap") \
                 and DEVICE_NAME_RE.match(value):

@@ -90,6 +90,11 @@ def _ext_features(fs):
     return ",".join(opts)
 
 
+def _flags(*pairs):
+    """``flag value`` for each ``(flag, value)`` whose value is set."""
+    return [arg for flag, value in pairs if value for arg in (flag, str(value))]
+
+
 def render_mkfs(fs, device):
     """argv that makes :class:`~receiver.disks.layout.Filesystem` ``fs`` on ``device``."""
     t = fs.type
@@ -100,15 +105,8 @@ def render_mkfs(fs, device):
             argv += ["-O", _ext_features(fs)]
         else:
             argv += ["-O", ",".join("^" + f for f in EXT_NEVER_ADD)]
-        if fs.block_size:
-            argv += ["-b", str(fs.block_size)]
-        if fs.inode_size:
-            argv += ["-I", str(fs.inode_size)]
-        if fs.uuid:
-            argv += ["-U", fs.uuid]
-        if label:
-            argv += ["-L", label]
-        return argv + [device]
+        return argv + _flags(("-b", fs.block_size), ("-I", fs.inode_size), ("-U", fs.uuid),
+                             ("-L", label)) + [device]
     if t == "xfs":
         feats = fs.xfs_features or {}
         meta, inode, naming = [], [], []
@@ -123,30 +121,14 @@ def render_mkfs(fs, device):
                     v = 0
                 if v is not None:
                     out.append("%s=%d" % (k, 1 if v else 0))
-        argv = ["mkfs.xfs", "-f", "-q", "-K"]
-        if meta:
-            argv += ["-m", ",".join(meta)]
-        if inode:
-            argv += ["-i", ",".join(inode)]
-        if naming:
-            argv += ["-n", ",".join(naming)]
-        if label:
-            argv += ["-L", label]
-        return argv + [device]
+        return ["mkfs.xfs", "-f", "-q", "-K"] + _flags(
+            ("-m", ",".join(meta)), ("-i", ",".join(inode)), ("-n", ",".join(naming)),
+            ("-L", label)) + [device]
     if t == "vfat":
-        argv = ["mkfs.vfat"]
-        if fs.uuid:
-            argv += ["-i", fs.uuid.replace("-", "")]
-        if label:
-            argv += ["-n", label]
-        return argv + [device]
+        return ["mkfs.vfat"] + _flags(("-i", (fs.uuid or "").replace("-", "")),
+                                      ("-n", label)) + [device]
     if t == "swap":
-        argv = ["mkswap", "-f"]
-        if fs.uuid:
-            argv += ["-U", fs.uuid]
-        if label:
-            argv += ["-L", label]
-        return argv + [device]
+        return ["mkswap", "-f"] + _flags(("-U", fs.uuid), ("-L", label)) + [device]
     raise DiskError("cannot make a %s filesystem" % t, code="disk.unsupported_filesystem")
 
 

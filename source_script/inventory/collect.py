@@ -116,9 +116,6 @@ class _Collector(object):
             return "/"
         return "/" + mountpoint[len(self.root):].lstrip("/")
 
-    def host_mountpoint(self, relpath):
-        return target_path(self.root, relpath)
-
     # ------------------------------------------------------------------ os
     def probe_os(self):
         text = self.read("/etc/os-release") or self.read("/usr/lib/os-release")
@@ -147,14 +144,11 @@ class _Collector(object):
 
     # ------------------------------------------------------------------ mounts
     def probe_mounts(self):
-        entries = parsers.parse_mountinfo(probes.read_mountinfo())
-        under = []
-        for e in entries:
-            mp = e["mountpoint"]
-            if not (self.is_host or mp == self.root or mp.startswith(self.root + "/")):
-                continue
-            e = dict(e, host_mountpoint=mp, mountpoint=self.rel_mountpoint(mp))
-            under.append(e)
+        under = [dict(e, host_mountpoint=e["mountpoint"],
+                      mountpoint=self.rel_mountpoint(e["mountpoint"]))
+                 for e in parsers.parse_mountinfo(probes.read_mountinfo())
+                 if self.is_host or e["mountpoint"] == self.root
+                 or e["mountpoint"].startswith(self.root + "/")]
         self.mountinfo = under
         self.m["mounts"] = [{
             "mountpoint": e["mountpoint"], "source": e["source"], "fstype": e["fstype"],
@@ -255,10 +249,8 @@ class _Collector(object):
 
     def partitions_from_blkid(self, disk, parts):
         disk["table"], disk["table_id"] = parsers.parse_blkid_table(self.blkid_of(disk["path"]))
-        out = []
-        for r in parts:
-            out.append(parsers.partition_from_blkid(dict(self.blkid_of(r["name"]),
-                                                         DEVNAME=r["name"])))
+        out = [parsers.partition_from_blkid(dict(self.blkid_of(r["name"]), DEVNAME=r["name"]))
+               for r in parts]
         disk["partitions"] = sorted(out, key=lambda p: p["number"])
 
     # ------------------------------------------------------------------ lvm
@@ -404,18 +396,12 @@ class _Collector(object):
         return None
 
     def lv_for(self, spec):
-        for lv in self.m["lvm"]["lvs"]:
-            aliases = {lv["path"]} | set(lv_paths(lv["vg"], lv["name"]))
-            if spec in aliases:
-                return lv
-        return None
+        return next((lv for lv in self.m["lvm"]["lvs"]
+                     if spec == lv["path"] or spec in lv_paths(lv["vg"], lv["name"])), None)
 
     def probe_swap(self):
-        active = {}
-        if self.is_host:
-            text = probes.read_proc_swaps()
-            for s in parsers.parse_proc_swaps(text or ""):
-                active[s["path"]] = s
+        active = {s["path"]: s for s in parsers.parse_proc_swaps(
+            probes.read_proc_swaps() or "")} if self.is_host else {}
         swaps = {}
         for dev, tags in self.blkid.items():
             if tags.get("TYPE") == "swap":
@@ -487,11 +473,9 @@ class _Collector(object):
         self.m["kernels"] = kernels
 
     def find_initramfs(self, version, boot):
-        for name in ("initrd.img-%s" % version, "initramfs-%s.img" % version,
-                     "initrd-%s" % version, "initrd-%s.img" % version):
-            if name in boot:
-                return "/boot/" + name
-        return None
+        return next(("/boot/" + name for name in (
+            "initrd.img-%s" % version, "initramfs-%s.img" % version,
+            "initrd-%s" % version, "initrd-%s.img" % version) if name in boot), None)
 
     def virtio_status(self, version, moddir):
         config_text = self.read("/boot/config-%s" % version)
@@ -563,19 +547,11 @@ class _Collector(object):
         own = {osid, osfamily.EFI_DIRS.get(osid, osid)}
         efi_dirs.sort(key=lambda n: (n.lower() not in own, n))
         g["efi_dir"] = "/boot/efi/EFI/%s" % efi_dirs[0] if efi_dirs else None
-        cfg = None
-        for path in ("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg"):
-            if probes.exists_target(self.root, path):
-                cfg = path
-                break
+        cfg = self.first_existing("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg")
         if cfg is None and g["efi_dir"] and probes.exists_target(
                 self.root, g["efi_dir"] + "/grub.cfg"):
             cfg = g["efi_dir"] + "/grub.cfg"
-        legacy_cfg = None
-        for path in ("/boot/grub/grub.conf", "/boot/grub/menu.lst"):
-            if probes.exists_target(self.root, path):
-                legacy_cfg = path
-                break
+        legacy_cfg = self.first_existing("/boot/grub/grub.conf", "/boot/grub/menu.lst")
         version = self.grub_version()
         if cfg:
             g["flavour"], g["config_path"] = "grub2", cfg
@@ -587,11 +563,9 @@ class _Collector(object):
             g["version"], g["package_version"] = version["version"], version["package_version"]
         elif g["flavour"] == "legacy":
             g["version"] = "0.97"
-        for tool in ("grub2-mkconfig", "grub-mkconfig"):
-            if any(probes.exists_target(self.root, d + tool)
-                   for d in ("/usr/sbin/", "/sbin/", "/usr/bin/")):
-                g["mkconfig"] = tool
-                break
+        bin_dirs = ("/usr/sbin/", "/sbin/", "/usr/bin/")
+        g["mkconfig"] = next((tool for tool in ("grub2-mkconfig", "grub-mkconfig")
+                              if self.first_existing(*(d + tool for d in bin_dirs))), None)
         g["bls"] = any(n.endswith(".conf")
                        for n in probes.list_target(self.root, "/boot/loader/entries"))
         default = self.read("/etc/default/grub")
@@ -603,6 +577,10 @@ class _Collector(object):
         if g["flavour"] != "none" and not g["version"]:
             self.warn("grub", "GRUB is installed (%s) but its version could not be read"
                       % g["config_path"])
+
+    def first_existing(self, *paths):
+        """The first of ``paths`` that exists under the root, or None."""
+        return next((p for p in paths if probes.exists_target(self.root, p)), None)
 
     def grub_version(self):
         for platform in ("i386-pc", "x86_64-efi", "i386-efi", "arm64-efi"):

@@ -84,11 +84,6 @@ def test_registered_steps_chain_to_released(store, roots, monkeypatch):
     assert store.load()["state"] == "RELEASED"
 
 
-def test_register_step_refuses_non_worker_states():
-    with pytest.raises(ValueError):
-        worker.register_step(State.SYNCING, lambda ctx: None)
-
-
 def test_step_that_finds_state_moved_leaves_it(store, roots, monkeypatch):
     def moved(ctx):
         def fn(doc):
