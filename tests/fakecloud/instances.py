@@ -154,18 +154,15 @@ def fake_aliyun(net, base, receiver_args=None, record=False):
     """The fake cloud for the namespace pair ``net``, its instances real receivers in
     ``ecs`` (see the module docstring). ``record``: the ``src`` forward keeps every byte
     the source sent to the API (``cloud.api.sent``)."""
-    fake = FakeCloud().start()
-    try:
+    with FakeCloud() as fake, \
+            Forward(net.src, ("127.0.0.1", fake.port), record=record) as api, \
+            Forward(net.ecs, ("127.0.0.1", fake.port)) as api_ecs:
         appliance = fake.world.add_image(APPLIANCE_NAME)
-        with Forward(net.src, ("127.0.0.1", fake.port), record=record) as api, \
-                Forward(net.ecs, ("127.0.0.1", fake.port)) as api_ecs:
-            instances = Instances(fake, net, base, receiver_args, cloud_args=[
-                "--cloud-endpoint", api_ecs.endpoint, "--cloud-protocol", "http",
-                "--metadata-endpoint", api_ecs.endpoint, "--cloud-poll-interval", "0.1"])
-            try:
-                yield FakeAliyun(fake, appliance, api, api_ecs, instances)
-            finally:
-                for tail in instances.stop():
-                    print("a receiver had stopped:\n" + tail)
-    finally:
-        fake.stop()
+        instances = Instances(fake, net, base, receiver_args, cloud_args=[
+            "--cloud-endpoint", api_ecs.endpoint, "--cloud-protocol", "http",
+            "--metadata-endpoint", api_ecs.endpoint, "--cloud-poll-interval", "0.1"])
+        try:
+            yield FakeAliyun(fake, appliance, api, api_ecs, instances)
+        finally:
+            for tail in instances.stop():
+                print("a receiver had stopped:\n" + tail)

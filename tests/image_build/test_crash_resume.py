@@ -70,12 +70,9 @@ def reference(tmp_path_factory):
     from tests.fakecloud.fixtures import FakeClock
     from tests.fakecloud.server import FakeCloud
 
-    other = FakeCloud().start()
-    try:
+    with FakeCloud() as other:
         other.appliance_image = other.world.add_image("go2aliyun-receiver-0.1.0")
         return _clean_run(other, FakeClock(), tmp_path_factory.mktemp("ref"))[2]
-    finally:
-        other.stop()
 
 
 @pytest.mark.parametrize("n", range(1, LAUNCH_CALLS + 1))

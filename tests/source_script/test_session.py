@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from receiver.datachannel import free_port
 from source_script import session as sess
 from wire import runner
 from wire.errors import ConfigError, NetworkError, ReceiverError, StateError, TrustError
@@ -172,10 +173,7 @@ def test_right_pin_talks_json(tmp_path):
 
 @pytest.mark.commands
 def test_refused_port_is_named(tmp_path):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     with pytest.raises(NetworkError) as e:
         sess.Client("127.0.0.1:%d" % port, FP, timeout=5).healthz()
     assert e.value.code == "network.refused" and "port %d" % port in e.value.message
