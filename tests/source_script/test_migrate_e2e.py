@@ -79,9 +79,8 @@ class World(object):
         return env
 
     def migrate(self, *extra, timeout=180):
-        r = self.net.run(self.net.src, self.argv(*extra), env=self.env(), ok_codes=None,
-                         timeout=timeout, cwd=self.work)
-        return r
+        return self.net.run(self.net.src, self.argv(*extra), env=self.env(), ok_codes=None,
+                            timeout=timeout, cwd=self.work)
 
     def start_migrate(self, *extra):
         return self.net.start(self.net.src, self.argv(*extra), env=self.env(), cwd=self.work,
