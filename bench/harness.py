@@ -1,7 +1,7 @@
 """What the scenarios drive: the namespaces, the receiver, the push and the baselines.
 
 Everything runs between the ``src`` and ``ecs`` namespaces of one
-:class:`tests.helpers.netns.NetnsPair` (unique names, removed in ``finally``):
+:class:`image_build.dev.netns.NetnsPair` (unique names, removed in ``finally``):
 
 * :class:`Receiver`: the real ``go2aliyun-receiver serve`` in ``ecs`` (gunicorn, TLS,
   the TLS data channel on 8703, rsyncd on its loopback) with one target root.

@@ -34,9 +34,8 @@ import time
 
 import pytest
 
+from image_build.dev.netns import REPO, ReceiverProcess, netns_pair, tail_of
 from tests.helpers import e2e, fidelity, sourcetree
-from tests.helpers.netns import netns_pair
-from tests.helpers.receiver import REPO, Receiver, tail_of
 from wire import clientdata, runner
 
 # KiB/s for rsync --bwlimit: compressed (rsync -z below 50 MB/s), the ~700 MB of the system
@@ -237,7 +236,7 @@ def test_state_folder_full_is_a_clear_error_then_continues(tmp_path):
     with open(os.path.join(work, "Excludes", "rsync_excludes_linux.txt"), "w") as f:
         f.write(sourcetree.USER_EXCLUDE_RULE + "\n")
     with netns_pair() as net, small_tmpfs(os.path.join(base, "state")) as state_dir:
-        receiver = Receiver(net, base, {"system": target})
+        receiver = ReceiverProcess(net, base, {"system": target})
         receiver.start()
         try:
             argv = [sys.executable, "-m", "source_script.cli", "migrate", "--workdir",

@@ -31,11 +31,6 @@ SYSTEM_IMG_MIB = 4096
 DISK1_IMG_MIB = 2048
 
 
-def _show(r):
-    return "exit %s\nstdout:\n%s\nstderr:\n%s" % (r.returncode, r.stdout[-5000:],
-                                                  r.stderr[-5000:])
-
-
 class Stack(object):
     def __init__(self, project, env, dirs):
         self.project = project

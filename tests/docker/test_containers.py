@@ -28,32 +28,12 @@ import pytest
 
 from receiver import blockdev
 from receiver.disks.apply import wait_for_partitions
-from tests.docker.conftest import IMAGE_NAME, _show, compose_stack, loops_of
+from tests.docker.conftest import IMAGE_NAME, compose_stack, loops_of
 from tests.helpers import fidelity
+from tests.helpers.e2e import PROBE, show
 from wire import bootcheck, runner
 
 pytestmark = [pytest.mark.root, pytest.mark.long(minutes=3)]
-
-# Runs in the source container: the receiver answers with the pinned certificate and
-# refuses a wrong token and a wrong pin (the right token is spent by migrate later).
-PROBE = r"""
-import json, sys, tempfile
-from source_script import session
-from wire.errors import Go2AliyunError
-address, fingerprint = sys.argv[1], sys.argv[2]
-out = {"healthz": session.Client(address, fingerprint).healthz()}
-try:
-    session.open_session(address, fingerprint, "not-the-token", tempfile.mkdtemp())
-    out["wrong_token"] = "accepted"
-except Go2AliyunError as e:
-    out["wrong_token"] = e.code
-try:
-    session.Client(address, "00" * 32).healthz()
-    out["other_pin"] = "accepted"
-except Go2AliyunError as e:
-    out["other_pin"] = e.code
-print(json.dumps(out))
-"""
 
 # What the system disk does not carry (the seed's defaults, relative to /) and what mkfs
 # makes on each new filesystem.
@@ -118,7 +98,7 @@ def test_receiver_container_is_healthy_and_answers_the_source(stack):
     assert st["token"] and st["fingerprint"] and st["address"] == "receiver"
     r = stack.compose(*stack.source_argv("/opt/go2aliyun/bin/python", "-c", PROBE,
                                          "receiver", st["fingerprint"]), ok_codes=None)
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r, 5000)
     assert json.loads(r.stdout) == {"healthz": {"status": "ok"},
                                     "wrong_token": "auth.token_invalid",
                                     "other_pin": "auth.fingerprint_mismatch"}
@@ -195,7 +175,7 @@ def test_cutover_converts_verifies_and_the_image_boots(stack, tmp_path):
     logs = stack.compose("logs", "receiver").stdout
     assert "mounting the prepared target disks again" in logs
     r = stack.migrate("--cutover", timeout=2400)
-    assert r.returncode == 0, _show(r) + "\n" + stack.compose(
+    assert r.returncode == 0, show(r, 5000) + "\n" + stack.compose(
         "logs", "--tail", "80", "receiver", ok_codes=None).stdout
     assert "Goto Aliyun Finished!" in r.stdout
     doc = stack.document()

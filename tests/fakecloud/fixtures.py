@@ -25,12 +25,9 @@ class FakeClock(object):
 
 @pytest.fixture
 def fake():
-    cloud = FakeCloud().start()
-    try:
+    with FakeCloud() as cloud:
         cloud.appliance_image = cloud.world.add_image("go2aliyun-receiver-0.1.0")
         yield cloud
-    finally:
-        cloud.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ Used by the all-in-one tests (tests/source_script/test_allinone.py) and by the d
         # cloud.fake: the FakeCloud (127.0.0.1, random port) with its World
         # cloud.appliance: the receiver appliance image id to launch
         # cloud.api: the API as seen from ``src`` (cloud.api.endpoint)
-        # cloud.instances.receivers: one tests.helpers.receiver.Receiver per instance
+        # cloud.instances.receivers: one image_build.dev.netns.ReceiverProcess per instance
 
 When the fake creates an instance, :class:`Instances` decodes its user-data the way
 cloud-init does (``write_files``, b64, permissions) into a temporary root and starts a
@@ -27,10 +27,10 @@ import threading
 
 import yaml
 
+from image_build.dev.netns import ReceiverProcess, tail_of
 from tests.fakecloud.server import FakeCloud
 from tests.helpers.e2e import descendants
 from tests.helpers.nsforward import Forward
-from tests.helpers.receiver import Receiver, tail_of
 from wire.paths import target_path
 
 APPLIANCE_NAME = "go2aliyun-receiver-0.1.0"
@@ -78,7 +78,7 @@ class Instances(object):
             if "--disk" not in extra:
                 roots["system"] = os.path.join(root, "srv", "target")
                 os.makedirs(roots["system"])
-            rec = Receiver(self.net, root, roots, extra_args=[
+            rec = ReceiverProcess(self.net, root, roots, extra_args=[
                 "--cloud-config", target_path(root, "/etc/go2aliyun/cloud.json")]
                 + self.cloud_args + extra)
             rec.state = target_path(root, "/var/lib/go2aliyun")
@@ -154,18 +154,15 @@ def fake_aliyun(net, base, receiver_args=None, record=False):
     """The fake cloud for the namespace pair ``net``, its instances real receivers in
     ``ecs`` (see the module docstring). ``record``: the ``src`` forward keeps every byte
     the source sent to the API (``cloud.api.sent``)."""
-    fake = FakeCloud().start()
-    try:
+    with FakeCloud() as fake, \
+            Forward(net.src, ("127.0.0.1", fake.port), record=record) as api, \
+            Forward(net.ecs, ("127.0.0.1", fake.port)) as api_ecs:
         appliance = fake.world.add_image(APPLIANCE_NAME)
-        with Forward(net.src, ("127.0.0.1", fake.port), record=record) as api, \
-                Forward(net.ecs, ("127.0.0.1", fake.port)) as api_ecs:
-            instances = Instances(fake, net, base, receiver_args, cloud_args=[
-                "--cloud-endpoint", api_ecs.endpoint, "--cloud-protocol", "http",
-                "--metadata-endpoint", api_ecs.endpoint, "--cloud-poll-interval", "0.1"])
-            try:
-                yield FakeAliyun(fake, appliance, api, api_ecs, instances)
-            finally:
-                for tail in instances.stop():
-                    print("a receiver had stopped:\n" + tail)
-    finally:
-        fake.stop()
+        instances = Instances(fake, net, base, receiver_args, cloud_args=[
+            "--cloud-endpoint", api_ecs.endpoint, "--cloud-protocol", "http",
+            "--metadata-endpoint", api_ecs.endpoint, "--cloud-poll-interval", "0.1"])
+        try:
+            yield FakeAliyun(fake, appliance, api, api_ecs, instances)
+        finally:
+            for tail in instances.stop():
+                print("a receiver had stopped:\n" + tail)

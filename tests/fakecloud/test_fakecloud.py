@@ -44,10 +44,14 @@ def test_signed_request_through_the_real_sdk_is_accepted(fake):
     assert fake.world.actions() == ["DescribeVpcs"]
 
 
-def test_wrong_secret_is_refused_with_signature_does_not_match(fake):
+@pytest.mark.parametrize("key,code,status", [
+    ((OPERATOR_KEY[0], "not-the-secret"), "SignatureDoesNotMatch", 400),
+    (("LTAI5tNobody", "whatever"), "InvalidAccessKeyId.NotFound", 404),
+], ids=["wrong secret: signature does not match", "unknown access key"])
+def test_wrong_secret_or_unknown_access_key_is_refused(fake, key, code, status):
     with pytest.raises(ClientException) as e:
-        describe_vpcs(vpc_client(fake, key=(OPERATOR_KEY[0], "not-the-secret")))
-    assert e.value.code == "SignatureDoesNotMatch" and e.value.status_code == 400
+        describe_vpcs(vpc_client(fake, key=key))
+    assert (e.value.code, e.value.status_code) == (code, status)
     assert fake.world.actions() == []
 
 
@@ -63,12 +67,6 @@ def test_query_changed_after_signing_is_refused(fake, monkeypatch):
     with pytest.raises(ClientException) as e:
         describe_vpcs(vpc_client(fake))
     assert e.value.code == "SignatureDoesNotMatch"
-
-
-def test_unknown_access_key(fake):
-    with pytest.raises(ClientException) as e:
-        describe_vpcs(vpc_client(fake, key=("LTAI5tNobody", "whatever")))
-    assert (e.value.code, e.value.status_code) == ("InvalidAccessKeyId.NotFound", 404)
 
 
 @pytest.mark.parametrize("offset", [3600, -3600])

@@ -120,6 +120,13 @@ def _indexed(params, prefix):
     return [found[i] for i in sorted(found)]
 
 
+def _found(res, code):
+    """``res``, a resource looked up by its id, or the API's NotFound error ``code``."""
+    if res is None:
+        raise ApiError(code)
+    return res
+
+
 def _json_list(params, name):
     raw = params.get(name)
     if not raw:
@@ -287,9 +294,7 @@ class World(object):
 
     def delete_vpc(self, p):
         vpc_id = _need(p, "VpcId")
-        vpc = self.vpcs.get(vpc_id)
-        if vpc is None:
-            raise ApiError("InvalidVpcId.NotFound")
+        vpc = _found(self.vpcs.get(vpc_id), "InvalidVpcId.NotFound")
         if any(v["VpcId"] == vpc_id for v in self.vswitches.values()) or any(
                 g["VpcId"] == vpc_id for g in self.groups.values()):
             raise ApiError("DependencyViolation")
@@ -299,9 +304,7 @@ class World(object):
         return {}
 
     def create_vswitch(self, p):
-        vpc = self.vpcs.get(_need(p, "VpcId"))
-        if vpc is None:
-            raise ApiError("InvalidVpcId.NotFound")
+        vpc = _found(self.vpcs.get(_need(p, "VpcId")), "InvalidVpcId.NotFound")
         if vpc["Status"] != "Available":
             raise ApiError("IncorrectVpcStatus")
         zone = _need(p, "ZoneId")
@@ -327,9 +330,7 @@ class World(object):
 
     def delete_vswitch(self, p):
         vsw_id = _need(p, "VSwitchId")
-        vsw = self.vswitches.get(vsw_id)
-        if vsw is None:
-            raise ApiError("InvalidVSwitchId.NotFound")
+        vsw = _found(self.vswitches.get(vsw_id), "InvalidVSwitchId.NotFound")
         if any(i["VSwitchId"] == vsw_id for i in self.instances.values()):
             raise ApiError("DependencyViolation")
         if vsw["Status"] != "Available":
@@ -354,10 +355,8 @@ class World(object):
         return {"SecurityGroupId": sg_id}
 
     def _group(self, p):
-        group = self.groups.get(_need(p, "SecurityGroupId"))
-        if group is None:
-            raise ApiError("InvalidSecurityGroupId.NotFound")
-        return group
+        return _found(self.groups.get(_need(p, "SecurityGroupId")),
+                      "InvalidSecurityGroupId.NotFound")
 
     def authorize_security_group(self, p):
         group = self._group(p)
@@ -402,9 +401,7 @@ class World(object):
         if image is None or image["Status"] != "Available":
             raise ApiError("InvalidImageId.NotFound")
         _need(p, "InstanceType")
-        vsw = self.vswitches.get(_need(p, "VSwitchId"))
-        if vsw is None:
-            raise ApiError("InvalidVSwitchId.NotFound")
+        vsw = _found(self.vswitches.get(_need(p, "VSwitchId")), "InvalidVSwitchId.NotFound")
         if vsw["Status"] != "Available":
             raise ApiError("IncorrectVSwitchStatus")
         group = self.groups.get(_need(p, "SecurityGroupId"))
@@ -544,9 +541,7 @@ class World(object):
 
     # ------------------------------------------------------------------ snapshots, images
     def create_snapshot(self, p):
-        disk = self.disks.get(_need(p, "DiskId"))
-        if disk is None:
-            raise ApiError("InvalidDiskId.NotFound")
+        disk = _found(self.disks.get(_need(p, "DiskId")), "InvalidDiskId.NotFound")
         snap_id = "s-" + secrets.token_hex(10)
         self.snapshots[snap_id] = {"SnapshotId": snap_id, "SourceDiskId": disk["DiskId"],
                                    "SourceDiskSize": str(disk["Size"]),
@@ -591,9 +586,7 @@ class World(object):
         if not mappings:
             raise ApiError("MissingParameter", "DiskDeviceMapping or SnapshotId is required.")
         for m in mappings:
-            snap = self.snapshots.get(m.get("SnapshotId"))
-            if snap is None:
-                raise ApiError("InvalidSnapshotId.NotFound")
+            snap = _found(self.snapshots.get(m.get("SnapshotId")), "InvalidSnapshotId.NotFound")
             if snap["Status"] != "accomplished":
                 raise ApiError("InvalidSnapshotId.NotReady")
         image_id = self.add_image(name, status="Creating", platform=p.get("Platform", ""),

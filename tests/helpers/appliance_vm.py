@@ -12,7 +12,7 @@ import sys
 
 from image_build.cloud.local import QMP_SOCKET, LocalCloud
 from image_build.dev.demo import release_local_instances
-from tests.helpers.netns import netns_pair
+from image_build.dev.netns import netns_pair
 from wire import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -30,10 +30,9 @@ import sys
 import tempfile
 import time
 
+from image_build.dev.netns import REPO, ReceiverProcess, netns_pair, tail_of
 from receiver import blockdev
 from tests.helpers import fidelity, sample
-from tests.helpers.netns import netns_pair
-from tests.helpers.receiver import REPO, Receiver, tail_of
 from wire import runner
 
 GIB = 1024 ** 3
@@ -52,6 +51,33 @@ SYSTEM_EXCLUDED = ["dev/*", "proc/*", "sys/*", "run/*", "tmp/*", "media/*", "mnt
 REGENERATED = ["boot/initrd.img-*", "boot/grub/*", "var/lib/initramfs-tools/*",
                "etc/initramfs-tools/*", "var/lib/dpkg/*", "var/cache/*", "var/log/*",
                "etc/ld.so.cache", "var/lib/systemd/*"]
+# Runs where the source runs (``src``, the source container), given the receiver's
+# address and fingerprint: the receiver answers with the pinned certificate and refuses
+# a wrong token and a wrong pin (the right token is spent by ``go2aliyun migrate``).
+PROBE = r"""
+import json, sys, tempfile
+from source_script import session
+from wire.errors import Go2AliyunError
+address, fingerprint = sys.argv[1], sys.argv[2]
+out = {"healthz": session.Client(address, fingerprint).healthz()}
+try:
+    session.open_session(address, fingerprint, "not-the-token", tempfile.mkdtemp())
+    out["wrong_token"] = "accepted"
+except Go2AliyunError as e:
+    out["wrong_token"] = e.code
+try:
+    session.Client(address, "00" * 32).healthz()
+    out["other_pin"] = "accepted"
+except Go2AliyunError as e:
+    out["other_pin"] = e.code
+print(json.dumps(out))
+"""
+
+
+def show(r, tail=3000):
+    """A finished command for an assertion message: its exit code and its output's tail."""
+    return "exit %s\nstdout:\n%s\nstderr:\n%s" % (r.returncode, r.stdout[-tail:],
+                                                  r.stderr[-tail:])
 
 
 def loop_disks(base, sizes):
@@ -159,7 +185,7 @@ class World(object):
         self.config = dict(config)
         with open(os.path.join(self.work, "user_config.json"), "w") as f:
             json.dump(self.config, f)
-        self.receiver = Receiver(net, base, extra_args=[
+        self.receiver = ReceiverProcess(net, base, extra_args=[
             "--disk", "system=" + disks["system"], "--disk", "disk1=" + disks["disk1"],
             "--provider", "local", "--output", self.out])
 

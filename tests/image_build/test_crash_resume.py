@@ -11,7 +11,8 @@ import pytest
 
 from image_build import finish, launch
 from image_build.state import StateFile
-from tests.fakecloud.fixtures import aliyun_cloud
+from tests.fakecloud.fixtures import FakeClock, aliyun_cloud
+from tests.fakecloud.server import FakeCloud
 from tests.image_build.test_launch_finish import settings_for
 from wire.errors import CloudError
 
@@ -67,15 +68,9 @@ def _crash_then_rerun(fake, clock, tmp_path, crash_in, n):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The end state of a run that never crashed (computed once)."""
-    from tests.fakecloud.fixtures import FakeClock
-    from tests.fakecloud.server import FakeCloud
-
-    other = FakeCloud().start()
-    try:
+    with FakeCloud() as other:
         other.appliance_image = other.world.add_image("go2aliyun-receiver-0.1.0")
         return _clean_run(other, FakeClock(), tmp_path_factory.mktemp("ref"))[2]
-    finally:
-        other.stop()
 
 
 @pytest.mark.parametrize("n", range(1, LAUNCH_CALLS + 1))

@@ -30,32 +30,10 @@ from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE, LocalCloud, _ali
 from image_build.dev import demo
 from tests.helpers import e2e, sample
 from tests.helpers.appliance_vm import chroot_command_times
-from tests.helpers.e2e import mounted_image
+from tests.helpers.e2e import PROBE, mounted_image
 from wire import clientdata
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# Runs in `src`: the receiver answers with the pinned certificate and refuses a wrong
-# token (the right one is spent by `go2aliyun migrate`).
-PROBE = r"""
-import json, sys, tempfile
-from source_script import session
-from wire.errors import Go2AliyunError
-address, fingerprint = sys.argv[1], sys.argv[2]
-out = {"healthz": session.Client(address, fingerprint).healthz()}
-try:
-    session.open_session(address, fingerprint, "not-the-token", tempfile.mkdtemp())
-    out["wrong_token"] = "accepted"
-except Go2AliyunError as e:
-    out["wrong_token"] = e.code
-try:
-    session.Client(address, "00" * 32).healthz()
-    out["other_pin"] = "accepted"
-except Go2AliyunError as e:
-    out["other_pin"] = e.code
-print(json.dumps(out))
-"""
-
 
 
 def _receiver_migration_id(console):

@@ -10,6 +10,7 @@ import pytest
 
 from image_build import launch
 from image_build.state import StateFile
+from receiver.datachannel import free_port
 from receiver.identity import make_receiver_identity
 from tests.fakecloud.fixtures import aliyun_cloud
 from tests.image_build.test_launch_finish import settings_for
@@ -62,11 +63,7 @@ def test_probe_pins_the_fingerprint(receiver):
 
 
 def test_probe_of_nothing_is_not_ready(receiver):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+    free = free_port()
     assert launch.probe_receiver("127.0.0.1", free, receiver[0]["fingerprint"]) is False
 
 
@@ -83,11 +80,7 @@ def test_launch_waits_for_the_receiver(fake, clock, tmp_path, receiver):
 
 
 def test_launch_gives_up_when_the_receiver_never_answers(fake, clock, tmp_path, receiver):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+    free = free_port()
     fake.world.public_ip = "127.0.0.1"
     state = StateFile.in_workdir(str(tmp_path / "w"))
     with pytest.raises(CloudError) as e:

@@ -14,6 +14,8 @@ from cryptography.x509.oid import NameOID
 from receiver import app as app_mod
 from receiver import state as st
 from receiver import tls, tokens
+from receiver.disks import probe
+from wire import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MANIFEST = os.path.join(ROOT, "tests", "data", "manifests", "debian12-bios.json")
@@ -126,6 +128,19 @@ def session(app, store):
 def read_text(path):
     with open(path) as f:
         return f.read()
+
+
+def mounts_under(root):
+    """The mount points at ``root`` and below it, in mount order."""
+    root = os.path.realpath(root)
+    return [m["mountpoint"] for m in probe.read_mountinfo()
+            if m["mountpoint"] == root or m["mountpoint"].startswith(root + "/")]
+
+
+def unmount_under(root):
+    """Lazily unmount whatever is mounted at ``root`` and below, the last mounted first."""
+    for mp in reversed(mounts_under(root)):
+        runner.run(["umount", "-l", mp], ok_codes=None)
 
 
 def write_file(path, data):

@@ -1,9 +1,14 @@
 import os
+import socket
+import ssl
+import threading
 
-from receiver import datachannel
+import pytest
+
+from receiver import datachannel, tls
 from receiver import state as st
 from receiver.state import State
-from tests.receiver.conftest import read_text
+from tests.receiver.conftest import key_pem, make_csr, read_text
 
 
 def test_render_rsyncd_conf_has_loopback_and_one_module_per_root():
@@ -22,8 +27,6 @@ def test_render_rsyncd_conf_has_loopback_and_one_module_per_root():
 
 
 def test_render_refuses_line_breaks():
-    import pytest
-
     with pytest.raises(Exception, match="line break"):
         datachannel.render_rsyncd_conf({"system": {"path": "/a\n[evil]"}}, 1)
 
@@ -41,8 +44,6 @@ def test_modules_open_only_while_taking_data(store, roots):
 
 
 def test_ensure_rewrites_only_on_change(store):
-    import os
-
     doc = st.new_document()
     p = datachannel.ensure_rsyncd_conf(store.dir, 1000, doc)
     m1 = os.stat(p).st_mtime_ns
@@ -62,9 +63,6 @@ def test_rsyncd_argv_binds_loopback():
 
 def _echo_upstream():
     """Stands in for rsyncd on loopback: greets, then echoes upper-cased."""
-    import socket
-    import threading
-
     lst = socket.socket()
     lst.bind(("127.0.0.1", 0))
     lst.listen(4)
@@ -88,13 +86,6 @@ def _echo_upstream():
 
 
 def test_relay_takes_only_certificates_issued_here(state_dir, store, tmp_path):
-    import socket
-    import ssl
-    import threading
-
-    from receiver import tls
-    from tests.receiver.conftest import key_pem, make_csr
-
     upstream = _echo_upstream()
     relay = datachannel.Relay(state_dir, "127.0.0.1", 0, upstream.getsockname()[1])
     server = relay.listen()

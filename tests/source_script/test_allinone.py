@@ -17,15 +17,14 @@ import time
 
 import pytest
 
+from image_build.dev.netns import REPO, netns_pair, tail_of
 from source_script import allinone
 from tests.fakecloud.instances import fake_aliyun
 from tests.fakecloud.server import OPERATOR_KEY
-from tests.helpers.netns import netns_pair
-from tests.helpers.receiver import tail_of
+from tests.helpers.e2e import show
 from tests.helpers.sourcetree import build as build_tree
 from wire.errors import ConfigError, UsageError
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FINISHED = "Goto Aliyun Finished!"
 NOT_FINISHED = "Goto Aliyun Not Finished!"
 
@@ -169,11 +168,6 @@ class ProcessWatch(object):
         self._thread.join(5)
 
 
-def _show(r):
-    return "exit %s\nstdout:\n%s\nstderr:\n%s" % (r.returncode, r.stdout[-3000:],
-                                                  r.stderr[-3000:])
-
-
 def _json(path):
     with open(path) as f:
         return json.load(f)
@@ -221,12 +215,12 @@ def test_migrate_launches_its_own_receiver_and_cleans_up(tmp_path):
             watch = ProcessWatch()
             r = go2aliyun(*migrate)
             assert not instances.errors, instances.errors
-            assert len(instances.receivers) == 1, _show(r)
+            assert len(instances.receivers) == 1, show(r)
             rec = instances.receivers[0]
             doc = rec.document()
             # launch -> token session with the launcher-made identity -> push ->
             # finalize; the folder target cannot be converted: an honest failure
-            assert r.returncode != 0 and NOT_FINISHED in r.stdout, _show(r)
+            assert r.returncode != 0 and NOT_FINISHED in r.stdout, show(r)
             assert doc["state"] == "FAILED", doc
             assert (doc["error"]["step"], doc["error"]["code"]) == (
                 "CONVERTING", "conversion.unavailable"), doc["error"]
@@ -244,13 +238,13 @@ def test_migrate_launches_its_own_receiver_and_cleans_up(tmp_path):
             assert {(p["PortRange"], p["SourceCidrIp"]) for p in group["Permissions"]} \
                 == {("8080/8080", net.src_ip + "/32"), ("8703/8703", net.src_ip + "/32")}
             # the failure says what cleanup would release
-            assert "go2aliyun-cloud --workdir %s cleanup" % work in r.stderr, _show(r)
+            assert "go2aliyun-cloud --workdir %s cleanup" % work in r.stderr, show(r)
             assert "instance %s" % inst_id in r.stderr
 
             # a rerun resumes: the same instance, no second RunInstances
             r2 = go2aliyun(*migrate)
-            assert "retrying it" in r2.stderr, _show(r2)
-            assert NOT_FINISHED in r2.stdout, _show(r2)
+            assert "retrying it" in r2.stderr, show(r2)
+            assert NOT_FINISHED in r2.stdout, show(r2)
             assert fake.world.actions().count("RunInstances") == 1
             assert len(instances.receivers) == 1 and len(fake.world.instances) == 1
 
@@ -258,7 +252,7 @@ def test_migrate_launches_its_own_receiver_and_cleans_up(tmp_path):
             r3 = go2aliyun("--workdir", work, "--endpoint", api.endpoint, "--protocol",
                            "http", "--poll-interval", "0.1", "cleanup", "--yes",
                            module="image_build.cli")
-            assert r3.returncode == 0, _show(r3)
+            assert r3.returncode == 0, show(r3)
             watch.stop()
             left = fake.world.summary()
             assert {k: v for k, v in left.items() if k != "images"} == {
@@ -329,7 +323,7 @@ def test_all_in_one_makes_the_cloud_image_and_releases_what_it_launched(tmp_path
             rec = instances.receivers[0]
             doc = rec.document()
             assert r.returncode == 0 and FINISHED in r.stdout, (
-                _show(r) + "\nreceiver: %s\n%s" % (json.dumps(doc.get("error")),
+                show(r) + "\nreceiver: %s\n%s" % (json.dumps(doc.get("error")),
                                                    tail_of(rec.log)))
             # a rerun launches nothing and has nothing left to release
             again = net.run(net.src, [
@@ -338,7 +332,7 @@ def test_all_in_one_makes_the_cloud_image_and_releases_what_it_launched(tmp_path
                 "--cloud-protocol", "http"],
                 env={"PYTHONPATH": REPO}, ok_codes=None, timeout=120, cwd=work)
             assert again.returncode == 0 and "already finished" in again.stdout, \
-                _show(again)
+                show(again)
             assert "nothing left to release" in again.stdout
             assert fake.world.actions().count("RunInstances") == 1
     state = _json(os.path.join(work, "cloud_state.json"))

@@ -19,14 +19,13 @@ import time
 
 import pytest
 
+from image_build.dev.netns import REPO, ReceiverProcess, netns_pair
 from tests.helpers import fidelity, sourcetree
-from tests.helpers.netns import netns_pair
-from tests.helpers.receiver import Receiver
+from tests.helpers.e2e import show
 from wire import clientdata, runner
 
 pytestmark = pytest.mark.root
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FINISHED = "Goto Aliyun Finished!"
 NOT_FINISHED = "Goto Aliyun Not Finished!"
 CONFIG = {"access_id": "", "secret_key": "", "region_id": "", "image_name": "E2E_IMAGE",
@@ -49,7 +48,7 @@ class World(object):
         os.makedirs(os.path.join(self.work, "Excludes"))
         with open(os.path.join(self.work, "Excludes", "rsync_excludes_linux.txt"), "w") as f:
             f.write(sourcetree.USER_EXCLUDE_RULE + "\n")
-        self.receiver = Receiver(net, base, {"system": self.target})
+        self.receiver = ReceiverProcess(net, base, {"system": self.target})
 
     def write_config(self):
         with open(os.path.join(self.work, "user_config.json"), "w") as f:
@@ -80,9 +79,8 @@ class World(object):
         return env
 
     def migrate(self, *extra, timeout=180):
-        r = self.net.run(self.net.src, self.argv(*extra), env=self.env(), ok_codes=None,
-                         timeout=timeout, cwd=self.work)
-        return r
+        return self.net.run(self.net.src, self.argv(*extra), env=self.env(), ok_codes=None,
+                            timeout=timeout, cwd=self.work)
 
     def start_migrate(self, *extra):
         return self.net.start(self.net.src, self.argv(*extra), env=self.env(), cwd=self.work,
@@ -94,11 +92,6 @@ class World(object):
 
     def client_data(self):
         return clientdata.load(self.work)
-
-
-def _show(r):
-    return "exit %s\nstdout:\n%s\nstderr:\n%s" % (r.returncode, r.stdout[-3000:],
-                                                  r.stderr[-3000:])
 
 
 @pytest.fixture
@@ -161,7 +154,7 @@ def test_full_push_is_faithful(world_with_data_disk):
     world = world_with_data_disk
     progressfile = os.path.join(world.base, "progress")
     r = world.migrate("--sync-only", "--progressfile", progressfile)
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     assert "sync pass done" in r.stdout
     with open(progressfile) as f:
         assert f.read() == "DoRsync\n100\n"
@@ -202,21 +195,21 @@ def test_zipapp_on_python36_pushes_faithfully(world):
     world.prefix = (_python36(), pyz)
     world.pythonpath = None  # and the cwd is the work folder: only the zipapp has the code
     r = world.migrate("--sync-only")
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     assert world.faithful() == []
     assert world.client_data()["disks"]["system"]["state"] == "synced"
 
 
 def test_sync_only_twice_then_cutover(world):
     r = world.migrate("--sync-only")
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     # the source keeps working between passes
     with open(os.path.join(world.root, "data", "new-between-passes"), "wb") as f:
         f.write(os.urandom(300000))
     os.unlink(os.path.join(world.root, "data", "empty"))
     os.chmod(os.path.join(world.root, "etc", "hostname"), 0o600)
     r = world.migrate("--sync-only")
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     assert world.faithful() == []
     data = world.client_data()
     assert data["disks"]["system"]["transferred_files"] == 1  # only the new file
@@ -229,16 +222,16 @@ def test_sync_only_twice_then_cutover(world):
     assert all(p.get("finished_at") for p in doc["passes"])
     assert doc["state"] not in ("READY_FOR_DATA", "SYNCING")
     if r.returncode == 0:
-        assert FINISHED in r.stdout, _show(r)
+        assert FINISHED in r.stdout, show(r)
     else:
         # this build's receiver cannot convert yet: the reason and the log are named
-        assert NOT_FINISHED in r.stdout, _show(r)
+        assert NOT_FINISHED in r.stdout, show(r)
         assert doc["state"] == "FAILED" and doc["error"]["step"] == "CONVERTING"
         assert re.search(r"log: .*/logs/go2aliyun-.*\.log", r.stdout)
         # a rerun retries the failed step once (and says so), then reports again
         r = world.migrate("--cutover")
-        assert "retrying it" in r.stderr, _show(r)
-        assert r.returncode != 0 and NOT_FINISHED in r.stdout, _show(r)
+        assert "retrying it" in r.stderr, show(r)
+        assert r.returncode != 0 and NOT_FINISHED in r.stdout, show(r)
         assert world.receiver.document()["error"]["step"] == "CONVERTING"
 
 
@@ -258,7 +251,7 @@ def test_sigkill_mid_transfer_then_rerun_sends_only_the_rest(world):
     world.config["bandwidth_limit"] = 0
     world.write_config()
     r = world.migrate("--sync-only")
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     assert world.faithful() == []
     stats = world.client_data()["disks"]["system"]
     total = stats["bytes"]
@@ -278,7 +271,7 @@ def test_receiver_restart_mid_transfer(world):
     if p.returncode != 0:
         # the run gave up: a rerun must continue
         r = world.migrate("--sync-only")
-        assert r.returncode == 0, _show(r)
+        assert r.returncode == 0, show(r)
     else:
         assert "retrying" in out, out
     assert world.faithful() == []
@@ -301,7 +294,7 @@ def test_link_cut_and_restored(world):
     world.config["bandwidth_limit"] = 0
     world.write_config()
     r = world.migrate("--sync-only")
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     assert world.faithful() == []
     stats = world.client_data()["disks"]["system"]
     assert stats["literal_bytes"] <= stats["bytes"] - before + 4 * 1024 * 1024, stats
@@ -333,7 +326,7 @@ def test_network_security(world):
     finally:
         stop.set()
         t.join(10)
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     assert any("tls-bridge" in s for s in seen) or any("rsync" in s for s in seen)
     assert not any(world.token in s for s in seen)
     with open(os.path.join(world.work, "session", "client.key")) as f:
@@ -356,8 +349,8 @@ def test_network_security(world):
     argv = world.argv()
     argv[argv.index("--workdir") + 1] = other
     r = net.run(net.src, argv, env=world.env(), ok_codes=None, timeout=60, cwd=REPO)
-    assert r.returncode == 7, _show(r)
-    assert "auth.token_used" in r.stdout, _show(r)
+    assert r.returncode == 7, show(r)
+    assert "auth.token_used" in r.stdout, show(r)
 
 
 def test_preflight_blockers_stop_before_anything_is_sent(world):
@@ -365,7 +358,7 @@ def test_preflight_blockers_stop_before_anything_is_sent(world):
     argv = [a for a in world.argv("--sync-only") if a != "--no-check"]
     r = world.net.run(world.net.src, argv, env=world.env(), ok_codes=None, timeout=60,
                       cwd=REPO)
-    assert r.returncode == 4, _show(r)
+    assert r.returncode == 4, show(r)
     assert NOT_FINISHED in r.stdout and "check.blocked" in r.stdout and "kernel" in r.stdout
     assert world.receiver.document()["state"] == "NEW"
     assert os.listdir(world.target) == []
@@ -376,18 +369,18 @@ def test_wrong_fingerprint_sends_nothing(world):
     argv[argv.index("--fingerprint") + 1] = "AB" * 32
     r = world.net.run(world.net.src, argv, env=world.env(), ok_codes=None, timeout=60,
                       cwd=REPO)
-    assert r.returncode == 7, _show(r)
+    assert r.returncode == 7, show(r)
     assert "auth.fingerprint_mismatch" in r.stdout and "interception" in r.stdout
     # the token was not spent: the right fingerprint still opens the session; without
     # --yes and nobody to answer, it stops before the receiver touches its disks
     argv = [a for a in world.argv("--sync-only") if a != "--yes"]
     r = world.net.run(world.net.src, argv, env=world.env(), ok_codes=None, timeout=60,
                       cwd=world.work)
-    assert r.returncode == 130 and NOT_FINISHED in r.stdout, _show(r)
+    assert r.returncode == 130 and NOT_FINISHED in r.stdout, show(r)
     assert "Continue?" in r.stderr
     assert world.receiver.document()["state"] == "PLANNED"
     r = world.migrate("--sync-only")
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     assert world.faithful() == []
 
 
@@ -397,7 +390,7 @@ def test_bandwidth_limit(world):
     world.config["bandwidth_limit"] = limit
     world.write_config()
     r = world.migrate("--sync-only", timeout=240)
-    assert r.returncode == 0, _show(r)
+    assert r.returncode == 0, show(r)
     stats = world.client_data()["disks"]["system"]
     sent, took = stats["literal_bytes"], stats["seconds"]
     assert sent >= 200 * 1024 * 1024
@@ -409,7 +402,7 @@ def test_bandwidth_limit(world):
 def test_receiver_unreachable_names_the_port(world):
     world.receiver.stop()
     r = world.migrate("--sync-only", timeout=60)
-    assert r.returncode == 6, _show(r)
+    assert r.returncode == 6, show(r)
     assert NOT_FINISHED in r.stdout
     assert "network.refused" in r.stdout and "port 8080" in r.stdout
 
@@ -422,7 +415,7 @@ def test_disk_full_on_the_receiver(world):
     try:
         world.receiver.start(fresh=False)
         r = world.migrate("--sync-only")
-        assert r.returncode == 8, _show(r)
+        assert r.returncode == 8, show(r)
         assert NOT_FINISHED in r.stdout
         assert "transfer.disk_full" in r.stdout and "full" in r.stdout
     finally:

@@ -6,7 +6,6 @@ that switches compression on when the link (not the disk or the CPU) holds the p
 import contextlib
 import os
 import socket
-import ssl
 import threading
 import time
 
@@ -15,7 +14,7 @@ import pytest
 from source_script import push, tlsbridge
 from wire.errors import TransferError
 
-from .test_session import _self_signed
+from .test_session import TLSServer, _self_signed
 from .test_tlsbridge import _client_cert
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "push")
@@ -138,42 +137,24 @@ def test_sample_ratio_tells_text_from_random(tmp_path):
         assert w.worth_it() is worth and "sample_ratio" in w.finding
 
 
-class SlowSink(object):
+class SlowSink(TLSServer):
     """mTLS server that takes ``rate`` bytes/s at most: a slow link."""
 
     def __init__(self, key, crt, rate):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(crt, key)
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.ctx.load_verify_locations(crt)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.port = self.sock.getsockname()[1]
         self.rate = rate
         self.got = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(key, crt, ca=crt, rcvbuf=65536)
 
-    def _serve(self):
-        conn, _ = self.sock.accept()
+    def handle(self, tls):
         began = time.time()
-        try:
-            tls = self.ctx.wrap_socket(conn, server_side=True)
-            while True:
-                data = tls.recv(16384)
-                if not data:
-                    break
-                self.got += len(data)
-                ahead = self.got / float(self.rate) - (time.time() - began)
-                if ahead > 0:
-                    time.sleep(ahead)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            conn.close()
-            self.sock.close()
+        while True:
+            data = tls.recv(16384)
+            if not data:
+                break
+            self.got += len(data)
+            ahead = self.got / float(self.rate) - (time.time() - began)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 @pytest.mark.commands

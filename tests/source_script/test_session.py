@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from receiver.datachannel import free_port
 from source_script import session as sess
 from wire import runner
 from wire.errors import ConfigError, NetworkError, ReceiverError, StateError, TrustError
@@ -71,42 +72,60 @@ def _self_signed(d, name="server"):
     return key, crt, sess.der_fingerprint(der)
 
 
-class OneShotServer(object):
-    """A TLS server on 127.0.0.1 that records what one client sent, then answers."""
+class TLSServer(object):
+    """A TLS server on 127.0.0.1 for one client, served by ``handle(tls)`` in a thread;
+    with ``ca``, it demands a client certificate ``ca`` signed. ``error``: why serving
+    ended early (the handshake refused, the connection broken), or None."""
 
-    def __init__(self, key, crt, answer=b"", ca=None):
+    timeout = None  # of the accepted connection
+
+    def __init__(self, key, crt, ca=None, rcvbuf=None):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(crt, key)
         if ca:
             self.ctx.verify_mode = ssl.CERT_REQUIRED
             self.ctx.load_verify_locations(ca)
         self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1)
         self.port = self.sock.getsockname()[1]
-        self.answer = answer
-        self.received = b""
+        self.error = None
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self):
         conn, _ = self.sock.accept()
-        conn.settimeout(10)
+        conn.settimeout(self.timeout)
         try:
-            tls = self.ctx.wrap_socket(conn, server_side=True)
-            while not _complete(self.received):
-                data = tls.recv(65536)
-                if not data:
-                    break
-                self.received += data
-            if self.received and self.answer:
-                tls.sendall(self.answer)
-            tls.close()
-        except (OSError, ssl.SSLError):
-            pass
+            self.handle(self.ctx.wrap_socket(conn, server_side=True))
+        except (OSError, ssl.SSLError) as e:
+            self.error = e
         finally:
             conn.close()
             self.sock.close()
+
+
+class OneShotServer(TLSServer):
+    """Records what one client sent, then answers."""
+
+    timeout = 10
+
+    def __init__(self, key, crt, answer=b""):
+        self.answer = answer
+        self.received = b""
+        super().__init__(key, crt)
+
+    def handle(self, tls):
+        while not _complete(self.received):
+            data = tls.recv(65536)
+            if not data:
+                break
+            self.received += data
+        if self.received and self.answer:
+            tls.sendall(self.answer)
+        tls.close()
 
 
 def _complete(raw):
@@ -154,10 +173,7 @@ def test_right_pin_talks_json(tmp_path):
 
 @pytest.mark.commands
 def test_refused_port_is_named(tmp_path):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     with pytest.raises(NetworkError) as e:
         sess.Client("127.0.0.1:%d" % port, FP, timeout=5).healthz()
     assert e.value.code == "network.refused" and "port %d" % port in e.value.message

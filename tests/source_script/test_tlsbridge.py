@@ -3,7 +3,6 @@ gives its connect program) and a TLS server that demands our client certificate.
 
 import os
 import socket
-import ssl
 import sys
 import threading
 
@@ -14,7 +13,7 @@ from source_script import tlsbridge
 from wire import runner
 from wire.errors import TrustError
 
-from .test_session import _self_signed
+from .test_session import TLSServer, _self_signed
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,39 +27,21 @@ def _client_cert(d, ca_key, ca_crt):
     return key, crt
 
 
-class EchoServer(object):
+class EchoServer(TLSServer):
     """mTLS server: upper-cases everything it gets, for one client."""
 
     def __init__(self, key, crt):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(crt, key)
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.ctx.load_verify_locations(crt)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
         self.got = 0
-        self.error = None
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(key, crt, ca=crt)
 
-    def _serve(self):
-        conn, _ = self.sock.accept()
-        try:
-            tls = self.ctx.wrap_socket(conn, server_side=True)
-            while True:
-                data = tls.recv(65536)
-                if not data:
-                    break
-                self.got += len(data)
-                tls.sendall(data.upper())
-            tls.close()
-        except (OSError, ssl.SSLError) as e:
-            self.error = e
-        finally:
-            conn.close()
-            self.sock.close()
+    def handle(self, tls):
+        while True:
+            data = tls.recv(65536)
+            if not data:
+                break
+            self.got += len(data)
+            tls.sendall(data.upper())
+        tls.close()
 
 
 @pytest.mark.commands

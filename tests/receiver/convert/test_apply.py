@@ -9,14 +9,8 @@ import pytest
 from receiver.convert import chroot as chroot_mod
 from receiver.convert.apply import apply_edits
 from receiver.convert.plan import Edit
-from receiver.disks import probe
-from wire import runner
+from tests.receiver.conftest import mounts_under, read_text, unmount_under
 from wire.errors import CommandError
-
-
-def _read(path):
-    with open(path) as f:
-        return f.read()
 
 
 def test_edits_keep_the_original_across_reruns(tmp_path):
@@ -36,24 +30,18 @@ def test_edits_keep_the_original_across_reruns(tmp_path):
     assert [(d["path"], d["action"]) for d in done] == [
         ("/etc/fstab", "changed"), ("/etc/udev/rules.d/70-persistent-net.rules", "removed"),
         ("/.autorelabel", "created")]
-    assert _read(fstab) == "UUID=1 / ext4 defaults 0 1\n"
+    assert read_text(fstab) == "UUID=1 / ext4 defaults 0 1\n"
     assert stat.S_IMODE(os.stat(fstab).st_mode) == 0o640
-    assert _read(fstab + ".pre-migration") == "/dev/sda1 / ext4 defaults 0 1\n"
+    assert read_text(fstab + ".pre-migration") == "/dev/sda1 / ext4 defaults 0 1\n"
     assert not os.path.exists(rules) and os.path.exists(rules + ".pre-migration")
     assert not os.path.exists(os.path.join(root, ".autorelabel.pre-migration"))
     # a rerun with another change keeps the ORIGINAL copy
     edits[0].content = "UUID=2 / ext4 defaults 0 1\n"
     done = apply_edits(root, edits)
     assert [d["path"] for d in done] == ["/etc/fstab"]
-    assert _read(fstab) == "UUID=2 / ext4 defaults 0 1\n"
-    assert _read(fstab + ".pre-migration") == "/dev/sda1 / ext4 defaults 0 1\n"
+    assert read_text(fstab) == "UUID=2 / ext4 defaults 0 1\n"
+    assert read_text(fstab + ".pre-migration") == "/dev/sda1 / ext4 defaults 0 1\n"
     assert not [n for n in os.listdir(os.path.join(root, "etc")) if n.startswith(".go2aliyun")]
-
-
-def _mounts_under(root):
-    root = os.path.realpath(root)
-    return [m["mountpoint"] for m in probe.read_mountinfo()
-            if m["mountpoint"] == root or m["mountpoint"].startswith(root + "/")]
 
 
 @pytest.mark.root
@@ -68,18 +56,17 @@ def test_chroot_is_undone_even_when_a_command_fails(tmp_path):
     os.chmod(prober, 0o755)
     try:
         with pytest.raises(CommandError), chroot_mod.chroot(root) as run:
-            assert set(_mounts_under(root)) >= {os.path.join(root, p.lstrip("/"))
+            assert set(mounts_under(root)) >= {os.path.join(root, p.lstrip("/"))
                                                 for p in ("/dev", "/proc", "/sys", "/run")}
-            assert _read(os.path.join(root, "usr/sbin/policy-rc.d")).endswith("exit 101\n")
+            assert read_text(os.path.join(root, "usr/sbin/policy-rc.d")).endswith("exit 101\n")
             assert not os.path.islink(os.path.join(root, "etc/resolv.conf"))
             assert stat.S_IMODE(os.stat(prober).st_mode) == 0o644
             run(["/no/such/command"])  # the tree has no binaries: chroot fails
-        assert _mounts_under(root) == []
+        assert mounts_under(root) == []
         assert not os.path.exists(os.path.join(root, "usr/sbin/policy-rc.d"))
         assert os.readlink(os.path.join(root, "etc/resolv.conf")) == \
             "../run/systemd/resolve/stub-resolv.conf"
         assert stat.S_IMODE(os.stat(prober).st_mode) == 0o755
         assert sorted(os.listdir(os.path.join(root, "etc"))) == ["grub.d", "resolv.conf"]
     finally:
-        for mp in reversed(_mounts_under(root)):
-            runner.run(["umount", "-l", mp], ok_codes=None)
+        unmount_under(root)

@@ -23,6 +23,7 @@ from receiver.disks import apply as disks_apply
 from receiver.disks import probe
 from source_script.inventory.collect import collect
 from tests.helpers import sample
+from tests.receiver.conftest import read_text, unmount_under
 from wire import bootcheck, runner
 from wire.errors import VerifyError
 from wire.paths import target_path
@@ -33,11 +34,6 @@ SAMPLE_DIR = sample.SAMPLE_DIR
 BOOT_TIMEOUT = 300
 
 
-def _read(path):
-    with open(path) as f:
-        return f.read()
-
-
 def _attach(stack, image, read_only=False):
     return stack.enter_context(blockdev.attached(image, read_only=read_only))
 
@@ -46,13 +42,6 @@ def _mount(stack, dev, where, ro=False):
     os.makedirs(where, exist_ok=True)
     runner.run(["mount"] + (["-o", "ro"] if ro else []) + [dev, where])
     stack.callback(runner.run, ["umount", "-l", where], ok_codes=None)
-
-
-def _unmount_under(root):
-    root = os.path.realpath(root)
-    for m in reversed(probe.read_mountinfo()):
-        if m["mountpoint"] == root or m["mountpoint"].startswith(root + "/"):
-            runner.run(["umount", "-l", m["mountpoint"]], ok_codes=None)
 
 
 def _wait_detached(images, timeout=30.0):
@@ -110,7 +99,7 @@ def build_converted(work):
             disks[module] = _attach(stack, path)
         plan = {"data_disks": [{"index": 1, "size_gib": 1, "src_path": "/mnt/disk1"}]}
         mount_root = os.path.join(work, "target")
-        stack.callback(_unmount_under, mount_root)  # whatever a failure left mounted
+        stack.callback(unmount_under, mount_root)  # whatever a failure left mounted
         result = disks_apply.prepare(manifest, plan, disks, mount_root)
         try:
             runner.run(["rsync", "-aHAXS", "--numeric-ids", "--exclude=/mnt/disk1/*",
@@ -119,9 +108,9 @@ def build_converted(work):
                         result["modules"]["disk1"] + "/"], timeout=300)
             report = convert(result["modules"]["system"], result, manifest,
                              disks["system"], "bios")
-            fstab = _read(target_path(result["modules"]["system"], "/etc/fstab"))
-            grub_cfg = _read(target_path(result["modules"]["system"], "/boot/grub/grub.cfg"))
-            resume = _read(target_path(result["modules"]["system"],
+            fstab = read_text(target_path(result["modules"]["system"], "/etc/fstab"))
+            grub_cfg = read_text(target_path(result["modules"]["system"], "/boot/grub/grub.cfg"))
+            resume = read_text(target_path(result["modules"]["system"],
                                        "/etc/initramfs-tools/conf.d/resume"))
         finally:
             disks_apply.release(result)
@@ -188,7 +177,7 @@ def test_wrong_root_fails_verification_with_the_console(converted, tmp_path):
         boot = str(tmp_path / "boot")
         _mount(stack, dev + "p1", boot)
         cfg = os.path.join(boot, "grub", "grub.cfg")
-        text = _read(cfg)
+        text = read_text(cfg)
         assert "root=UUID=%s" % root_uuid in text
         with open(cfg, "w") as f:
             f.write(text.replace("root=UUID=%s" % root_uuid, "root=/dev/sda2"))

@@ -18,6 +18,7 @@ from receiver.disks import probe
 from receiver.disks.apply import LVM_ENV, prepare, release, rename_vg, review
 from receiver.disks.plan import GiB, plan_layout
 from receiver.disks.render import pv_devices, render_lvm
+from tests.receiver.conftest import unmount_under
 from tests.receiver.disks import layouts as L
 from wire import parsers, runner
 from wire.errors import DiskError
@@ -67,21 +68,13 @@ class Loops(object):
         return dev
 
 
-def _unmount_under(root):
-    root = os.path.realpath(root)
-    for m in reversed(probe.read_mountinfo()):
-        mp = m["mountpoint"]
-        if mp == root or mp.startswith(root + "/"):
-            runner.run(["umount", "-l", mp], ok_codes=None)
-
-
 @pytest.fixture
 def loops(tmp_path):
     lp = Loops(str(tmp_path))
     try:
         yield lp
     finally:
-        _unmount_under(str(tmp_path))
+        unmount_under(str(tmp_path))
         for dev in lp.devices:
             blockdev.detach(dev)  # also the nodes a test made by hand
 

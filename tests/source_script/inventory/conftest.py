@@ -2,22 +2,16 @@
 made by ``python3 -m tests.source_script.inventory.layouts capture``) and the
 fixture trees (tests/data/trees/<name>/)."""
 
-import json
-import os
-
 import pytest
 
-from tests.helpers.data import CAPTURES, DATA, TESTS, TREES, captured, tree_file  # noqa: F401
-
-SCHEMA = os.path.join(os.path.dirname(TESTS), "wire", "manifest.schema.json")
+from tests.helpers.data import captured
+from wire.manifest import load_schema
 
 
 def validate(manifest):
     import jsonschema
 
-    with open(SCHEMA) as f:
-        schema = json.load(f)
-    jsonschema.Draft202012Validator(schema).validate(manifest)
+    jsonschema.Draft202012Validator(load_schema()).validate(manifest)
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ import os
 import pytest
 
 from source_script.inventory import collect, render_text
+from tests.helpers.data import TREES, captured
 
-from .conftest import TREES, captured, validate
+from .conftest import validate
 
 
 def manifest_of(tree):
