@@ -216,3 +216,16 @@ def test_openapi_document_is_served_and_lists_every_route(session, app):
         for m in rule.methods - {"HEAD", "OPTIONS"}:
             served.add((path, m))
     assert served == documented
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc", "a/../../b", "ab\x00c", "ab\n", "..",
+                                  "1-bad"])
+def test_manifest_with_an_image_name_that_is_not_one_folder_is_refused(session, store, name):
+    api, _ = session
+    plan = dict(sample_plan(), image_name=name)
+    r = api.put("/v1/migration/manifest", json={"manifest": load_manifest(), "plan": plan})
+    assert r.status_code == 400, r.get_json()
+    e = err(r)
+    assert e["code"] == "manifest.invalid" and "image_name" in e["message"], e
+    assert e["details"]["path"] == "$.plan.image_name"
+    assert store.load()["state"] == "NEW"
