@@ -103,10 +103,11 @@ def redeem(store, token, now=None, spend=True):
     """Check ``token``; spend it (once) when ``spend``. Raise a :class:`TrustError`
     subclass naming what is wrong. Returns the token's id."""
     now = time.time() if now is None else now
+    # Only a token this receiver issued becomes a log secret (when it matches, below):
+    # registering whatever is posted would let anyone grow the set without bound and
+    # blank chosen words out of the logs.
     if not isinstance(token, str) or not token or len(token) > 512:
         token = ""
-    else:
-        register_secret(token)
     with st.locked(store.dir):
         data = _load(store)
         fails = data["failures"]
@@ -118,6 +119,8 @@ def redeem(store, token, now=None, spend=True):
                 hint="check the token the receiver printed (go2aliyun-receiver status)",
             )
         entry = _match(data, token) if token else None
+        if entry is not None:
+            register_secret(token)  # ours (issued perhaps by another process)
         if entry is None:
             fails["count"] += 1
             fails["last"] = now

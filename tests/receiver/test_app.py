@@ -5,6 +5,7 @@ import pytest
 from receiver import app as app_mod
 from receiver import tokens, worker
 from tests.receiver.conftest import Api, der_of, load_manifest, make_csr, sample_plan
+from wire import logs
 
 
 def err(r):
@@ -229,3 +230,14 @@ def test_manifest_with_an_image_name_that_is_not_one_folder_is_refused(session, 
     assert e["code"] == "manifest.invalid" and "image_name" in e["message"], e
     assert e["details"]["path"] == "$.plan.image_name"
     assert store.load()["state"] == "NEW"
+
+
+def test_wrong_tokens_are_not_registered_as_log_secrets(app, store):
+    c = app.test_client()
+    before = set(logs._secrets)
+    for n in range(30):
+        c.post("/v1/session", json={"token": "guess-%d-words" % n, "csr": make_csr()[1]})
+    assert set(logs._secrets) == before
+    assert logs.redact("guess-7-words stay readable") == "guess-7-words stay readable"
+    tok = tokens.new_token(store)
+    assert logs.redact(tok) == logs.REDACTED
