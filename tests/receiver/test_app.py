@@ -241,3 +241,38 @@ def test_wrong_tokens_are_not_registered_as_log_secrets(app, store):
     assert logs.redact("guess-7-words stay readable") == "guess-7-words stay readable"
     tok = tokens.new_token(store)
     assert logs.redact(tok) == logs.REDACTED
+
+
+DEEP = b"[" * 20000 + b"]" * 20000  # under the session call's 64 KiB
+
+
+def _raw(doc):
+    return json.dumps(doc).encode("ascii")  # a lone surrogate becomes the escape \ud800
+
+
+@pytest.mark.parametrize("field,value", [("token", "\ud800"), ("token", "ok\udfff"),
+                                         ("csr", "\ud800")],
+                         ids=["token-surrogate", "token-ends-surrogate", "csr-surrogate"])
+def test_session_body_no_text_is_400_not_a_crash(app, field, value, caplog):
+    doc = {"token": "some-token", "csr": make_csr()[1]}
+    r = app.test_client().post("/v1/session", data=_raw(dict(doc, **{field: value})),
+                               content_type="application/json")
+    assert r.status_code == 400 and err(r)["code"] == "request.invalid", r.get_json()
+    assert not [rec for rec in caplog.records if rec.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("raw", [DEEP, b'{"token": ' + DEEP + b', "csr": "x"}'],
+                         ids=["deep", "deep-token"])
+def test_session_body_nested_too_deep_is_400_not_a_crash(app, raw, caplog):
+    r = app.test_client().post("/v1/session", data=raw, content_type="application/json")
+    assert r.status_code == 400 and err(r)["code"] == "request.invalid", r.get_json()
+    assert not [rec for rec in caplog.records if rec.levelname == "ERROR"]
+
+
+def test_manifest_body_no_text_or_too_deep_is_400_not_a_crash(session, caplog):
+    api, _ = session
+    for raw in (DEEP, _raw({"manifest": dict(load_manifest(), hostname="web\ud800"),
+                            "plan": sample_plan()})):
+        r = api.put("/v1/migration/manifest", data=raw, content_type="application/json")
+        assert r.status_code == 400 and err(r)["code"] == "request.invalid", r.get_json()
+    assert not [rec for rec in caplog.records if rec.levelname == "ERROR"]
