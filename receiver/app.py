@@ -265,7 +265,7 @@ def session():
         raise RequestInvalid("field 'csr' must be a PEM certificate signing request")
     store = _store()
     tls.parse_csr(csr)  # a bad CSR does not spend the token
-    tokens.redeem(store, token)
+    tokens.redeem(store, token, peer=request.remote_addr)
     mid = store.load()["id"]
     cert_pem, serial = tls.sign_csr(store.dir, csr, mid)
     migration.add_client(store, serial)

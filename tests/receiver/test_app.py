@@ -82,6 +82,19 @@ def test_session_throttled_with_retry_after(app, store):
     assert int(r.headers["Retry-After"]) >= 1
 
 
+def test_session_throttle_is_per_peer_address(app, store):
+    c = app.test_client()
+    guesser = {"REMOTE_ADDR": "203.0.113.9"}
+    for _ in range(tokens.FREE_FAILURES + 1):
+        c.post("/v1/session", json={"token": "no", "csr": make_csr()[1]}, environ_base=guesser)
+    r = c.post("/v1/session", json={"token": "no", "csr": make_csr()[1]}, environ_base=guesser)
+    assert r.status_code == 429 and err(r)["code"] == "auth.throttled"
+    tok = tokens.new_token(store)
+    r = c.post("/v1/session", json={"token": tok, "csr": make_csr()[1]},
+               environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert r.status_code == 201, r.get_json()
+
+
 def test_certificate_not_issued_here_is_refused(app, tmp_path):
     from receiver import tls
 
