@@ -421,3 +421,23 @@ def test_a_dead_child_is_restarted(receiver):
         raise AssertionError("the data channel was not restarted")
     s, cert = receiver.session()
     assert _tls_probe(receiver.data, cert=cert).startswith(b"@RSYNCD")
+
+
+@pytest.mark.parametrize("which", ["control", "data"])
+def test_serve_on_a_port_in_use_fails_at_start_naming_it(tmp_path, which):
+    r = Receiver(str(tmp_path / ("g2a-%s" % os.urandom(3).hex())))
+    os.makedirs(r.base)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", getattr(r, which)))
+        held.listen(1)
+        res = runner.run([sys.executable, "-m", "receiver.cli", "serve", "--state", r.state,
+                          "--bind", "127.0.0.1", "--control-port", str(r.control),
+                          "--data-port", str(r.data), "--no-console", "--target-root",
+                          "system=%s" % r.roots["system"]],
+                         cwd=ROOT, ok_codes=None, timeout=30)
+    port = getattr(r, which)
+    assert res.returncode == 3, (res.stdout, res.stderr)
+    assert "error [receiver.port_in_use]" in res.stderr
+    assert "%s port 127.0.0.1:%d is already in use" % (which, port) in res.stderr, res.stderr
+    assert res.stdout == "" and "Traceback" not in res.stderr
+    assert not _pids_of(r.base)
