@@ -296,7 +296,9 @@ def put_manifest():
                                  hint="send {\"manifest\": {...}, \"plan\": {...}}")
     validate_document(manifest.SCHEMA_FILE, data["manifest"], "$.manifest")
     validate_document(manifest.PLAN_SCHEMA_FILE, data["plan"], "$.plan")
-    for path, msg in manifest.plan_problems(data["plan"]):
+    problems = manifest.plan_problems(data["plan"])
+    if problems:
+        path, msg = problems[0]
         raise ManifestInvalid("$.plan.%s: %s" % (path, msg), path="$.plan." + path,
                               hint="the source checks the same rule in user_config.json")
     return doc_response(migration.set_manifest(_store(), data["manifest"], data["plan"]))
