@@ -232,6 +232,22 @@ def test_token_wrong_used_expired_on_the_real_server(receiver):
     assert exp.status_code == 401 and exp.json()["error"]["code"] == "auth.token_expired"
 
 
+def test_no_text_or_deep_json_is_400_on_the_real_server_without_a_traceback(receiver):
+    r = receiver
+    h = r.http()
+    csr = make_csr()[1]
+    for raw in (json.dumps({"token": "\ud800", "csr": csr}).encode("ascii"),
+                b"[" * 20000 + b"]" * 20000):
+        resp = h.post(r.url("/v1/session"), data=raw,
+                      headers={"Content-Type": "application/json"})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["code"] == "request.invalid"
+    # the real source still gets in: the wrong bodies came from no token at all
+    r.session()
+    log = read_text(os.path.join(r.state, "logs", "api.log"))
+    assert "Traceback" not in log and "internal error" not in log
+
+
 def test_plain_http_on_the_control_port_gets_nothing(receiver):
     s = socket.create_connection(("127.0.0.1", receiver.control), timeout=5)
     try:
