@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_BODY = 8 * 1024 * 1024
 MAX_SESSION_BODY = 64 * 1024
+MAX_DEPTH = 64  # a manifest nests about 7 levels
 # Test-only: the Flask test client passes the peer certificate in this environ key.
 TEST_PEER_KEY = "go2aliyun.test_peer_cert"
 
@@ -205,10 +206,40 @@ def body(allow_empty=True, limit=None):
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestInvalid("the request body is not JSON: %s" % e,
                              hint="send a JSON object") from e
+    except RecursionError as e:
+        raise RequestInvalid("the request body nests JSON too deeply",
+                             hint="send a JSON object") from e
+    try:
+        # JSON's \ud800 escapes give strings no UTF-8 can hold: refuse them here,
+        # not as a crash where a string is hashed or saved
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestInvalid("the request body has a lone surrogate escape (\\ud800 to "
+                             "\\udfff) in a string, which is no Unicode text",
+                             hint="send UTF-8 text") from e
+    if _depth(data) > MAX_DEPTH:
+        raise RequestInvalid("the request body nests JSON more than %d levels deep"
+                             % MAX_DEPTH, hint="send a JSON object")
     if not isinstance(data, dict):
         raise RequestInvalid("the request body must be a JSON object, not %s"
                              % type(data).__name__)
     return data
+
+
+def _depth(data):
+    """How deep ``data`` nests, found without recursion (the schema validator recurses
+    per level and would crash on what json.loads still takes)."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        value, level = todo.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        if isinstance(value, dict):
+            todo.extend((v, level + 1) for v in value.values())
+        elif isinstance(value, list):
+            todo.extend((v, level + 1) for v in value)
+    return deepest
 
 
 def doc_response(doc, status=200):
@@ -234,7 +265,7 @@ def session():
         raise RequestInvalid("field 'csr' must be a PEM certificate signing request")
     store = _store()
     tls.parse_csr(csr)  # a bad CSR does not spend the token
-    tokens.redeem(store, token)
+    tokens.redeem(store, token, peer=request.remote_addr)
     mid = store.load()["id"]
     cert_pem, serial = tls.sign_csr(store.dir, csr, mid)
     migration.add_client(store, serial)
@@ -265,6 +296,11 @@ def put_manifest():
                                  hint="send {\"manifest\": {...}, \"plan\": {...}}")
     validate_document(manifest.SCHEMA_FILE, data["manifest"], "$.manifest")
     validate_document(manifest.PLAN_SCHEMA_FILE, data["plan"], "$.plan")
+    problems = manifest.plan_problems(data["plan"])
+    if problems:
+        path, msg = problems[0]
+        raise ManifestInvalid("$.plan.%s: %s" % (path, msg), path="$.plan." + path,
+                              hint="the source checks the same rule in user_config.json")
     return doc_response(migration.set_manifest(_store(), data["manifest"], data["plan"]))
 
 

@@ -20,6 +20,7 @@ never into any argv.
 """
 
 import ctypes
+import errno
 import fcntl
 import json
 import logging
@@ -85,6 +86,26 @@ def guess_address(bind):
             return s.getsockname()[0]
     except OSError:
         return "127.0.0.1"
+
+
+def check_ports_free(bind, ports):
+    """Refuse to start when a port of ``ports`` ({name: port}) cannot be bound on ``bind``:
+    else serve would print the ports as if it were up while a child fails to bind and is
+    restarted forever. Bound with SO_REUSEADDR, as gunicorn and the relay do."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    for name, port in ports.items():
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((bind, port))
+            except OSError as e:
+                in_use = e.errno == errno.EADDRINUSE
+                raise ConfigError(
+                    "the %s port %s is %s" % (name, host_port(bind, port), "already in use"
+                                              if in_use else "not available: %s" % e.strerror),
+                    code="receiver.port_in_use" if in_use else "receiver.port_unavailable",
+                    hint="stop what listens there (ss -ltnp 'sport = :%d') or choose another "
+                         "--%s-port" % (port, name)) from e
 
 
 def host_port(bind, port):
@@ -356,6 +377,7 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
     os.chmod(state_dir, 0o700)
     logs.setup(logfile=os.path.join(state_dir, "logs", "receiver.log"), verbose=verbose)
     lock_fd = lock_serve(state_dir)  # held until this process ends
+    check_ports_free(bind, {"control": control_port, "data": data_port})  # before any output
     roots = parse_target_roots(target_roots)
     disk_map = disks_apply.parse_disk_args(disks)
     if roots and disk_map:

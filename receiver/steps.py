@@ -220,17 +220,35 @@ def image_source(device):
     return path if path and os.path.isfile(path) else device
 
 
+def image_folder(out, name):
+    """``out/name``, the folder of a local image set, refused unless it (and its
+    ``.part``) lies directly in ``out`` once links are resolved: the step removes and
+    renames it. The API checks the name already (wire/manifest.image_name_problem);
+    this holds whatever reaches the step."""
+    final = os.path.join(out, name)
+    base = os.path.realpath(out)
+    # realpath raises ValueError on a NUL: such a name is refused as one that escapes
+    inside = "\0" not in name and all(os.path.dirname(os.path.realpath(p)) == base
+                                       for p in (final, final + ".part"))
+    if not inside:
+        raise DiskError("the image name %r would put the image outside %s"
+                        % (name[:200], out), code="image.name_invalid",
+                        hint="an image name is one folder name: letters, digits, "
+                             "'.', ':', '_' or '-'")
+    return final
+
+
 def make_local_image(ctx):
     """SNAPSHOTTING with the ``local`` provider: each target disk becomes a qcow2 file
     in the output folder, with ``image.json`` describing the set. Written under a
     ``.part`` folder and renamed, so a half-made image never looks finished."""
+    out = ctx.config.get("output") or os.path.join(ctx.store.dir, "image")
+    name = (ctx.plan or {}).get("image_name") or ctx.doc["id"]
+    final = image_folder(out, name)
     release_disks(ctx)
     result = ctx.store.read(PREPARE_FILE) or {}
     devices = result.get("devices") or {}
     order = ["system"] + sorted((k for k in devices if k != "system"), key=lambda k: int(k[4:]))
-    out = ctx.config.get("output") or os.path.join(ctx.store.dir, "image")
-    name = (ctx.plan or {}).get("image_name") or ctx.doc["id"]
-    final = os.path.join(out, name)
     if os.path.exists(os.path.join(final, IMAGE_FILE)):
         ctx.set(image={"provider": "local", "id": final, "path": final})
         return
@@ -249,7 +267,7 @@ def make_local_image(ctx):
                                           boot_mode)
     write_json_atomic(os.path.join(part, IMAGE_FILE), desc, mode=0o644)
     if os.path.exists(final):
-            shutil.rmtree(final)
+        shutil.rmtree(final)
     os.rename(part, final)
     ctx.set(image={"provider": "local", "id": final, "path": final})
     ctx.progress(100, "image written to %s" % final)

@@ -2,10 +2,13 @@
 
 Tokens are random (192 bits), stored only as salted SHA-256 hashes in
 ``STATE/tokens.json``, compared in constant time, expire after a TTL and can be
-spent once. Repeated failures slow every attempt down: after ``FREE_FAILURES`` wrong
-tokens, each further attempt must wait ``2 ** (n - FREE_FAILURES)`` seconds (at most
-``MAX_DELAY``) after the last failure, or it is refused with ``auth.throttled``
-without even being checked. A correct token resets the count.
+spent once. Repeated failures slow attempts down, counted per peer address (the
+address the API sees): after ``FREE_FAILURES`` wrong tokens from one address, each
+further attempt from it must wait ``2 ** (n - FREE_FAILURES)`` seconds (at most
+``MAX_DELAY``) after its last failure, or it is refused with ``auth.throttled`` without
+even being checked. A correct token resets that address's count. Per address, so that
+someone guessing elsewhere does not keep the real source out; the count of at most
+``MAX_PEERS`` addresses is kept, each for ``PEER_MEMORY`` seconds after its last failure.
 """
 
 import hashlib
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL = 24 * 3600
 FREE_FAILURES = 5
 MAX_DELAY = 300
+MAX_PEERS = 256
+PEER_MEMORY = 24 * 3600
 TOKEN_FILE = "tokens.json"  # noqa: S105 - a file name
 
 
@@ -52,11 +57,25 @@ def _hash(salt, token):
 
 
 def _empty():
-    return {"tokens": [], "failures": {"count": 0, "last": 0.0}}
+    return {"tokens": [], "failures": {}}
 
 
 def _load(store):
-    return store.read(TOKEN_FILE, None) or _empty()
+    data = store.read(TOKEN_FILE, None) or _empty()
+    if "count" in data.get("failures", {}):  # the file of a receiver before per-peer counts
+        data["failures"] = {}
+    return data
+
+
+def _peer_failures(data, peer, now):
+    """The failure record of ``peer`` (created empty); forgets old and surplus peers."""
+    table = data["failures"]
+    for key in [k for k, f in table.items() if f["last"] < now - PEER_MEMORY]:
+        del table[key]
+    key = str(peer or "-")
+    if key not in table and len(table) >= MAX_PEERS:
+        del table[min(table, key=lambda k: table[k]["last"])]
+    return table.setdefault(key, {"count": 0, "last": 0.0})
 
 
 def new_token(store, ttl=DEFAULT_TTL, now=None):
@@ -99,17 +118,18 @@ def _match(data, token):
     return found
 
 
-def redeem(store, token, now=None, spend=True):
-    """Check ``token``; spend it (once) when ``spend``. Raise a :class:`TrustError`
-    subclass naming what is wrong. Returns the token's id."""
+def redeem(store, token, now=None, spend=True, peer=None):
+    """Check ``token`` presented from address ``peer``; spend it (once) when ``spend``.
+    Raise a :class:`TrustError` subclass naming what is wrong. Returns the token's id."""
     now = time.time() if now is None else now
+    # Only a token this receiver issued becomes a log secret (when it matches, below):
+    # registering whatever is posted would let anyone grow the set without bound and
+    # blank chosen words out of the logs.
     if not isinstance(token, str) or not token or len(token) > 512:
         token = ""
-    else:
-        register_secret(token)
     with st.locked(store.dir):
         data = _load(store)
-        fails = data["failures"]
+        fails = _peer_failures(data, peer, now)
         wait = fails["last"] + delay_for(fails["count"]) - now
         if wait > 0:
             raise Throttled(
@@ -118,11 +138,14 @@ def redeem(store, token, now=None, spend=True):
                 hint="check the token the receiver printed (go2aliyun-receiver status)",
             )
         entry = _match(data, token) if token else None
+        if entry is not None:
+            register_secret(token)  # ours (issued perhaps by another process)
         if entry is None:
             fails["count"] += 1
             fails["last"] = now
             store.write(TOKEN_FILE, data)
-            log.warning("a wrong token was presented (%d failures)", fails["count"])
+            log.warning("a wrong token was presented from %s (%d failures)",
+                        str(peer or "-")[:64], fails["count"])
             raise TokenInvalid(
                 "the token is not valid for this receiver",
                 hint="use the token the receiver printed, or issue one with "

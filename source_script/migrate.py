@@ -203,7 +203,7 @@ class Migration(object):
             log.info("resuming migration %s with receiver %s", migration_id, address)
             return
         self.say("Opening a session with the receiver %s ..." % address)
-        client, answer = sess.open_session(address, fingerprint, token, sdir)
+        client, answer = sess.open_session(address, fingerprint, token, sdir, say=self.say)
         recv.pop("token", None)
         self.session = {"dir": clientdata.SESSION_DIR,
                         "data_port": int(answer.get("data_port") or DATA_PORT),

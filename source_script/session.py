@@ -40,6 +40,10 @@ CSR_FILE = "client.csr"
 CERT_FILE = "client.crt"
 CA_FILE = "ca.crt"
 
+# A throttled session call (429) is waited out this many times, each at most this long
+# (the receiver's longest delay is 300 s).
+THROTTLE_RETRIES = 3
+MAX_THROTTLE_WAIT = 301
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HOST = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -128,6 +132,12 @@ def client_context(cert=None, key=None):
     if cert:
         ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def parse_retry_after(value):
+    """Seconds from a ``Retry-After`` header in seconds (the receiver's form), else None."""
+    value = (value or "").strip()
+    return int(value) if value.isdigit() and len(value) <= 6 else None
 
 
 def error_from_response(status, body, what):
@@ -243,6 +253,7 @@ class Client(object):
             resp = conn.getresponse()
             raw = resp.read()
             status = resp.status
+            retry_after = resp.getheader("Retry-After")
         except TrustError:
             raise
         except ConnectionRefusedError as e:
@@ -276,7 +287,9 @@ class Client(object):
         except ValueError:
             data = {}
         if status >= 400:
-            raise error_from_response(status, data, what)
+            err = error_from_response(status, data, what)
+            err.retry_after = parse_retry_after(retry_after)
+            raise err
         log.debug("%s -> %s", what, status)
         return status, data
 
@@ -284,10 +297,26 @@ class Client(object):
     def healthz(self):
         return self.request("GET", "/healthz")[1]
 
-    def open_session(self, token, csr_pem):
+    def open_session(self, token, csr_pem, say=None, sleep=time.sleep):
+        """Trade the token. A ``429 auth.throttled`` (wrong tokens came from this address)
+        is waited out as its ``Retry-After`` says, ``THROTTLE_RETRIES`` times at most,
+        saying what it waits for through ``say``."""
         register_secret(token)
-        return self.request("POST", API_PREFIX + "/session",
-                            {"token": token, "csr": csr_pem})[1]
+        say = say or log.warning
+        for attempt in range(THROTTLE_RETRIES + 1):
+            try:
+                return self.request("POST", API_PREFIX + "/session",
+                                    {"token": token, "csr": csr_pem})[1]
+            except TrustError as e:
+                wait = getattr(e, "retry_after", None)
+                if (e.code != "auth.throttled" or wait is None or wait > MAX_THROTTLE_WAIT
+                        or attempt == THROTTLE_RETRIES):
+                    raise
+                say("The receiver %s holds session attempts from this address back (too "
+                    "many wrong tokens came from it); waiting %d s as it asks, then trying "
+                    "again (%d of %d)" % (self.where, wait, attempt + 1, THROTTLE_RETRIES))
+                sleep(wait)
+        raise AssertionError("unreachable")
 
     def migration(self):
         return self.request("GET", API_PREFIX + "/migration")[1]
@@ -313,7 +342,7 @@ class Client(object):
         return self.request("POST", API_PREFIX + "/migration/retry", {})[1]
 
 
-def open_session(address, fingerprint, token, session_dir, timeout=30):
+def open_session(address, fingerprint, token, session_dir, timeout=30, say=None):
     """Trade the one-time token for a client certificate. Returns (client, answer).
 
     Writes ``client.key`` (0600), ``client.crt`` and ``ca.crt`` in ``session_dir``.
@@ -325,7 +354,7 @@ def open_session(address, fingerprint, token, session_dir, timeout=30):
     register_secret(token)
     anon = Client(address, fingerprint, timeout=timeout)
     key, csr = make_key_and_csr(session_dir)
-    answer = anon.open_session(token, csr)
+    answer = anon.open_session(token, csr, say=say)
     cert_pem = answer.get("client_certificate")
     if not cert_pem or "BEGIN CERTIFICATE" not in cert_pem:
         raise ReceiverError("the receiver's session answer holds no client certificate",

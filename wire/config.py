@@ -39,6 +39,7 @@ import re
 
 from wire.errors import ConfigError
 from wire.logs import register_secret
+from wire.manifest import IMAGE_NAME_ALLOWED, image_name_problem
 
 CONFIG_NAME = "user_config.json"
 
@@ -79,10 +80,6 @@ KEYS = tuple(TEMPLATE)
 DISK_KEYS = ("data_disk_index", "data_disk_size", "src_path")
 
 HIDDEN = "<hidden>"
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-IMAGE_NAME_RE = re.compile("^[A-Za-z" + _CJK + "][A-Za-z0-9" + _CJK + r".:_\-]{1,127}$")
-IMAGE_NAME_ALLOWED = ("2-128 characters, starting with an English or Chinese letter, then "
-                      "English letters, Chinese characters, digits, '.', ':', '_' or '-'")
 REGION_RE = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
 WINDOWS_DRIVE_RE = re.compile(r"^[A-Za-z]:\\?$")
 
@@ -341,17 +338,9 @@ def validate(data, path=None, origins=None):
     if not name:
         add(Problem(_label("image_name", origins), "''", "is empty (it is required)",
                     IMAGE_NAME_ALLOWED))
-    elif not IMAGE_NAME_RE.match(name):
-        if len(name) < 2:
-            why = "is too short (%d character)" % len(name)
-        elif len(name) > 128:
-            why = "is too long (%d characters)" % len(name)
-        elif not re.match("[A-Za-z" + _CJK + "]", name):
-            why = "does not start with an English or Chinese letter"
-        else:
-            bad = sorted(set(c for c in name if not re.match("[A-Za-z0-9" + _CJK + r".:_\-]", c)))
-            why = "contains %s" % ", ".join("'%s'" % c for c in bad)
-        add(Problem(_label("image_name", origins), show(name), why, IMAGE_NAME_ALLOWED))
+    elif image_name_problem(name) is not None:
+        add(Problem(_label("image_name", origins), show(name), image_name_problem(name),
+                    IMAGE_NAME_ALLOWED))
 
     platform = strings["platform"] or None
     if platform is not None and platform not in PLATFORMS:

@@ -50,6 +50,14 @@ class RedactingFilter(logging.Filter):
             msg = str(record.msg)
         record.msg = redact(msg)
         record.args = None
+        # The handler's formatter would add the traceback after this filter ran, from
+        # exc_info: format it here, redacted, so the formatter uses this text instead.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

@@ -5,6 +5,7 @@ import pytest
 from receiver import app as app_mod
 from receiver import tokens, worker
 from tests.receiver.conftest import Api, der_of, load_manifest, make_csr, sample_plan
+from wire import logs
 
 
 def err(r):
@@ -79,6 +80,19 @@ def test_session_throttled_with_retry_after(app, store):
     r = c.post("/v1/session", json={"token": "no", "csr": make_csr()[1]})
     assert r.status_code == 429 and err(r)["code"] == "auth.throttled"
     assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_session_throttle_is_per_peer_address(app, store):
+    c = app.test_client()
+    guesser = {"REMOTE_ADDR": "203.0.113.9"}
+    for _ in range(tokens.FREE_FAILURES + 1):
+        c.post("/v1/session", json={"token": "no", "csr": make_csr()[1]}, environ_base=guesser)
+    r = c.post("/v1/session", json={"token": "no", "csr": make_csr()[1]}, environ_base=guesser)
+    assert r.status_code == 429 and err(r)["code"] == "auth.throttled"
+    tok = tokens.new_token(store)
+    r = c.post("/v1/session", json={"token": tok, "csr": make_csr()[1]},
+               environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert r.status_code == 201, r.get_json()
 
 
 def test_certificate_not_issued_here_is_refused(app, tmp_path):
@@ -216,3 +230,62 @@ def test_openapi_document_is_served_and_lists_every_route(session, app):
         for m in rule.methods - {"HEAD", "OPTIONS"}:
             served.add((path, m))
     assert served == documented
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc", "a/../../b", "ab\x00c", "ab\n", "..",
+                                  "1-bad"])
+def test_manifest_with_an_image_name_that_is_not_one_folder_is_refused(session, store, name):
+    api, _ = session
+    plan = dict(sample_plan(), image_name=name)
+    r = api.put("/v1/migration/manifest", json={"manifest": load_manifest(), "plan": plan})
+    assert r.status_code == 400, r.get_json()
+    e = err(r)
+    assert e["code"] == "manifest.invalid" and "image_name" in e["message"], e
+    assert e["details"]["path"] == "$.plan.image_name"
+    assert store.load()["state"] == "NEW"
+
+
+def test_wrong_tokens_are_not_registered_as_log_secrets(app, store):
+    c = app.test_client()
+    before = set(logs._secrets)
+    for n in range(30):
+        c.post("/v1/session", json={"token": "guess-%d-words" % n, "csr": make_csr()[1]})
+    assert set(logs._secrets) == before
+    assert logs.redact("guess-7-words stay readable") == "guess-7-words stay readable"
+    tok = tokens.new_token(store)
+    assert logs.redact(tok) == logs.REDACTED
+
+
+DEEP = b"[" * 20000 + b"]" * 20000  # under the session call's 64 KiB
+
+
+def _raw(doc):
+    return json.dumps(doc).encode("ascii")  # a lone surrogate becomes the escape \ud800
+
+
+@pytest.mark.parametrize("field,value", [("token", "\ud800"), ("token", "ok\udfff"),
+                                         ("csr", "\ud800")],
+                         ids=["token-surrogate", "token-ends-surrogate", "csr-surrogate"])
+def test_session_body_no_text_is_400_not_a_crash(app, field, value, caplog):
+    doc = {"token": "some-token", "csr": make_csr()[1]}
+    r = app.test_client().post("/v1/session", data=_raw(dict(doc, **{field: value})),
+                               content_type="application/json")
+    assert r.status_code == 400 and err(r)["code"] == "request.invalid", r.get_json()
+    assert not [rec for rec in caplog.records if rec.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("raw", [DEEP, b'{"token": ' + DEEP + b', "csr": "x"}'],
+                         ids=["deep", "deep-token"])
+def test_session_body_nested_too_deep_is_400_not_a_crash(app, raw, caplog):
+    r = app.test_client().post("/v1/session", data=raw, content_type="application/json")
+    assert r.status_code == 400 and err(r)["code"] == "request.invalid", r.get_json()
+    assert not [rec for rec in caplog.records if rec.levelname == "ERROR"]
+
+
+def test_manifest_body_no_text_or_too_deep_is_400_not_a_crash(session, caplog):
+    api, _ = session
+    for raw in (DEEP, _raw({"manifest": dict(load_manifest(), hostname="web\ud800"),
+                            "plan": sample_plan()})):
+        r = api.put("/v1/migration/manifest", data=raw, content_type="application/json")
+        assert r.status_code == 400 and err(r)["code"] == "request.invalid", r.get_json()
+    assert not [rec for rec in caplog.records if rec.levelname == "ERROR"]

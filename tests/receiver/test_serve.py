@@ -232,6 +232,22 @@ def test_token_wrong_used_expired_on_the_real_server(receiver):
     assert exp.status_code == 401 and exp.json()["error"]["code"] == "auth.token_expired"
 
 
+def test_no_text_or_deep_json_is_400_on_the_real_server_without_a_traceback(receiver):
+    r = receiver
+    h = r.http()
+    csr = make_csr()[1]
+    for raw in (json.dumps({"token": "\ud800", "csr": csr}).encode("ascii"),
+                b"[" * 20000 + b"]" * 20000):
+        resp = h.post(r.url("/v1/session"), data=raw,
+                      headers={"Content-Type": "application/json"})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["code"] == "request.invalid"
+    # the real source still gets in: the wrong bodies came from no token at all
+    r.session()
+    log = read_text(os.path.join(r.state, "logs", "api.log"))
+    assert "Traceback" not in log and "internal error" not in log
+
+
 def test_plain_http_on_the_control_port_gets_nothing(receiver):
     s = socket.create_connection(("127.0.0.1", receiver.control), timeout=5)
     try:
@@ -421,3 +437,23 @@ def test_a_dead_child_is_restarted(receiver):
         raise AssertionError("the data channel was not restarted")
     s, cert = receiver.session()
     assert _tls_probe(receiver.data, cert=cert).startswith(b"@RSYNCD")
+
+
+@pytest.mark.parametrize("which", ["control", "data"])
+def test_serve_on_a_port_in_use_fails_at_start_naming_it(tmp_path, which):
+    r = Receiver(str(tmp_path / ("g2a-%s" % os.urandom(3).hex())))
+    os.makedirs(r.base)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", getattr(r, which)))
+        held.listen(1)
+        res = runner.run([sys.executable, "-m", "receiver.cli", "serve", "--state", r.state,
+                          "--bind", "127.0.0.1", "--control-port", str(r.control),
+                          "--data-port", str(r.data), "--no-console", "--target-root",
+                          "system=%s" % r.roots["system"]],
+                         cwd=ROOT, ok_codes=None, timeout=30)
+    port = getattr(r, which)
+    assert res.returncode == 3, (res.stdout, res.stderr)
+    assert "error [receiver.port_in_use]" in res.stderr
+    assert "%s port 127.0.0.1:%d is already in use" % (which, port) in res.stderr, res.stderr
+    assert res.stdout == "" and "Traceback" not in res.stderr
+    assert not _pids_of(r.base)

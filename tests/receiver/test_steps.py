@@ -40,3 +40,49 @@ def test_image_source_reads_a_loop_devices_backing_file(tmp_path):
     finally:
         runner.run(["losetup", "-d", dev])
     assert steps.image_source("/dev/null") == "/dev/null"
+
+
+class _Ctx(object):
+    """What make_local_image reads of the worker's StepContext."""
+
+    def __init__(self, store, out, name):
+        self.store, self.config, self.doc = store, {"output": out}, {"id": "m-1"}
+        self.plan, self.manifest, self.image = {"image_name": name}, {}, None
+
+    def progress(self, percent, message):
+        pass
+
+    def set(self, image=None, **kw):
+        self.image = image
+
+
+@pytest.mark.parametrize("name", ["../victim", "/tmp/../victim", "link", "a\x00b"])
+def test_make_local_image_refuses_a_folder_outside_its_output(tmp_path, store, monkeypatch,
+                                                              name):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    victim.mkdir()
+    (victim / "keep").write_text("data")
+    os.symlink(str(victim), str(out / "link"))
+    if name.startswith("/tmp"):
+        name = str(tmp_path / "victim")
+    store.write(steps.PREPARE_FILE, {"devices": {"system": "/dev/null"}})
+    monkeypatch.setattr(steps, "release_disks", lambda ctx: None)
+    monkeypatch.setattr(steps.runner, "run", lambda argv, **kw: open(argv[-1], "w").close())
+    ctx = _Ctx(store, str(out), name)
+    with pytest.raises(DiskError) as e:
+        steps.make_local_image(ctx)
+    assert e.value.code == "image.name_invalid" and ctx.image is None
+    assert (victim / "keep").read_text() == "data"
+    assert sorted(os.listdir(str(tmp_path))) == ["out", "state", "victim"]
+
+
+def test_make_local_image_writes_into_its_output(tmp_path, store, monkeypatch):
+    out = tmp_path / "out"
+    store.write(steps.PREPARE_FILE, {"devices": {"system": "/dev/null"}})
+    monkeypatch.setattr(steps, "release_disks", lambda ctx: None)
+    monkeypatch.setattr(steps.runner, "run", lambda argv, **kw: open(argv[-1], "w").close())
+    ctx = _Ctx(store, str(out), "IMG_1")
+    steps.make_local_image(ctx)
+    assert ctx.image["path"] == str(out / "IMG_1")
+    assert sorted(os.listdir(str(out / "IMG_1"))) == ["image.json", "system.qcow2"]

@@ -61,7 +61,42 @@ def test_repeated_failures_are_slowed_down_and_a_good_token_resets(store):
         tokens.redeem(store, "wrong", now=t + 3.0)
     tokens.redeem(store, tok, now=t + 4.0)
     data = json.loads(read_text(store.path(tokens.TOKEN_FILE)))
-    assert data["failures"]["count"] == 0
+    assert data["failures"]["-"]["count"] == 0
+
+
+def test_throttle_counts_per_peer_address(store):
+    tok = tokens.new_token(store, now=0.0)
+    t = 100.0
+    for _ in range(tokens.FREE_FAILURES):
+        with pytest.raises(tokens.TokenInvalid):
+            tokens.redeem(store, "wrong", now=t, peer="203.0.113.9")
+    with pytest.raises(tokens.Throttled):
+        tokens.redeem(store, "wrong", now=t + 0.5, peer="203.0.113.9")
+    # the real source, elsewhere, is not kept out by someone else's guesses
+    tokens.redeem(store, tok, now=t + 0.5, peer="198.51.100.7")
+    with pytest.raises(tokens.Throttled):
+        tokens.redeem(store, "wrong", now=t + 0.6, peer="203.0.113.9")
+
+
+def test_peer_failures_are_bounded_and_forgotten(store):
+    tokens.new_token(store, now=0.0)
+    for n in range(tokens.MAX_PEERS + 20):
+        with pytest.raises(tokens.TokenInvalid):
+            tokens.redeem(store, "wrong", now=100.0 + n, peer="10.0.%d.%d" % (n // 256, n % 256))
+    table = json.loads(read_text(store.path(tokens.TOKEN_FILE)))["failures"]
+    assert len(table) == tokens.MAX_PEERS and "10.0.0.0" not in table
+    with pytest.raises(tokens.TokenInvalid):
+        tokens.redeem(store, "wrong", now=100.0 + tokens.PEER_MEMORY + 1000, peer="10.9.9.9")
+    table = json.loads(read_text(store.path(tokens.TOKEN_FILE)))["failures"]
+    assert list(table) == ["10.9.9.9"]
+
+
+def test_old_global_failure_count_is_read_as_no_failures(store):
+    tok = tokens.new_token(store, now=0.0)
+    data = json.loads(read_text(store.path(tokens.TOKEN_FILE)))
+    data["failures"] = {"count": 50, "last": 99.0}
+    store.write(tokens.TOKEN_FILE, data)
+    tokens.redeem(store, tok, now=100.0, peer="198.51.100.7")
 
 
 def test_delay_grows_and_is_capped():

@@ -192,3 +192,73 @@ def test_key_and_csr_with_openssl(tmp_path):
     before = _text(key)
     sess.make_key_and_csr(sdir)  # a resumed session keeps its key
     assert _text(key) == before
+
+
+class SequenceServer(OneShotServer):
+    """Like OneShotServer, but answers one connection per entry of ``answers``."""
+
+    def __init__(self, key, crt, answers):
+        self.answers = list(answers)
+        self.requests = []
+        super(SequenceServer, self).__init__(key, crt)
+
+    def _serve(self):
+        try:
+            for answer in self.answers:
+                conn, _ = self.sock.accept()
+                conn.settimeout(10)
+                self.received = b""
+                try:
+                    tls = self.ctx.wrap_socket(conn, server_side=True)
+                    while not _complete(self.received):
+                        data = tls.recv(65536)
+                        if not data:
+                            break
+                        self.received += data
+                    self.requests.append(self.received)
+                    tls.sendall(answer)
+                    tls.close()
+                except (OSError, ssl.SSLError):
+                    pass
+                finally:
+                    conn.close()
+        finally:
+            self.sock.close()
+
+
+def _throttled(retry_after):
+    raw = _http(429, {"error": {"code": "auth.throttled", "message": "too many wrong tokens"}})
+    return raw.replace(b"\r\n\r\n", b"\r\nRetry-After: %d\r\n\r\n" % retry_after, 1)
+
+
+@pytest.mark.commands
+def test_session_waits_out_a_throttle_as_retry_after_says(tmp_path):
+    key, crt, fp = _self_signed(str(tmp_path))
+    server = SequenceServer(key, crt, [_throttled(7), _throttled(3),
+                                       _http(201, {"migration_id": "m-1"})])
+    client = sess.Client("127.0.0.1:%d" % server.port, sess.format_fingerprint(fp))
+    said, slept = [], []
+    answer = client.open_session("the-token-123", "CSR", say=said.append, sleep=slept.append)
+    server.thread.join(10)
+    assert answer == {"migration_id": "m-1"} and slept == [7, 3]
+    assert len(server.requests) == 3
+    assert "waiting 7 s" in said[0] and "too many wrong tokens" in said[0], said
+
+
+@pytest.mark.commands
+def test_session_throttle_retries_are_bounded(tmp_path):
+    key, crt, fp = _self_signed(str(tmp_path))
+    n = sess.THROTTLE_RETRIES + 1
+    server = SequenceServer(key, crt, [_throttled(1)] * n)
+    client = sess.Client("127.0.0.1:%d" % server.port, sess.format_fingerprint(fp))
+    slept = []
+    with pytest.raises(TrustError) as e:
+        client.open_session("the-token-123", "CSR", say=lambda text: None, sleep=slept.append)
+    server.thread.join(10)
+    assert e.value.code == "auth.throttled" and slept == [1] * sess.THROTTLE_RETRIES
+
+
+def test_retry_after_is_read_in_seconds_only():
+    assert sess.parse_retry_after("12") == 12
+    assert sess.parse_retry_after(None) is None
+    assert sess.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None

@@ -276,6 +276,19 @@ def test_valid_image_names(name):
     assert cfg.from_dict(data).image_name == name
 
 
+@pytest.mark.parametrize("name,why", [("web\n01", "contains '\\n'"),
+                                      ("web/01", "contains '/'"),
+                                      ("web\x0001", "contains '\\x00'")])
+def test_image_name_with_a_newline_slash_or_nul_is_refused(name, why):
+    # the receiver applies the same rule (wire/manifest.image_name_problem)
+    data = base()
+    data["image_name"] = name
+    with pytest.raises(ConfigError) as ei:
+        cfg.from_dict(data)
+    problem = ei.value.details["problems"][0]
+    assert problem["field"] == "image_name" and why in str(ei.value), problem
+
+
 def test_the_four_seed_scenarios(tmp_path):
     loaded = {}
     for n, text in SCENARIOS.items():

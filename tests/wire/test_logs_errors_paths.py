@@ -1,3 +1,4 @@
+import io
 import logging
 
 from wire import paths
@@ -40,3 +41,25 @@ def test_lv_names_double_the_dashes_only_in_the_mapper_name():
     assert paths.dm_path("debian-vg", "swap_1") == "/dev/mapper/debian--vg-swap_1"
     assert paths.dm_path("vg", "my-root") == "/dev/mapper/vg-my--root"
     assert paths.lv_paths("g2a-vg", "root") == ("/dev/g2a-vg/root", "/dev/mapper/g2a--vg-root")
+
+
+def test_a_secret_in_a_logged_traceback_is_redacted():
+    secret = "tb-secret-Zq81x"  # noqa: S105 - a test value
+    register_secret(secret)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter())
+    log = logging.getLogger("tests.wire.traceback")
+    log.addHandler(handler)
+    try:
+        try:
+            raise ValueError("cannot use %s here" % secret)
+        except ValueError:
+            log.exception("failed with %s", secret)
+            log.error("again", stack_info=True, exc_info=True)
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    assert "Traceback" in text and "ValueError: cannot use *** here" in text, text
+    assert secret not in text

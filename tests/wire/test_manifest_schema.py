@@ -74,3 +74,23 @@ def test_missing_key_is_refused(validator, example):
     del example["kernels"]
     with pytest.raises(jsonschema.ValidationError, match="kernels"):
         validator.validate(example)
+
+
+def test_plan_schema_image_name_pattern_is_the_shared_rule():
+    schema = manifest.load_schema(manifest.PLAN_SCHEMA_FILE)
+    assert schema["properties"]["image_name"]["pattern"] == manifest.IMAGE_NAME_PATTERN
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc", "a/b", "ab\x00c", "ab\n", "ab\ncd", "..",
+                                  ".", "a" * 129, "x", "1-bad", ""])
+def test_image_names_that_are_not_one_folder_are_refused(name):
+    assert manifest.image_name_problem(name) is not None
+    assert [p for p, _ in manifest.plan_problems({"image_name": name})] == ["image_name"]
+
+
+@pytest.mark.parametrize("name", ["CLIENT_IMAGE_CENTOS72_01", "ab", "a" * 128, "Web.01:2-x",
+                                  "镜像-01", "a.."])
+def test_image_names_of_the_source_rule_pass(name):
+    assert manifest.image_name_problem(name) is None
+    assert manifest.plan_problems({"image_name": name}) == []
+    assert manifest.plan_problems({"image_name": None}) == []
