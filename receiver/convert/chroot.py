@@ -79,7 +79,9 @@ def plan_devices(root, system_device, mounts, dev_names):
     if system_device:
         out.append(system_device)
         base = os.path.basename(system_device)
-        part = re.compile(re.escape(base) + r"p?\d+$")
+        # the kernel's partition names: "p" after a name ending in a digit (loop3p1,
+        # nvme0n1p1), none otherwise (vdb1); loop30 is another disk
+        part = re.compile(re.escape(base) + (r"p\d+$" if base[-1:].isdigit() else r"\d+$"))
         out += ["/dev/" + n for n in sorted(dev_names) if part.match(n)]
     return sorted(set(out))
 
