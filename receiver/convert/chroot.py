@@ -107,7 +107,9 @@ def _replace_file(path, content, mode):
     return undo
 
 
-def _check_mount_points(root):
+def _ensure_mount_points(root):
+    """The copy's folders the sandbox mounts over: refused when a symlink, made (with the
+    modes a system gives them) when missing, rather than by bwrap with 0755."""
     for rel in MOUNT_POINTS:
         where = in_root(root, rel)
         if where != os.path.join(root, rel.lstrip("/")):
@@ -115,13 +117,17 @@ def _check_mount_points(root):
                 "%s in the migrated system is a symlink: the sandbox mounts over it"
                 % rel, code="conversion.unsafe_path", path=rel,
                 hint="%s must be a folder of the copy" % rel)
+        if not os.path.lexists(where):
+            os.mkdir(where)
+            os.chmod(where, 0o1777 if rel == "/tmp" else 0o555 if rel in ("/proc", "/sys")
+                     else 0o755)
 
 
 @contextlib.contextmanager
 def sandbox(root, firmware="bios", system_device=None):
     """Yield ``run(argv, env=None, **kw)`` that runs argv in a sandbox over ``root``."""
     root = os.path.abspath(root)
-    _check_mount_points(root)
+    _ensure_mount_points(root)
     devices = plan_devices(root, system_device, probe.read_mountinfo(),
                            os.listdir("/dev") if system_device else ())
     with contextlib.ExitStack() as stack:

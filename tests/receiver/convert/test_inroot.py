@@ -131,7 +131,9 @@ def test_the_sandbox_set_up_writes_inside_the_copy(tmp_path, outside, monkeypatc
     _write(prober, "#!/bin/sh\n")
     os.chmod(prober, 0o755)
     monkeypatch.setattr(chroot_mod.probe, "read_mountinfo", lambda: [])
+    os.rmdir(os.path.join(root, "tmp"))
     with chroot_mod.sandbox(root):
+        assert os.stat(os.path.join(root, "tmp")).st_mode & 0o7777 == 0o1777
         assert _read(os.path.join(root, outside.lstrip("/"), "policy-rc.d")) == \
             chroot_mod.POLICY_RC_D
         assert os.stat(prober).st_mode & 0o777 == 0o755
