@@ -14,6 +14,13 @@ command ends, the PID namespace ends and every process it started with it
 (``--die-with-parent`` if the receiver goes first). No resolv.conf is needed: there is
 no network to resolve for.
 
+A target on device-mapper (LVM) is the one exception: the kernel answers device-mapper
+ioctls only to CAP_SYS_ADMIN of the first user namespace, and grub-probe and the
+initramfs's LVM hook need them. Its sandbox keeps every other namespace (no network, no
+receiver process, nothing left behind) but no user namespace, with
+``/dev/mapper/control`` and the volumes' nodes added: a hostile tool there could still
+mount a device of the receiver, which docs/security.md names.
+
 In the target, for the time of the block: ``/usr/sbin/policy-rc.d`` answering 101 so no
 package script starts a daemon, and ``/etc/grub.d/30_os-prober`` made non-executable so
 grub-mkconfig lists no other system. Both are put back when the block ends. Every path
@@ -50,8 +57,10 @@ def sandbox_argv(root, argv, devices=(), env=None, firmware="bios"):
 
     ``devices``: the receiver's device nodes the command may use (the target disks and
     their partitions: grub-install writes the system disk), each at its own path."""
-    out = [BWRAP, "--unshare-all", "--die-with-parent", "--new-session",
-           "--bind", root, "/",
+    mapper = any(d.startswith(("/dev/mapper/", "/dev/dm-")) for d in devices)
+    unshare = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+               "--unshare-cgroup-try"] if mapper else ["--unshare-all"]
+    out = [BWRAP] + unshare + ["--die-with-parent", "--new-session", "--bind", root, "/",
            "--dev", "/dev"]
     for dev in devices:
         out += ["--dev-bind", dev, dev]
@@ -130,6 +139,10 @@ def sandbox(root, firmware="bios", system_device=None):
     _ensure_mount_points(root)
     devices = plan_devices(root, system_device, probe.read_mountinfo(),
                            os.listdir("/dev") if system_device else ())
+    mapped = [d for d in devices if d.startswith("/dev/mapper/")]
+    if mapped:  # the volumes' dm-N nodes and the control node (see above)
+        devices = sorted(set(devices) | {os.path.realpath(d) for d in mapped}
+                         | {"/dev/mapper/control"})
     with contextlib.ExitStack() as stack:
         stack.callback(_replace_file(in_root(root, "/usr/sbin/policy-rc.d", follow=False),
                                      POLICY_RC_D, 0o755))

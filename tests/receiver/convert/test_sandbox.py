@@ -40,6 +40,9 @@ def test_sandbox_argv_is_bwrap_without_network_over_the_target():
     assert "--share-net" not in argv
     uefi = chroot_mod.sandbox_argv("/mnt/t", ["true"], firmware="uefi")
     assert "/sys/firmware" not in uefi
+    lvm = chroot_mod.sandbox_argv("/mnt/t", ["true"], ["/dev/dm-0", "/dev/mapper/control"])
+    assert "--unshare-all" not in lvm and "--unshare-user" not in lvm
+    assert {"--unshare-net", "--unshare-pid"} <= set(lvm) and "--share-net" not in lvm
 
 
 def test_the_sandbox_gets_only_the_target_disks():
