@@ -17,7 +17,7 @@ FROM ${BASE}
 # LVM inside a container has no udev: lvm.conf is told not to wait for it.
 ARG TOOLS="python3 python3-venv ca-certificates rsync fdisk util-linux mount e2fsprogs \
 xfsprogs dosfstools mtools lvm2 grub-pc-bin grub-efi-amd64-bin grub2-common qemu-system-x86 \
-qemu-utils ovmf openssl kmod procps"
+qemu-utils ovmf openssl kmod procps bubblewrap"
 RUN set -e; missing=""; \
     for p in $TOOLS; do \
       dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -50,7 +50,7 @@ RECEIVER_PACKAGES = (
     # which debootstrap's resolver does not pick by itself
     "cloud-init", "python3-cffi-backend", "python3", "python3-venv", "rsync", "fdisk",
     "util-linux", "e2fsprogs", "xfsprogs", "dosfstools", "mtools", "lvm2", "grub-pc-bin",
-    "grub-efi-amd64-bin", "openssl", "qemu-utils", "iproute2",
+    "grub-efi-amd64-bin", "openssl", "qemu-utils", "iproute2", "bubblewrap",
 )
 # What only a disk made from nothing needs to boot (an ECS base image has it already).
 BOOT_PACKAGES = (

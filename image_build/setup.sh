@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Keep in sync with docs/testing.md.
 APT_PACKAGES=(
   rsync fdisk parted util-linux e2fsprogs xfsprogs btrfs-progs dosfstools mtools lvm2
-  acl attr iproute2 openssl kmod cpio procps psmisc netcat-openbsd
+  acl attr iproute2 openssl kmod cpio procps psmisc netcat-openbsd bubblewrap
   debootstrap qemu-system-x86 qemu-utils ovmf grub-pc-bin grub-efi-amd64-bin grub2-common
   cloud-init genisoimage
   docker.io docker-compose

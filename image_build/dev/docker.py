@@ -48,7 +48,7 @@ BASE_PACKAGES = (
     "python3", "python3-venv", "ca-certificates", "rsync", "fdisk", "util-linux", "mount",
     "e2fsprogs", "xfsprogs", "dosfstools", "mtools", "lvm2", "grub-pc-bin",
     "grub-efi-amd64-bin", "grub2-common", "qemu-system-x86", "qemu-utils", "ovmf", "openssl",
-    "kmod", "procps",
+    "kmod", "procps", "bubblewrap",
 )
 # The files that make the image; their content is part of the key.
 SOURCE_PARTS = ("pyproject.toml", "Dockerfile", "wire", "source_script", "receiver",

@@ -10,10 +10,10 @@ import glob
 import os
 import re
 
+from receiver.convert.inroot import in_root
 from receiver.convert.plan import _has_opt, fstab_kept, read_target
 from wire import parsers
 from wire.errors import ConversionError
-from wire.paths import target_path
 
 
 def check_fstab(text, targets, where="/etc/fstab"):
@@ -83,12 +83,12 @@ def collect_problems(root, targets, grub_cfg, firmware="bios", efi_dir="/boot/ef
         problems.append("%s is missing: the boot loader has no configuration" % grub_cfg)
     else:
         problems += check_boot_config(text, targets, grub_cfg)
-    for p in sorted(glob.glob(target_path(root, "/boot/loader/entries/*.conf"))):
+    for p in sorted(glob.glob(in_root(root, "/boot/loader/entries/*.conf"))):
         rel = "/boot/loader/entries/" + os.path.basename(p)
         problems += check_boot_config(read_target(root, rel), targets, rel)
     if firmware == "uefi":
-        for p in sorted(glob.glob(target_path(root, efi_dir, "EFI/*/grub.cfg"))):
-            rel = os.path.join(efi_dir, os.path.relpath(p, target_path(root, efi_dir)))
+        for p in sorted(glob.glob(in_root(root, efi_dir, "EFI/*/grub.cfg"))):
+            rel = os.path.join(efi_dir, os.path.relpath(p, in_root(root, efi_dir)))
             if rel != grub_cfg:
                 problems += check_boot_config(read_target(root, rel), targets, rel)
     return problems

@@ -5,14 +5,14 @@ when a copied system is made bootable. Chosen once from the target's os-release
 
 import os
 
+from receiver.convert.inroot import in_root
 from wire import osfamily, parsers
 from wire.errors import ConversionError
-from wire.paths import target_path
 
 
 def read_os_release(root):
     for rel in ("/etc/os-release", "/usr/lib/os-release"):
-        p = target_path(root, rel)
+        p = in_root(root, rel)
         if os.path.isfile(p):
             with open(p, errors="replace") as f:
                 return parsers.parse_os_release(f.read())

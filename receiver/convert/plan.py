@@ -1,7 +1,7 @@
 """Decide how to make a copied system boot on ECS: a pure function of its files.
 
 ``plan_conversion(root, prepared, manifest, firmware, system_device)`` reads the target
-system's files (through :func:`wire.paths.target_path`, never writing) and returns the
+system's files (through :func:`receiver.convert.inroot.in_root`, never writing) and returns the
 plan: the file edits (path, new content or None to remove, reason) and the commands to
 run in a chroot (argv, why), in order. :mod:`receiver.convert.apply` carries it out.
 
@@ -30,10 +30,10 @@ import re
 from dataclasses import asdict, dataclass
 
 from receiver.convert import distro as distro_mod
+from receiver.convert.inroot import in_root, read_text
 from receiver.convert.refs import DEVICE_NAME_RE, Targets, lv_from_path, split_tag
 from wire import osfamily, parsers
 from wire.errors import ConversionError
-from wire.paths import target_path
 
 CONSOLE_ARGS = ("console=tty0", "console=ttyS0,115200n8")
 ECS_SYSTEM_DISK = "/dev/vda"
@@ -44,12 +44,9 @@ MARK = "go2aliyun"
 
 
 def read_target(root, rel):
-    """Text of a target file, or None when it is missing."""
-    p = target_path(root, rel)
-    if not os.path.isfile(p):
-        return None
-    with open(p, errors="surrogateescape") as f:
-        return f.read()
+    """Text of a target file, or None when it is missing (symlinks resolved inside the
+    copy: :func:`receiver.convert.inroot.in_root`)."""
+    return read_text(root, rel)
 
 
 @dataclass
@@ -361,17 +358,17 @@ def plan_debconf(text, device):
 # ---------------------------------------------------------------------- kernels and drivers
 
 def _modules_dir(root, kver):
+    """The target path of the kernel's module folder, or None."""
     for base in ("/lib/modules", "/usr/lib/modules"):
-        p = target_path(root, base, kver)
-        if os.path.isdir(p):
-            return p
+        if os.path.isdir(in_root(root, base, kver)):
+            return base + "/" + kver
     return None
 
 
 def installed_kernels(root):
     """Kernel versions with an image in /boot (rescue images skipped), sorted."""
     out = []
-    for p in glob.glob(target_path(root, "/boot/vmlinuz-*")):
+    for p in glob.glob(in_root(root, "/boot/vmlinuz-*")):
         kver = os.path.basename(p)[len("vmlinuz-"):]
         if "rescue" in kver:
             continue
@@ -384,12 +381,11 @@ def kernel_drivers(root, kver):
     mdir = _modules_dir(root, kver)
     modules, builtin = set(), set()
     if mdir:  # the module files present under kernel/ (not modules.dep)
-        for _dirpath, _dirs, files in os.walk(os.path.join(mdir, "kernel")):
+        # os.walk lists names and follows no symlinked folder
+        for _dirpath, _dirs, files in os.walk(in_root(root, mdir, "kernel")):
             modules.update(parsers.module_name(n) for n in files if parsers.is_module_file(n))
-        bpath = os.path.join(mdir, "modules.builtin")
-        if os.path.isfile(bpath):
-            with open(bpath) as f:
-                builtin = parsers.parse_modules_builtin(f.read())
+        builtin = parsers.parse_modules_builtin(
+            read_target(root, mdir + "/modules.builtin") or "")
     config = parsers.parse_kernel_config(read_target(root, "/boot/config-" + kver) or "")
     return {d: parsers.driver_status(d, builtin, modules, config)
             for d in osfamily.DRIVERS}
@@ -486,10 +482,10 @@ CLOUD_INIT_DS = ("# %s: this system now runs on Alibaba Cloud ECS\n"
 
 def plan_network(root, edits, notes):
     rules = "/etc/udev/rules.d/70-persistent-net.rules"
-    if os.path.isfile(target_path(root, rules)):
+    if os.path.isfile(in_root(root, rules)):
         _edit(edits, rules, None, "MAC-bound interface names")
     # RHEL ifcfg
-    ifcfgs = sorted(glob.glob(target_path(root, "/etc/sysconfig/network-scripts/ifcfg-*")))
+    ifcfgs = sorted(glob.glob(in_root(root, "/etc/sysconfig/network-scripts/ifcfg-*")))
     eth0 = False
     for p in ifcfgs:
         name = os.path.basename(p)
@@ -502,11 +498,11 @@ def plan_network(root, edits, notes):
         new = _strip_lines(text, r"^\s*(HWADDR|MACADDR)=")
         if new is not None:
             _edit(edits, rel, new, "MAC-bound network config (HWADDR=)")
-    if os.path.isdir(target_path(root, "/etc/sysconfig/network-scripts")) and not eth0:
+    if os.path.isdir(in_root(root, "/etc/sysconfig/network-scripts")) and not eth0:
         _edit(edits, "/etc/sysconfig/network-scripts/ifcfg-eth0", IFCFG_ETH0,
               "DHCP on the first NIC")
     # NetworkManager keyfiles
-    for p in sorted(glob.glob(target_path(root,
+    for p in sorted(glob.glob(in_root(root,
                                           "/etc/NetworkManager/system-connections/*"))):
         rel = "/etc/NetworkManager/system-connections/" + os.path.basename(p)
         if rel.endswith(".pre-migration"):
@@ -515,16 +511,16 @@ def plan_network(root, edits, notes):
         if new is not None:
             _edit(edits, rel, new, "MAC-bound network config (mac-address=)")
     # netplan
-    for p in sorted(glob.glob(target_path(root, "/etc/netplan/*.yaml"))):
+    for p in sorted(glob.glob(in_root(root, "/etc/netplan/*.yaml"))):
         rel = "/etc/netplan/" + os.path.basename(p)
         new = plan_netplan(read_target(root, rel) or "")
         if new is not None:
             _edit(edits, rel, new, "MAC-bound network config (match: macaddress)")
     # ifupdown
     text = read_target(root, "/etc/network/interfaces")
-    if text is not None and not glob.glob(target_path(root, "/etc/netplan/*.yaml")):
+    if text is not None and not glob.glob(in_root(root, "/etc/netplan/*.yaml")):
         others = [read_target(root, "/etc/network/interfaces.d/" + os.path.basename(p)) or ""
-                  for p in glob.glob(target_path(root, "/etc/network/interfaces.d/*"))]
+                  for p in glob.glob(in_root(root, "/etc/network/interfaces.d/*"))]
         new = plan_ifupdown(text, add_eth0=not any(
             re.search(r"^\s*iface\s+eth0\s", t, re.M) for t in others))
         if new is not None:
@@ -562,7 +558,7 @@ def plan_ifupdown(text, add_eth0=True):
 
 
 def cloud_init_installed(root):
-    return any(os.path.exists(target_path(root, p)) for p in
+    return any(os.path.exists(in_root(root, p)) for p in
                ("/usr/bin/cloud-init", "/usr/local/bin/cloud-init", "/etc/cloud/cloud.cfg"))
 
 
@@ -614,14 +610,14 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
             _edit(edits, "/etc/crypttab", new, "device references on the new disks")
     for rel in ["/etc/default/grub"] + sorted(
             "/etc/default/grub.d/" + os.path.basename(p)
-            for p in glob.glob(target_path(root, "/etc/default/grub.d/*.cfg"))):
+            for p in glob.glob(in_root(root, "/etc/default/grub.d/*.cfg"))):
         text = read_target(root, rel)
         if text is None and rel != "/etc/default/grub":
             continue
         new = plan_default_grub(text or "", targets, notes, rel == "/etc/default/grub", rel)
         if new != text:
             _edit(edits, rel, new, "kernel command line (root=, resume=, serial console)")
-    for p in sorted(glob.glob(target_path(root, "/boot/loader/entries/*.conf"))):
+    for p in sorted(glob.glob(in_root(root, "/boot/loader/entries/*.conf"))):
         rel = "/boot/loader/entries/" + os.path.basename(p)
         text = read_target(root, rel)
         new = plan_bls_entry(text, targets, notes, rel)
@@ -689,30 +685,28 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
 
 def plan_efi(root, fam, efi_dir, edits, commands, targets, notes):
     """EFI GRUB (shim kept), the fallback loader, and the RHEL 9 wrapper's UUID."""
-    esp = target_path(root, efi_dir)
-    if not os.path.isdir(target_path(root, efi_dir, "EFI")):
+    if not os.path.isdir(in_root(root, efi_dir, "EFI")):
         raise ConversionError("UEFI system without %s/EFI on the target" % efi_dir,
                               code="conversion.no_esp",
                               hint="the ESP must be migrated and mounted at %s" % efi_dir)
     vendor = fam.efi_id
-    vdir = os.path.join(esp, "EFI", vendor)
+    vdir = in_root(root, efi_dir, "EFI", vendor)
     if not os.path.isdir(vdir):
-        cands = [d for d in sorted(os.listdir(os.path.join(esp, "EFI")))
-                 if d.upper() != "BOOT" and os.path.exists(os.path.join(esp, "EFI", d,
-                                                                         "grubx64.efi"))]
+        cands = [d for d in sorted(os.listdir(in_root(root, efi_dir, "EFI")))
+                 if d.upper() != "BOOT" and os.path.exists(in_root(root, efi_dir, "EFI", d,
+                                                                   "grubx64.efi"))]
         if not cands:
             raise ConversionError("no EFI/<vendor>/grubx64.efi on the ESP of the target",
                                   code="conversion.no_efi_grub")
         vendor = cands[0]
-        vdir = os.path.join(esp, "EFI", vendor)
-    has_shim = os.path.exists(os.path.join(vdir, "shimx64.efi"))
+    has_shim = os.path.exists(in_root(root, efi_dir, "EFI", vendor, "shimx64.efi"))
     argv = fam.efi_install_argv(efi_dir, vendor, has_shim)
     if argv:
         _cmd(commands, argv, "EFI GRUB in EFI/%s" % vendor)
     vrel = "%s/EFI/%s" % (efi_dir, vendor)
     brel = "%s/EFI/BOOT" % efi_dir
-    if fam.keeps_fallback_loader and os.path.exists(os.path.join(esp, "EFI", "BOOT",
-                                                                 "BOOTX64.EFI")):
+    if fam.keeps_fallback_loader and os.path.exists(in_root(root, efi_dir, "EFI", "BOOT",
+                                                            "BOOTX64.EFI")):
         notes.append("UEFI: the distro's fallback loader EFI/BOOT/BOOTX64.EFI is kept")
     else:
         _cmd(commands, ["mkdir", "-p", brel], "fallback loader folder")
@@ -721,7 +715,7 @@ def plan_efi(root, fam, efi_dir, edits, commands, targets, notes):
                  "fallback loader (shim): ECS has no saved boot entries")
             _cmd(commands, ["cp", "-p", vrel + "/grubx64.efi", brel + "/grubx64.efi"],
                  "GRUB next to the fallback shim")
-            if os.path.exists(os.path.join(vdir, "mmx64.efi")):
+            if os.path.exists(in_root(root, efi_dir, "EFI", vendor, "mmx64.efi")):
                 _cmd(commands, ["cp", "-p", vrel + "/mmx64.efi", brel + "/mmx64.efi"],
                      "MOK manager next to the fallback shim")
         else:

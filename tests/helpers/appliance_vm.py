@@ -21,13 +21,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CHROOT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ "
                          r"receiver\.convert\.apply: in the chroot: (\S+)")
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
-RUNNER_CHROOT = re.compile(r"^\S+ \S+ DEBUG wire\.runner: run: chroot ")
+RUNNER_CHROOT = re.compile(r"^\S+ \S+ DEBUG wire\.runner: run: (chroot|bwrap) ")
 
 
 def chroot_command_times(log_text):
     """[(command name, seconds)] of the conversion's chroot commands in a receiver
     worker.log: each lasts until the next line with a time stamp other than the
-    runner's own ``run: chroot ...`` (pure)."""
+    runner's own ``run: bwrap ...`` (``run: chroot ...`` before the sandbox) (pure)."""
     def when(m):
         t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
         return t.timestamp() + int(m.group(2)) / 1000.0
