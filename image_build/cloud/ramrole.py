@@ -47,7 +47,8 @@ def policy_actions(path=POLICY_FILE):
 
 def dry_run_fields(action, instance_id):
     """The request fields of a DryRun of ``action`` that the API would accept for this
-    receiver's own instance (a DryRun still validates the request)."""
+    receiver's own instance (a DryRun still validates the request); None when we know
+    no DryRun for it."""
     return {
         "DescribeDisks": dict(instance_id=instance_id),
         "DescribeInstances": dict(instance_ids=json.dumps([instance_id])),
@@ -56,7 +57,7 @@ def dry_run_fields(action, instance_id):
         "CreateImage": dict(instance_id=instance_id, image_name="go2aliyun-role-check"),
         "DeleteInstance": dict(instance_id=instance_id, force=True),
         "StopInstance": dict(instance_id=instance_id),
-    }[action]
+    }.get(action)
 
 
 class RoleCheck(object):
@@ -99,7 +100,7 @@ def check_receiver_role(cloud, instance_id, path=POLICY_FILE):
     allowed, missing, unsure, unchecked = [], [], {}, []
     for ram_action in policy_actions(path):
         action = ram_action.split(":", 1)[1]
-        if action in NOT_CHECKABLE:
+        if action in NOT_CHECKABLE or dry_run_fields(action, instance_id) is None:
             unchecked.append(ram_action)
             continue
         verdict = _ask(cloud, action, instance_id)
