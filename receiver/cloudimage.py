@@ -116,7 +116,7 @@ def check_role_at_start(state_dir, config):
         if e.code == "cloud.ram_role_too_narrow":
             raise
         log.warning("could not check the RAM role at start: %s", e)
-    except Go2AliyunError as e:
+    except (Go2AliyunError, KeyError, OSError) as e:  # e.g. cloud.json without an id
         log.warning("could not check the RAM role at start: %s", e)
     return None
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 
+from image_build.cloud.retry import is_transient
 from wire.errors import CloudError
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,16 @@ def check_receiver_role(cloud, instance_id, path=POLICY_FILE):
     """DryRun every policy action that takes one (and :data:`BROADER_PROBE`) as the
     receiver's role, on its own instance; nothing is made or deleted."""
     allowed, missing, unsure, unchecked = [], [], {}, []
+    unreachable = False
     for ram_action in policy_actions(path):
         action = ram_action.split(":", 1)[1]
         if action in NOT_CHECKABLE or dry_run_fields(action, instance_id) is None:
             unchecked.append(ram_action)
             continue
-        verdict = _ask(cloud, action, instance_id)
+        # once the API failed even after the retries, do not wait for it again
+        verdict = "cloud.unavailable" if unreachable else _ask(cloud, action, instance_id)
+        unreachable = unreachable or verdict is TRANSIENT
+        verdict = "cloud.unavailable" if verdict is TRANSIENT else verdict
         if verdict is True:
             allowed.append(ram_action)
         elif verdict is False:
@@ -111,7 +116,7 @@ def check_receiver_role(cloud, instance_id, path=POLICY_FILE):
         else:
             unsure[ram_action] = verdict
     broader = []
-    if _ask(cloud, BROADER_PROBE, instance_id) is True:
+    if not unreachable and _ask(cloud, BROADER_PROBE, instance_id) is True:
         broader.append("ecs:" + BROADER_PROBE)
     check = RoleCheck(allowed, missing, unsure, unchecked, broader)
     log.info("RAM role check: allowed %s, missing %s, unsure %s, not checkable %s",
@@ -119,12 +124,19 @@ def check_receiver_role(cloud, instance_id, path=POLICY_FILE):
     return check
 
 
+TRANSIENT = object()
+
+
 def _ask(cloud, action, instance_id):
-    """True (allowed), False (denied) or the error code of any other answer."""
+    """True (allowed), False (denied), :data:`TRANSIENT` (no answer even after the
+    retries: unreachable, 5xx, throttled) or the error code of any other answer."""
     try:
         cloud.dry_run(action, **dry_run_fields(action, instance_id))
     except CloudError as e:
-        if e.details.get("api_code") in DENIED_CODES:
+        code = e.details.get("api_code")
+        if code in DENIED_CODES:
             return False
+        if is_transient(code, e.details.get("http_status")):
+            return TRANSIENT
         return e.code
     return True

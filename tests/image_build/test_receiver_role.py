@@ -124,3 +124,14 @@ def test_check_at_start_raises_only_for_a_narrow_role(fake, clock, tmp_path, cap
 def test_the_policy_file_is_a_ram_policy_of_ecs_actions_only():
     assert sorted(set(POLICY)) == POLICY and all(a.startswith("ecs:") for a in POLICY)
     assert not [a for a in POLICY if "*" in a]
+
+
+def test_an_unreachable_api_is_asked_once_and_left_to_the_steps(fake, clock, tmp_path):
+    receiver = launched_receiver(fake, clock, tmp_path)
+    fake.world.inject("ServiceUnavailable", times=1000)  # every call, every retry
+    calls = len(fake.world.calls)
+    check = receiver.check_role()
+    assert check.missing == [] and check.broader == []
+    assert sorted(check.unsure) == sorted(set(POLICY) - {"ecs:CreateSnapshot"})
+    # one action's retries, not six times that
+    assert len(fake.world.calls) - calls == receiver.cloud.retrier.attempts
