@@ -130,7 +130,7 @@ def _state(ctx):
               help="public outbound bandwidth of the instance, Mbit/s")
 @click.option("--ram-role", default=None, metavar="ROLE",
               help="RAM role for the instance, so the receiver can snapshot and create the "
-                   "image itself")
+                   "image itself; give it the policy image_build/receiver-ram-policy.json")
 @click.option("--no-wait-receiver", is_flag=True,
               help="do not wait for the receiver to answer on 8080 (only for the instance "
                    "to run)")

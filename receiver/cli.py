@@ -35,7 +35,7 @@ import time
 import click
 from gunicorn.config import KNOWN_SETTINGS
 
-from receiver import clouddisks, datachannel, steps, tls, tokens, worker
+from receiver import clouddisks, cloudimage, datachannel, steps, tls, tokens, worker
 from receiver import state as st
 from receiver.disks import apply as disks_apply
 from wire import CONTROL_PORT, DATA_PORT, logs, runner
@@ -403,6 +403,8 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
     address = address or guess_address(bind)
     store, status = prepare_state(state_dir, bind, address, control_port, data_port, roots,
                                   ttl, None if no_console else console, extra=extra)
+    if provider == "aliyun":  # a too-narrow RAM role stops here, not after the copy
+        cloudimage.check_role_at_start(store.dir, extra)
     steps.restore_mounts(store)  # disks waiting for data are mounted before rsyncd starts
     rsync_port = datachannel.free_port()
     datachannel.ensure_rsyncd_conf(store.dir, rsync_port)

@@ -10,6 +10,7 @@ The SDK is imported inside the functions that use it: it is heavy and optional.
 import base64
 import json
 import logging
+import re
 
 from image_build.cloud.base import Cloud, Disk, Instance
 from image_build.cloud.retry import Retrier
@@ -309,6 +310,20 @@ class AliyunCloud(Cloud):
             region_id=self.region_id, instance_id=instance_id, image_name=name,
             description=description, client_token=client_token))
         return body["ImageId"]
+
+    # ------------------------------------------------------------------ permissions
+    def dry_run(self, action, **fields):
+        """Ask whether these credentials may make ``action`` (an ECS API with a ``DryRun``
+        field) without making it: returns when the answer is ``DryRunOperation``, raises
+        the CloudError of any other (``cloud.Forbidden.RAM``: not allowed)."""
+        m = self._models()
+        request = getattr(m, action + "Request")(dry_run=True, **fields)
+        if hasattr(request, "region_id"):
+            request.region_id = self.region_id
+        method = re.sub(r"(?<!^)(?=[A-Z])", "_", action).lower()
+        body = self._call(self.ecs, method, request, ok_codes=("DryRunOperation",))
+        if body is not None:
+            log.warning("%s: the API answered a DryRun call as a real one", action)
 
     # ------------------------------------------------------------------ console
     def console_output(self, instance_id):

@@ -36,6 +36,9 @@ class FakeCloud(object):
                      READONLY_KEY[0]: {"secret": READONLY_KEY[1], "policy": "readonly"}}
         self.clock_offset = 0          # seconds the server's clock is ahead of real time
         self.role = role
+        # what the role's temporary keys may call: None for everything, or RAM actions
+        # ("ecs:CreateImage", ...) as in a custom policy document
+        self.role_actions = None
         self.metadata_instance = None  # the instance "we" run in, for the metadata service
         self.metadata_tokens = set()
         self.require_metadata_token = False
@@ -95,7 +98,9 @@ class FakeCloud(object):
         """Temporary keys for the metadata service's RAM role answer."""
         ak = "STS.Fake" + secrets.token_hex(8)
         entry = {"secret": secrets.token_hex(16), "token": "CAIS" + secrets.token_hex(24),
-                 "policy": "full", "expires": time.time() + 6 * 3600}
+                 "policy": "full" if self.role_actions is None
+                 else frozenset(self.role_actions),
+                 "expires": time.time() + 6 * 3600}
         with self._lock:
             self.keys[ak] = entry
             self.sts_issued.append(ak)

@@ -141,6 +141,38 @@ def test_readonly_ram_user_gets_forbidden_ram_on_writes(fake):
     assert (e.value.code, e.value.status_code) == ("Forbidden.RAM", 403)
 
 
+def test_dry_run_checks_the_permission_and_does_nothing(fake):
+    """ECS's DryRun: DryRunOperation when the caller may make the call, Forbidden.RAM when
+    not; either way nothing happens."""
+    request = ecs_models.CreateImageRequest(region_id=REGION, image_name="dry",
+                                            dry_run=True, instance_id="i-any")
+    before = fake.world.summary()
+    with pytest.raises(ClientException) as e:
+        ecs_client(fake).create_image(request)
+    assert (e.value.code, e.value.status_code) == ("DryRunOperation", 400)
+    with pytest.raises(ClientException) as e:
+        ecs_client(fake, key=READONLY_KEY).create_image(request)
+    assert (e.value.code, e.value.status_code) == ("Forbidden.RAM", 403)
+    assert fake.world.summary() == before
+
+
+def test_a_role_with_a_custom_policy_may_call_only_its_actions(fake):
+    fake.role_actions = ["ecs:DescribeImages"]
+    creds = fake.issue_sts()
+    client = ecs_client(fake, key=(creds["AccessKeyId"], creds["AccessKeySecret"]),
+                        security_token=creds["SecurityToken"])
+    client.describe_images(ecs_models.DescribeImagesRequest(region_id=REGION))
+    for dry in (True, False):
+        with pytest.raises(ClientException) as e:
+            client.describe_disks(ecs_models.DescribeDisksRequest(region_id=REGION,
+                                                                  dry_run=dry))
+        assert e.value.code == "Forbidden.RAM"
+    with pytest.raises(ClientException) as e:
+        client.describe_images(ecs_models.DescribeImagesRequest(region_id=REGION,
+                                                                dry_run=True))
+    assert e.value.code == "DryRunOperation"
+
+
 def test_injected_faults_hit_the_chosen_call_only(fake):
     fake.world.inject("ServiceUnavailable", action="DescribeVpcs", after=1, times=1)
     client = vpc_client(fake)

@@ -30,6 +30,7 @@ ERRORS = {
     "Forbidden.RAM": (403, "User not authorized to operate on the specified resource, or this "
                            "API doesn't support RAM."),
     "Forbidden.SubUser": (403, "The specified action is not available for you."),
+    "DryRunOperation": (400, "Request validation has been passed with DryRun flag set."),
     "InvalidAccountStatus.NotEnoughBalance": (403, "Your account does not have enough balance."),
     "InvalidAccountStatus.SnapshotServiceUnavailable": (
         403, "Snapshot service has not been opened yet."),
@@ -144,6 +145,16 @@ def _bool(v):
     return str(v).lower() == "true"
 
 
+def _allowed(policy, version, action):
+    """``policy``: "full", "readonly" (Describe* only) or a set of RAM actions such as
+    ``ecs:CreateImage`` (a RAM role with a custom policy: tests/fakecloud/server.py)."""
+    if policy == "readonly":
+        return action.startswith("Describe")
+    if isinstance(policy, frozenset):
+        return "%s:%s" % ("vpc" if version == VPC_VERSION else "ecs", action) in policy
+    return True
+
+
 class World(object):
     """One account in one region. Every public method is thread-safe."""
 
@@ -243,8 +254,11 @@ class World(object):
             name = table.get(action)
             if name is None:
                 raise ApiError("InvalidAction.NotFound")
-            if principal.get("policy") == "readonly" and not action.startswith("Describe"):
+            if not _allowed(principal.get("policy"), version, action):
                 raise ApiError("Forbidden.RAM")
+            if _bool(params.get("DryRun")):
+                # as ECS: permissions checked, nothing done
+                raise ApiError("DryRunOperation")
             token = params.get("ClientToken")
             key = None
             if token:
@@ -519,6 +533,13 @@ class World(object):
         inst["Status"], inst["_ticks"] = "Deleting", 0
         return {}
 
+    def stop_instance(self, p):
+        inst = self.instances.get(_need(p, "InstanceId"))
+        if inst is None or inst["Status"] == "Deleting":
+            raise ApiError("InvalidInstanceId.NotFound")
+        inst["Status"] = "Stopped"
+        return {}
+
     def get_instance_console_output(self, p):
         inst = self.instances.get(_need(p, "InstanceId"))
         if inst is None or inst["Status"] == "Deleting":
@@ -717,6 +738,7 @@ ECS_ACTIONS = {
     "RunInstances": "run_instances",
     "DescribeInstances": "describe_instances",
     "DeleteInstance": "delete_instance",
+    "StopInstance": "stop_instance",
     "DescribeDisks": "describe_disks",
     "GetInstanceConsoleOutput": "get_instance_console_output",
     "CreateSnapshot": "create_snapshot",
