@@ -78,10 +78,6 @@ HOSTILE = {
 }
 DEEP = b"[" * 100000 + b"]" * 100000
 
-# Fail with a 500 today; another branch (h14-names) fixes them in receiver/app.py.
-KNOWN_500 = pytest.mark.xfail(strict=True, reason="issue 14 fix in h14-names")
-
-
 def string_paths(value, path=()):
     """The paths to the string leaves of ``value``, one per shape (list index 0 stands
     for every index)."""
@@ -199,8 +195,7 @@ def test_hostile_strings_in_a_body_field(template, tmp_path, method, url, make, 
 
 
 @pytest.mark.parametrize("field,name", [
-    pytest.param(field, name, id="%s-%s" % (field, name),
-                 marks=[KNOWN_500] if (field, name) == ("token", "surrogate") else [])
+    pytest.param(field, name, id="%s-%s" % (field, name))
     for field in ("token", "csr") for name in sorted(HOSTILE)])
 def test_hostile_string_in_the_session_call(fresh, field, name):
     app, _, store = fresh
@@ -224,7 +219,7 @@ def test_hostile_sync_number_in_the_path(fresh, name):
 
 
 @pytest.mark.parametrize("method,url", [("POST", "/v1/session")] + [
-    pytest.param(method, url, marks=KNOWN_500) for method, url, _ in OPERATIONS])
+    (method, url) for method, url, _ in OPERATIONS])
 def test_deeply_nested_json_body(fresh, method, url):
     _, api, _ = fresh
     assert_json_answer(api.open(method, url, data=DEEP, content_type="application/json"))
