@@ -213,7 +213,9 @@ def child_argvs(state_dir, bind, control_port, data_port, workers=2):
                  "--bind", host_port(bind, control_port),
                  "--certfile", cp, "--keyfile", kp, "--ca-certs", cp,
                  "--cert-reqs", "1",  # ssl.CERT_OPTIONAL: the app demands it on /v1
-                 "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
+                 "--workers", str(workers), "--threads", "4",
+                 # gthread with TLS handshakes in the event loop, bounded (slowloris)
+                 "--worker-class", "receiver.apiworker.ThreadWorker",
                  "--timeout", "120", "--graceful-timeout", "5",
                  "--error-logfile", os.path.join(logdir, "gunicorn.log"),
                  "--access-logfile", os.path.join(logdir, "access.log"),

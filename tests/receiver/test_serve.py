@@ -527,3 +527,33 @@ def test_a_dead_child_is_restarted(receiver):
         raise AssertionError("the data channel was not restarted")
     s, cert = receiver.session()
     assert _tls_probe(receiver.data, cert=cert).startswith(b"@RSYNCD")
+
+
+def test_idle_connections_do_not_starve_the_control_api(receiver):
+    """Issue 14 (slowloris): 200 TCP connections that never send a ClientHello, and 20
+    that stop in the middle of one, must not keep a legitimate call from an answer
+    within 2 s (a correctness bound of the issue, not a speed target)."""
+    r = receiver
+    idle = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", r.control), timeout=5))
+        for _ in range(20):
+            c = socket.create_connection(("127.0.0.1", r.control), timeout=5)
+            c.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello's first bytes, then nothing
+            idle.append(c)
+        time.sleep(0.5)  # let the server accept them all
+        worst = 0.0
+        for _ in range(3):
+            t0 = time.monotonic()
+            resp = r.http().get(r.url("/healthz"), timeout=10)
+            took = time.monotonic() - t0
+            worst = max(worst, took)
+            assert resp.status_code == 200
+            time.sleep(1)
+        print("GET /healthz with %d idle connections open: %.3f s at worst" % (
+            len(idle), worst))
+        assert worst < 2.0
+    finally:
+        for c in idle:
+            c.close()
