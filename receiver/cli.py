@@ -1,14 +1,14 @@
 """``go2aliyun-receiver``: serve, token new, status.
 
 ``serve`` prepares the state folder (TLS key and certificate, the migration, a first
-one-time token), then starts and supervises four processes, all through
+one-time token), then starts and supervises three processes, all through
 ``wire.runner.start``:
 
 * gunicorn with TLS on the control port (``receiver.app:serve_app``), client
   certificates optional at the TLS level and required by the app on ``/v1``;
 * the data channel relay (``_datachannel``, TLS on the data port, client certificate
-  required);
-* an rsync daemon on 127.0.0.1 and a random port, behind the relay;
+  required), which starts an rsync daemon per connection over a socket pair (no rsync
+  daemon listens anywhere);
 * the worker (``_worker``) that runs the long steps.
 
 A child that dies is restarted (at most ``MAX_RESTARTS`` times a minute, then serve
@@ -221,23 +221,22 @@ class Child(object):
             p.wait(5)
 
 
-def child_argvs(state_dir, bind, control_port, data_port, rsync_port, workers=2):
-    """Pure: the four processes serve runs."""
+def child_argvs(state_dir, bind, control_port, data_port, workers=2):
+    """Pure: the three processes serve runs."""
     py = sys.executable
     kp, cp = tls.key_path(state_dir), tls.cert_path(state_dir)
     logdir = os.path.join(state_dir, "logs")
-    rsync = runner.which("rsync") or "rsync"
     return [
-        ("rsyncd", datachannel.rsyncd_argv(rsync, state_dir, rsync_port)),
         ("datachannel", [py, "-m", "receiver.cli", "_datachannel", "--state", state_dir,
-                         "--bind", bind, "--port", str(data_port),
-                         "--rsync-port", str(rsync_port)]),
+                         "--bind", bind, "--port", str(data_port)]),
         ("worker", [py, "-m", "receiver.cli", "_worker", "--state", state_dir]),
         ("api", [py, "-m", "gunicorn",
                  "--bind", host_port(bind, control_port),
                  "--certfile", cp, "--keyfile", kp, "--ca-certs", cp,
                  "--cert-reqs", "1",  # ssl.CERT_OPTIONAL: the app demands it on /v1
-                 "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
+                 "--workers", str(workers), "--threads", "4",
+                 # gthread with TLS handshakes in the event loop, bounded (slowloris)
+                 "--worker-class", "receiver.apiworker.ThreadWorker",
                  "--timeout", "120", "--graceful-timeout", "5",
                  "--error-logfile", os.path.join(logdir, "gunicorn.log"),
                  "--access-logfile", os.path.join(logdir, "access.log"),
@@ -371,7 +370,7 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
           no_verify_boot, provider, output, skip_mount_types, address, token_ttl, console,
           no_console, workers, cloud_config_path, cloud_endpoint, cloud_protocol,
           metadata_endpoint, cloud_poll_interval, verbose):
-    """Run the control API, the data channel, rsyncd and the worker."""
+    """Run the control API, the data channel (rsync behind it) and the worker."""
     state_dir = os.path.abspath(state_dir)
     os.makedirs(os.path.join(state_dir, "logs"), mode=0o700, exist_ok=True)
     os.chmod(state_dir, 0o700)
@@ -405,12 +404,11 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
                                   ttl, None if no_console else console, extra=extra)
     if provider == "aliyun":  # a too-narrow RAM role stops here, not after the copy
         cloudimage.check_role_at_start(store.dir, extra)
-    steps.restore_mounts(store)  # disks waiting for data are mounted before rsyncd starts
-    rsync_port = datachannel.free_port()
-    datachannel.ensure_rsyncd_conf(store.dir, rsync_port)
+    steps.restore_mounts(store)  # disks waiting for data are mounted before the relay starts
+    datachannel.ensure_rsyncd_conf(store.dir)
     logdir = os.path.join(store.dir, "logs")
     children = [Child(n, a) for n, a in child_argvs(store.dir, bind, control_port, data_port,
-                                                    rsync_port, workers)]
+                                                    workers)]
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -418,8 +416,8 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("serving migration %s on %s (control %d, data %d, rsyncd 127.0.0.1:%d)",
-             status["migration_id"], bind, control_port, data_port, rsync_port)
+    log.info("serving migration %s on %s (control %d, data %d)",
+             status["migration_id"], bind, control_port, data_port)
     click.echo("go2aliyun-receiver: migration %s, address %s, fingerprint %s, ports %d/%d; "
                "the token is in %s" % (status["migration_id"], address, status["fingerprint"],
                                        control_port, data_port,
@@ -489,11 +487,10 @@ def worker_cmd(state_dir):
 @state_option
 @click.option("--bind", default="0.0.0.0")  # noqa: S104 - the receiver serves the source over the network
 @click.option("--port", type=int, default=DATA_PORT)
-@click.option("--rsync-port", type=int, required=True)
-def datachannel_cmd(state_dir, bind, port, rsync_port):
+def datachannel_cmd(state_dir, bind, port):
     state_dir = os.path.abspath(state_dir)
     logs.setup(logfile=os.path.join(state_dir, "logs", "datachannel.log"))
-    datachannel.Relay(state_dir, bind, port, rsync_port).serve_forever()
+    datachannel.Relay(state_dir, bind, port).serve_forever()
 
 
 def main(argv=None):

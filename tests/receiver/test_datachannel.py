@@ -1,34 +1,34 @@
 import os
-import socket
-import ssl
-import threading
 
 import pytest
 
-from receiver import datachannel, tls
+from receiver import datachannel
 from receiver import state as st
 from receiver.state import State
-from tests.receiver.conftest import key_pem, make_csr, read_text
+from tests.receiver.conftest import read_text
 
 
-def test_render_rsyncd_conf_has_loopback_and_one_module_per_root():
+def test_render_rsyncd_conf_listens_nowhere_and_has_one_module_per_root():
     text = datachannel.render_rsyncd_conf(
         {"system": {"module": "system", "path": "/t/sys"},
-         "disk1": {"module": "disk1", "path": "/t/d1"}}, 12345, "/s/logs/rsyncd.log")
+         "disk1": {"module": "disk1", "path": "/t/d1"}}, "/s/logs/rsyncd.log")
     lines = [line.strip() for line in text.splitlines()]
-    for want in ("address = 127.0.0.1", "port = 12345", "uid = 0", "gid = 0",
-                 "numeric ids = yes", "read only = no", "reverse lookup = no",
-                 "munge symlinks = no", "hosts allow = 127.0.0.1",
+    for want in ("uid = 0", "gid = 0", "numeric ids = yes", "read only = no",
+                 "reverse lookup = no", "munge symlinks = no",
                  "log file = /s/logs/rsyncd.log"):
         assert want in lines
+    # a daemon session over a socket pair: nothing to bind, nobody else to allow
+    assert not [line for line in lines if line.startswith(("port", "address", "hosts"))]
     assert lines.count("[system]") == 1 and lines.count("[disk1]") == 1
     assert "path = /t/sys" in lines and "path = /t/d1" in lines
     assert lines.index("[disk1]") < lines.index("[system]")
 
 
 def test_render_refuses_line_breaks():
+    import pytest
+
     with pytest.raises(Exception, match="line break"):
-        datachannel.render_rsyncd_conf({"system": {"path": "/a\n[evil]"}}, 1)
+        datachannel.render_rsyncd_conf({"system": {"path": "/a\n[evil]"}})
 
 
 def test_modules_open_only_while_taking_data(store, roots):
@@ -38,56 +38,62 @@ def test_modules_open_only_while_taking_data(store, roots):
                      (State.SYNCING, True), (State.CONVERTING, False),
                      (State.FAILED, False)):
         doc["state"] = s.value
-        path = datachannel.ensure_rsyncd_conf(store.dir, 999, doc)
+        path = datachannel.ensure_rsyncd_conf(store.dir, doc)
         text = read_text(path)
         assert ("[system]" in text) is open_, s
 
 
-def test_ensure_rewrites_only_on_change(store):
+def test_ensure_rewrites_only_on_change(store, roots):
     doc = st.new_document()
-    p = datachannel.ensure_rsyncd_conf(store.dir, 1000, doc)
-    m1 = os.stat(p).st_mtime_ns
+    p = datachannel.ensure_rsyncd_conf(store.dir, doc)
+    assert os.stat(p).st_mode & 0o777 == 0o600
     os.utime(p, ns=(1, 1))
-    datachannel.ensure_rsyncd_conf(store.dir, 1000, doc)
+    datachannel.ensure_rsyncd_conf(store.dir, doc)
     assert os.stat(p).st_mtime_ns == 1
-    datachannel.ensure_rsyncd_conf(store.dir, 1001, doc)
+    doc["state"] = State.READY_FOR_DATA.value
+    doc["modules"] = {"system": {"module": "system", "path": roots["system"]}}
+    datachannel.ensure_rsyncd_conf(store.dir, doc)
     assert os.stat(p).st_mtime_ns != 1
-    assert m1
 
 
-def test_rsyncd_argv_binds_loopback():
-    argv = datachannel.rsyncd_argv("/usr/bin/rsync", "/s", 4242)
-    assert "--address=127.0.0.1" in argv and "--port=4242" in argv
-    assert "--no-detach" in argv and "--daemon" in argv
+def test_rsyncd_argv_is_one_session_on_stdin():
+    argv = datachannel.rsyncd_argv("/usr/bin/rsync", "/s")
+    assert argv == ["/usr/bin/rsync", "--daemon", "--config=/s/rsyncd.conf"]
+    assert not [a for a in argv if a.startswith(("--port", "--address", "--no-detach"))]
 
 
-def _echo_upstream():
-    """Stands in for rsyncd on loopback: greets, then echoes upper-cased."""
-    lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(4)
-
-    def serve():
-        while True:
-            try:
-                conn, _ = lst.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"@RSYNCD: 31.0\n")
-                while True:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    conn.sendall(data.upper())
-
-    threading.Thread(target=serve, daemon=True).start()
-    return lst
+def test_refusal_names_the_state():
+    assert datachannel.refusal("FAILED") == (
+        b"@ERROR: the receiver takes no data in state FAILED "
+        b"(only in READY_FOR_DATA and SYNCING)\n")
 
 
+# Stands in for an rsync daemon session on its stdin/stdout socket: greets, then echoes
+# upper-cased.
+ECHO_DAEMON = (
+    "import os\n"
+    "os.write(1, b'@RSYNCD: 31.0\\n')\n"
+    "while True:\n"
+    "    data = os.read(0, 65536)\n"
+    "    if not data:\n"
+    "        break\n"
+    "    os.write(1, data.upper())\n"
+)
+
+
+@pytest.mark.commands
 def test_relay_takes_only_certificates_issued_here(state_dir, store, tmp_path):
-    upstream = _echo_upstream()
-    relay = datachannel.Relay(state_dir, "127.0.0.1", 0, upstream.getsockname()[1])
+    import socket
+    import ssl
+    import sys
+    import threading
+
+    from receiver import tls
+    from tests.receiver.conftest import key_pem, make_csr
+
+    store.update(lambda doc: doc.update(state=State.READY_FOR_DATA.value))
+    relay = datachannel.Relay(state_dir, "127.0.0.1", 0,
+                              daemon_argv=[sys.executable, "-c", ECHO_DAEMON])
     server = relay.listen()
     port = server.getsockname()[1]
 
@@ -96,7 +102,7 @@ def test_relay_takes_only_certificates_issued_here(state_dir, store, tmp_path):
             conn, peer = server.accept()
             threading.Thread(target=relay.handle, args=(conn, peer), daemon=True).start()
 
-    threading.Thread(target=accept, args=(3,), daemon=True).start()
+    threading.Thread(target=accept, args=(4,), daemon=True).start()
 
     def client(issued):
         key, csr = make_csr()
@@ -137,8 +143,18 @@ def test_relay_takes_only_certificates_issued_here(state_dir, store, tmp_path):
             answer = b""
         assert b"RSYNCD" not in answer
         plain.close()
-        conf = read_text(os.path.join(state_dir, "rsyncd.conf"))
-        assert "port = %d" % upstream.getsockname()[1] in conf
+        # a client of ours, but the migration takes no data now: refused, no daemon
+        store.update(lambda doc: doc.update(state=State.FAILED.value))
+        late = client(True)
+        late.sendall(b"@RSYNCD: 31.0\nsystem\n")
+        answer = b""
+        while True:
+            chunk = late.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        assert answer == b"@RSYNCD: 31.0\n" + datachannel.refusal("FAILED")
+        late.close()
+        assert not relay.daemons
     finally:
         server.close()
-        upstream.close()

@@ -1,7 +1,8 @@
 """The real receiver: ``go2aliyun-receiver serve`` with gunicorn, TLS, the data channel
 relay and a real rsync daemon, on random localhost ports. Security (tokens, plain
-HTTP, missing or foreign certificates, loopback-only rsyncd, no secret in logs or
-``ps``) and a restart that keeps the migration.
+HTTP, missing or foreign certificates, no rsync daemon any local user could reach, the
+data channel closed outside the data states, idle connections on the control port, no
+secret in logs or ``ps``) and a restart that keeps the migration.
 
 ``root``: the rsync daemon runs with ``uid = 0`` and ``use chroot = yes``."""
 
@@ -11,6 +12,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import time
 
@@ -308,7 +310,7 @@ def test_push_through_the_data_channel_and_modules_follow_the_state(receiver, tm
     os.chmod(src + "/dir/file", 0o640)
     # before prepare the daemon has no modules
     early = _rsync(r, cert, src, "system")
-    assert early.returncode != 0 and "unknown module" in early.stderr.lower()
+    assert early.returncode != 0 and "takes no data in state" in early.stderr
     # with the right certificate the rsync greeting comes through
     assert _tls_probe(r.data, cert=cert).startswith(b"@RSYNCD")
     _ready_for_data(r, s)
@@ -329,17 +331,119 @@ def test_push_through_the_data_channel_and_modules_follow_the_state(receiver, tm
     assert doc["error"]["code"] == "conversion.unavailable"
     # after finalize the modules are closed again
     late = _rsync(r, cert, src, "system")
-    assert late.returncode != 0 and "unknown module" in late.stderr.lower()
+    assert late.returncode != 0 and "takes no data in state FAILED" in late.stderr
 
 
-def test_rsync_daemon_listens_on_loopback_only(receiver):
-    conf = read_text(os.path.join(receiver.state, "rsyncd.conf"))
-    port = int([line.split("=")[1] for line in conf.splitlines()
-                if line.startswith("port =")][0])
-    out = runner.run(["ss", "-ltnH"]).stdout
-    listeners = [line.split()[3] for line in out.splitlines()
-                 if line.split()[3].endswith(":%d" % port)]
-    assert listeners == ["127.0.0.1:%d" % port]
+def _listening_ports(r):
+    """The TCP ports the receiver's processes listen on (``ss -ltnp``)."""
+    pids = set(_pids_of(r.base))
+    ports = set()
+    for line in runner.run(["ss", "-ltnpH"]).stdout.splitlines():
+        owners = {int(p.split(",")[0]) for p in line.split("pid=")[1:]}
+        if owners & pids:
+            ports.add(int(line.split()[3].rsplit(":", 1)[1]))
+    return ports
+
+
+def test_no_local_rsync_reaches_the_copy(receiver, tmp_path):
+    """Issue 14: a local user must not read the copy's /etc/shadow nor plant a setuid
+    root file through any port the receiver opened, while the modules are open."""
+    r = receiver
+    s, cert = r.session()
+    _ready_for_data(r, s)
+    assert s.post(r.url("/v1/migration/syncs"), json={}).status_code == 201
+    src = str(tmp_path / "src")
+    os.makedirs(src + "/etc")
+    write_file(src + "/etc/shadow", "root:SECRET-HASH:19000::::::\n")
+    pushed = _rsync(r, cert, src, "system")  # the source's pass, through the relay
+    assert pushed.returncode == 0, pushed.stderr
+    plant = str(tmp_path / "rootshell")
+    write_file(plant, "#!/bin/sh\n")
+    os.chmod(plant, 0o4755)
+    ports = _listening_ports(r)
+    assert {r.control, r.data} <= ports
+    print("ports the receiver listens on: %s" % sorted(ports))
+    for port in sorted(ports):
+        url = "rsync://127.0.0.1:%d/system/" % port
+        opts = ["rsync", "--contimeout=5", "--timeout=10"]
+        listed = runner.run(opts + ["rsync://127.0.0.1:%d/" % port], ok_codes=None,
+                            timeout=30)
+        assert "system" not in listed.stdout, port
+        got = runner.run(opts + [url + "etc/shadow", str(tmp_path / ("shadow.%d" % port))],
+                         ok_codes=None, timeout=30)
+        assert got.returncode != 0, port
+        assert not os.path.exists(str(tmp_path / ("shadow.%d" % port))), port
+        put = runner.run(opts + ["-a", plant, url], ok_codes=None, timeout=30)
+        assert put.returncode != 0, port
+        assert not os.path.exists(r.roots["system"] + "/rootshell"), port
+    # nothing but the two TLS ports: no rsync daemon listens, not even on loopback
+    assert ports == {r.control, r.data}
+
+
+def test_data_is_refused_and_cut_once_the_migration_stops_taking_it(receiver, tmp_path):
+    """Issue 14: after SYNCING ends (finalize -> FAILED here) a running rsync session is
+    ended and a new connection with a valid client certificate is refused."""
+    r = receiver
+    s, cert = r.session()
+    _ready_for_data(r, s)
+    assert s.post(r.url("/v1/migration/syncs"), json={}).status_code == 201
+    src = str(tmp_path / "big")
+    os.makedirs(src)
+    with open(src + "/blob", "wb") as f:
+        f.write(os.urandom(16 << 20))
+    prog = "openssl s_client -quiet -verify_quiet -connect 127.0.0.1:%d -cert %s -key %s" % (
+        r.data, cert[0], cert[1])
+    slow = runner.start(["rsync", "-a", "--timeout=60", "--bwlimit=1500", src + "/",
+                         "rsync://127.0.0.1/system/"],
+                        env={"RSYNC_CONNECT_PROG": prog}, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 20
+        while not _pids_of(r.base, "--daemon") and time.time() < deadline:
+            time.sleep(0.1)
+        assert _pids_of(r.base, "--daemon"), "no rsync session started"
+        time.sleep(1)
+        assert slow.poll() is None, "the slow push ended too early to test anything"
+        assert s.post(r.url("/v1/migration/syncs/1/finished"), json={}).status_code == 200
+        assert s.post(r.url("/v1/migration/finalize"), json={}).status_code == 202
+        _wait_failed(r, s)
+        ended = time.time()
+        rc = slow.wait(30)
+        took = time.time() - ended
+        print("the running session ended %.1f s after FAILED (rsync exit %s)" % (took, rc))
+        assert rc != 0 and took < 10
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+            slow.wait(5)
+    assert not os.path.exists(r.roots["system"] + "/blob")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(*cert)
+    conn = ctx.wrap_socket(socket.create_connection(("127.0.0.1", r.data), timeout=10))
+    try:
+        conn.sendall(b"@RSYNCD: 31.0\nsystem\n")
+        answer = b""
+        while True:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        conn.close()
+    assert b"@RSYNCD: OK" not in answer
+    assert b"@ERROR: the receiver takes no data in state FAILED" in answer, answer
+
+
+def _wait_failed(r, s, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        doc = s.get(r.url("/v1/migration")).json()
+        if doc["state"] == "FAILED":
+            return doc
+        time.sleep(0.1)
+    raise AssertionError("state stayed %s" % doc["state"])
 
 
 def test_no_token_or_key_in_logs_or_ps(receiver, tmp_path):
@@ -369,14 +473,16 @@ def test_no_token_or_key_in_logs_or_ps(receiver, tmp_path):
 
 
 def test_sigterm_stops_every_process(receiver):
-    assert len(_pids_of(receiver.base)) >= 5  # serve, gunicorn x2, relay, worker, rsyncd
-    _, cert = receiver.session()
+    assert len(_pids_of(receiver.base)) >= 4  # serve, gunicorn x2, relay, worker
+    s, cert = receiver.session()
+    _ready_for_data(receiver, s)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.load_cert_chain(*cert)
     busy = ctx.wrap_socket(socket.create_connection(("127.0.0.1", receiver.data), timeout=5))
     assert busy.recv(100).startswith(b"@RSYNCD")  # a relayed connection is open
+    assert _pids_of(receiver.base, "--daemon")  # with its rsync daemon
     try:
         receiver.stop()
     finally:
@@ -457,3 +563,33 @@ def test_serve_on_a_port_in_use_fails_at_start_naming_it(tmp_path, which):
     assert "%s port 127.0.0.1:%d is already in use" % (which, port) in res.stderr, res.stderr
     assert res.stdout == "" and "Traceback" not in res.stderr
     assert not _pids_of(r.base)
+
+
+def test_idle_connections_do_not_starve_the_control_api(receiver):
+    """Issue 14 (slowloris): 200 TCP connections that never send a ClientHello, and 20
+    that stop in the middle of one, must not keep a legitimate call from an answer
+    within 2 s (a correctness bound of the issue, not a speed target)."""
+    r = receiver
+    idle = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", r.control), timeout=5))
+        for _ in range(20):
+            c = socket.create_connection(("127.0.0.1", r.control), timeout=5)
+            c.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello's first bytes, then nothing
+            idle.append(c)
+        time.sleep(0.5)  # let the server accept them all
+        worst = 0.0
+        for _ in range(3):
+            t0 = time.monotonic()
+            resp = r.http().get(r.url("/healthz"), timeout=10)
+            took = time.monotonic() - t0
+            worst = max(worst, took)
+            assert resp.status_code == 200
+            time.sleep(1)
+        print("GET /healthz with %d idle connections open: %.3f s at worst" % (
+            len(idle), worst))
+        assert worst < 2.0
+    finally:
+        for c in idle:
+            c.close()
