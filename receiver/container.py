@@ -117,6 +117,25 @@ def remount_after_restart(state_dir, disks):
     return plan
 
 
+def proc_masks(mountinfo_text):
+    """The mounts Docker lays over parts of ``/proc`` (``/proc/kcore``, ``/proc/sys``
+    read-only, ...), deepest first (pure)."""
+    points = [line.split()[4] for line in mountinfo_text.splitlines() if line.strip()]
+    return sorted((p for p in points if p.startswith("/proc/")), key=len, reverse=True)
+
+
+def unmask_proc():
+    """Lift Docker's masks of ``/proc`` in this container's own mount namespace: while
+    any is there the kernel refuses a new proc mount, which the conversion's sandbox
+    (bubblewrap, its own PID namespace) makes ("Can't mount proc"). What
+    ``--security-opt systempaths=unconfined`` does, which docker-compose cannot pass."""
+    with open("/proc/self/mountinfo") as f:
+        masks = proc_masks(f.read())
+    for mp in masks:
+        runner.run(["umount", mp], ok_codes=None)
+    return masks
+
+
 def serve(args):
     disks, state, has_console = split_serve_args(args)
     devices = {}
@@ -129,6 +148,7 @@ def serve(args):
     all_disks = {name: devices.get(name, value) for _i, name, value in disks}
     if all_disks:
         remount_after_restart(os.path.abspath(state), all_disks)
+    log.info("lifted Docker's masks of /proc: %s", " ".join(unmask_proc()) or "none")
     log.info("starting %s serve", RECEIVER)
     exe = runner.which(RECEIVER) or os.path.join(os.path.dirname(sys.executable), RECEIVER)
     sys.stdout.flush()

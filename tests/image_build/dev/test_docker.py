@@ -112,6 +112,17 @@ def test_remount_only_where_the_step_needs_the_disks():
     assert not any(container.needs_remount(d) for d in no)
 
 
+def test_docker_masks_of_proc_are_found_deepest_first():
+    text = ("22 1 0:50 / / rw - overlay overlay rw\n"
+            "23 22 0:52 / /proc rw - proc proc rw\n"
+            "24 23 0:52 /bus /proc/bus ro - proc proc rw\n"
+            "25 23 0:53 /null /proc/kcore rw - tmpfs tmpfs rw\n"
+            "26 23 0:54 / /proc/sys/fs/binfmt_misc rw - binfmt_misc b rw\n"
+            "27 22 0:55 / /sys ro - sysfs sysfs ro\n")
+    assert container.proc_masks(text) == ["/proc/sys/fs/binfmt_misc", "/proc/kcore",
+                                          "/proc/bus"]
+
+
 def test_compose_file_gives_the_documented_flags():
     with open(os.path.join(REPO, "tests", "docker", "docker-compose.yml")) as f:
         compose = yaml.safe_load(f)
