@@ -302,7 +302,7 @@ def prepare_state(state_dir, bind, address, control_port, data_port, target_root
 
 # --- click -----------------------------------------------------------------------
 
-CLOUD_CONFIG = "/etc/go2aliyun/cloud.json"
+CLOUD_CONFIG = cloudimage.CLOUD_CONFIG
 
 
 def read_cloud_config(path=CLOUD_CONFIG):
