@@ -40,7 +40,6 @@ import time
 
 from image_build.cloud.base import Cloud, Disk, Instance
 from wire import bootcheck, runner
-from wire.bootcheck import render_qemu_argv
 from wire.errors import CloudError, CommandError
 from wire.manifest import IMAGE_FILE, render_image_description
 
@@ -70,7 +69,7 @@ def render_instance_argv(instance_dir, disks, seed, address, ports, memory_mib=2
     system disk first; ``ports``: {guest port: host port} forwarded on ``address``."""
     fwd = ",".join("hostfwd=tcp:%s:%d-:%d" % (address, host, guest)
                    for guest, host in sorted(ports.items()))
-    return render_qemu_argv(
+    return bootcheck.render_qemu_argv(
         disks, os.path.join(instance_dir, "console.log"), memory_mib=memory_mib, smp=smp,
         accel=accel, name=os.path.basename(instance_dir), netdev="user,id=n0," + fwd,
         extra=["-daemonize", "-pidfile", os.path.join(instance_dir, "qemu.pid"),
