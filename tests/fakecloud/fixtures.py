@@ -1,8 +1,12 @@
 """pytest fixtures around the fake cloud, shared by tests/fakecloud and tests/image_build
 (import them into a conftest.py)."""
 
-import pytest
+import base64
 
+import pytest
+import yaml
+
+from receiver import cloudimage
 from tests.fakecloud.server import OPERATOR_KEY, FakeCloud
 
 REGION = "cn-hangzhou"
@@ -48,3 +52,18 @@ def aliyun_cloud(fake, clock, key=OPERATOR_KEY, **kw):
 @pytest.fixture
 def cloud(fake, clock):
     return aliyun_cloud(fake, clock)
+
+
+def receiver_of(fake, clock, state, tmp_path):
+    """The OnReceiver of the instance launch made (``state``), built as the receiver
+    would: from the cloud.json in its user-data, the fake's metadata naming it."""
+    fake.metadata_instance = state.get("instance_id")
+    inst = fake.world.instances[state.get("instance_id")]
+    files = {f["path"]: base64.b64decode(f["content"])
+             for f in yaml.safe_load(inst["UserData"])["write_files"]}
+    cloud_json = tmp_path / "cloud.json"
+    cloud_json.write_bytes(files["/etc/go2aliyun/cloud.json"])
+    return cloudimage.OnReceiver(
+        cloudimage.receiver_state_path(str(tmp_path / "receiver")), str(cloud_json),
+        metadata_endpoint=fake.endpoint, endpoint=fake.endpoint, protocol="http",
+        sleep=clock.sleep, clock=clock)

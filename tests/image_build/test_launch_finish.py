@@ -9,8 +9,7 @@ import yaml
 
 from image_build import finish, launch
 from image_build.state import StateFile
-from receiver import cloudimage
-from tests.fakecloud.fixtures import REGION, aliyun_cloud
+from tests.fakecloud.fixtures import REGION, aliyun_cloud, receiver_of
 from wire.errors import CloudError, UsageError
 
 SOURCE = "203.0.113.7"
@@ -146,18 +145,7 @@ def test_receiver_side_build_with_its_ram_role_then_operator_releases_network(
     operator = aliyun_cloud(fake, clock)
     state = StateFile.in_workdir(str(tmp_path / "operator"))
     launch.launch(operator, state, settings_for(fake, ram_role=fake.role))
-    fake.metadata_instance = state.get("instance_id")
-    # what launch put into the user-data for the receiver
-    inst = fake.world.instances[state.get("instance_id")]
-    files = {f["path"]: base64.b64decode(f["content"])
-             for f in yaml.safe_load(inst["UserData"])["write_files"]}
-    cloud_json = tmp_path / "cloud.json"
-    cloud_json.write_bytes(files["/etc/go2aliyun/cloud.json"])
-
-    on_receiver = cloudimage.OnReceiver(
-        cloudimage.receiver_state_path(str(tmp_path / "receiver")), str(cloud_json),
-        metadata_endpoint=fake.endpoint, endpoint=fake.endpoint, protocol="http",
-        sleep=clock.sleep, clock=clock)
+    on_receiver = receiver_of(fake, clock, state, tmp_path)  # from launch's user-data
     image_id = on_receiver.build_image()
     assert on_receiver.build_image() == image_id  # done is done
     on_receiver.release_self()

@@ -2,17 +2,15 @@
 allows exactly what the receiver calls with it, and the DryRun check at start names a
 missing action (and warns about a broader role) without making or deleting anything."""
 
-import base64
 import logging
 
 import pytest
-import yaml
 
 from image_build import launch
 from image_build.cloud import ramrole
 from image_build.state import StateFile
 from receiver import cloudimage
-from tests.fakecloud.fixtures import REGION
+from tests.fakecloud.fixtures import REGION, receiver_of
 from tests.fakecloud.fixtures import aliyun_cloud as operator_cloud
 from wire.errors import CloudError
 
@@ -26,16 +24,7 @@ def launched_receiver(fake, clock, tmp_path):
         region_id=REGION, image_name="web01-migrated", receiver_image_id=fake.appliance_image,
         source_cidr="203.0.113.7", system_disk_size=40, data_disks=[(1, 100)],
         platform="Debian", wait_receiver=False, ram_role=fake.role))
-    fake.metadata_instance = state.get("instance_id")
-    inst = fake.world.instances[state.get("instance_id")]
-    files = {f["path"]: base64.b64decode(f["content"])
-             for f in yaml.safe_load(inst["UserData"])["write_files"]}
-    cloud_json = tmp_path / "cloud.json"
-    cloud_json.write_bytes(files["/etc/go2aliyun/cloud.json"])
-    return cloudimage.OnReceiver(
-        cloudimage.receiver_state_path(str(tmp_path / "receiver")), str(cloud_json),
-        metadata_endpoint=fake.endpoint, endpoint=fake.endpoint, protocol="http",
-        sleep=clock.sleep, clock=clock)
+    return receiver_of(fake, clock, state, tmp_path)
 
 
 def role_calls(fake, dry_run):

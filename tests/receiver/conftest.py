@@ -146,3 +146,13 @@ def unmount_under(root):
 def write_file(path, data):
     with open(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
+
+
+def ask_rsync_module(conn, module="system"):
+    """Greet as rsync's client, ask for ``module``, and return all the peer says until
+    it closes."""
+    conn.sendall(b"@RSYNCD: 31.0\n%s\n" % module.encode())
+    answer = b""
+    for chunk in iter(lambda: conn.recv(4096), b""):
+        answer += chunk
+    return answer

@@ -1,11 +1,12 @@
 import os
+import time
 
 import pytest
 
 from receiver import datachannel
 from receiver import state as st
 from receiver.state import State
-from tests.receiver.conftest import read_text
+from tests.receiver.conftest import ask_rsync_module, read_text
 
 
 def test_render_rsyncd_conf_listens_nowhere_and_has_one_module_per_root():
@@ -130,6 +131,11 @@ def test_relay_takes_only_certificates_issued_here(state_dir, store, tmp_path):
             got += good.recv(65536)
         assert got == payload.upper()
         good.close()
+        # its daemon ends with the session (reads EOF; the handler thread reaps it)
+        deadline = time.monotonic() + 10
+        while relay.daemons and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not relay.daemons
         # signed by our CA, but not (or no longer) a client of this migration
         stranger = client(False)
         assert stranger.recv(100) == b""
@@ -146,13 +152,7 @@ def test_relay_takes_only_certificates_issued_here(state_dir, store, tmp_path):
         # a client of ours, but the migration takes no data now: refused, no daemon
         store.update(lambda doc: doc.update(state=State.FAILED.value))
         late = client(True)
-        late.sendall(b"@RSYNCD: 31.0\nsystem\n")
-        answer = b""
-        while True:
-            chunk = late.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        answer = ask_rsync_module(late)
         assert answer == b"@RSYNCD: 31.0\n" + datachannel.refusal("FAILED")
         late.close()
         assert not relay.daemons

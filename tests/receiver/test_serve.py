@@ -21,6 +21,7 @@ import requests
 
 from receiver import datachannel, tls
 from tests.receiver.conftest import (
+    ask_rsync_module,
     key_pem,
     load_manifest,
     make_csr,
@@ -423,13 +424,7 @@ def test_data_is_refused_and_cut_once_the_migration_stops_taking_it(receiver, tm
     ctx.load_cert_chain(*cert)
     conn = ctx.wrap_socket(socket.create_connection(("127.0.0.1", r.data), timeout=10))
     try:
-        conn.sendall(b"@RSYNCD: 31.0\nsystem\n")
-        answer = b""
-        while True:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        answer = ask_rsync_module(conn)
     finally:
         conn.close()
     assert b"@RSYNCD: OK" not in answer
