@@ -24,6 +24,7 @@ import stat
 import tempfile
 import time
 
+from receiver.convert.inroot import in_root
 from receiver.disks import probe
 from receiver.disks.layout import Layout
 from receiver.disks.plan import plan_layout, render_review
@@ -400,7 +401,9 @@ def _mount_all(layout, devices, mount_root, skip_mount_types):
     for m in layout.mounts:
         f = layout.filesystem(m.fs)
         dev = fs_device(layout, f, devices)
-        path = target_path(modules[m.module], m.mountpoint)
+        # resolved inside the copy: when PREPARING runs again after the data came (a
+        # restart), a mount point of the copy may be a symlink leading out of it
+        path = in_root(modules[m.module], m.mountpoint)
         entry = {"module": m.module, "mountpoint": m.mountpoint, "path": path,
                  "device": dev, "type": f.type, "uuid": f.uuid}
         if f.type in skip_mount_types:

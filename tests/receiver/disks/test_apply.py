@@ -420,3 +420,29 @@ def test_mbr_with_logical_partitions(loops, mnt):
         assert mounted(os.path.join(mnt, "system", "home"))
     finally:
         release(res)
+
+
+def test_a_mount_point_the_copy_made_a_symlink_stays_inside_it(loops, mnt, tmp_path):
+    """After the data came, a PREPARING run again (a restart) mounts where the copy says:
+    its /boot may be a symlink out of it; the mount lands inside the copy."""
+    m = randomize(L.mbr_boot_root_swap(unit=U))
+    dev = loops.new(600 * MiB)
+    release(prepare(m, L.plan(), {"system": dev}, mnt))
+    outside = str(tmp_path / "outside")
+    os.makedirs(outside)
+    root = str(tmp_path / "root")
+    os.makedirs(root)
+    runner.run(["mount", dev + "p2", root])
+    try:
+        os.rmdir(os.path.join(root, "boot"))
+        os.symlink(outside, os.path.join(root, "boot"))  # absolute: the copy's own /...
+    finally:
+        runner.run(["umount", root])
+    res = prepare(m, L.plan(), {"system": dev}, mnt)
+    try:
+        sysroot = os.path.join(mnt, "system")
+        boot = res["mounts"][1]["path"]
+        assert boot == os.path.join(sysroot, outside.lstrip("/")) and mounted(boot)
+        assert not mounted(outside) and os.listdir(outside) == []
+    finally:
+        release(res)
