@@ -588,3 +588,56 @@ def test_idle_connections_do_not_starve_the_control_api(receiver):
     finally:
         for c in idle:
             c.close()
+
+
+HOSTILE_IMAGE_NAMES = ["../../x", "/etc", "a\x00b", "ab\ncd", "..", "a/../../../x"]
+
+
+def test_an_image_name_that_is_not_one_folder_is_refused_by_the_real_server(receiver):
+    """Issue 14 (hole 1): the plan's image name becomes a folder of --output; a name
+    that leaves it (traversal, an absolute path, NUL, a newline) is 400
+    ``manifest.invalid`` before anything is stored, and the same receiver then takes a
+    good name."""
+    r = receiver
+    s, _ = r.session()
+    for name in HOSTILE_IMAGE_NAMES:
+        plan = dict(sample_plan(), image_name=name)
+        m = s.put(r.url("/v1/migration/manifest"),
+                  json={"manifest": load_manifest(), "plan": plan})
+        assert m.status_code == 400, (name, m.text)
+        e = m.json()["error"]
+        assert e["code"] == "manifest.invalid", (name, e)
+        assert e["details"]["path"] == "$.plan.image_name", (name, e)
+        assert s.get(r.url("/v1/migration")).json()["state"] == "NEW"
+        assert not os.path.exists(os.path.join(r.state, "plan.json")), name
+    assert not os.path.lexists(os.path.join(os.path.dirname(r.base), "x"))
+    good = s.put(r.url("/v1/migration/manifest"),
+                 json={"manifest": load_manifest(), "plan": sample_plan()})
+    assert good.status_code == 200, good.text
+
+
+def test_wrong_tokens_blank_nothing_in_the_real_servers_logs(receiver):
+    """Issue 14 (hole 5): a posted token is not a log secret unless this receiver issued
+    it. Words posted as tokens (here words of the receiver's own log line) stay readable
+    in its log, and hundreds of long guesses leave /healthz as fast as before."""
+    r = receiver
+    h = r.http()
+    t0 = time.monotonic()
+    assert h.get(r.url("/healthz"), timeout=5).status_code == 200
+    before = time.monotonic() - t0
+    for word in ("presented", "wrong"):
+        resp = h.post(r.url("/v1/session"), json={"token": word, "csr": make_csr()[1]})
+        assert resp.status_code in (401, 429), resp.text
+    csr = make_csr()[1]
+    for n in range(300):  # the pre-login flood: long guesses, most of them throttled
+        guess = ("%03d" % n) + os.urandom(254).hex()
+        resp = h.post(r.url("/v1/session"), json={"token": guess, "csr": csr}, timeout=10)
+        assert resp.status_code in (401, 429), resp.text
+    t0 = time.monotonic()
+    assert h.get(r.url("/healthz"), timeout=5).status_code == 200
+    after = time.monotonic() - t0
+    print("/healthz before the flood %.3f s, after %.3f s" % (before, after))
+    assert after < 1.0
+    log = read_text(os.path.join(r.state, "logs", "api.log"))
+    assert "a wrong token was presented from 127.0.0.1 (1 failures)" in log, log[-2000:]
+    assert "a wrong token was presented from 127.0.0.1 (2 failures)" in log, log[-2000:]
