@@ -60,6 +60,7 @@ class Receiver(object):
         self.roots = {"system": os.path.join(base, "sys"), "disk1": os.path.join(base, "d1")}
         self.control = datachannel.free_port()
         self.data = datachannel.free_port()
+        self.extra = []  # more serve options (--disk ...)
         self.proc = None
 
     def start(self):
@@ -68,6 +69,7 @@ class Receiver(object):
                 "--data-port", str(self.data), "--no-console", "--workers", "1"]
         for n, p in sorted(self.roots.items()):
             argv += ["--target-root", "%s=%s" % (n, p)]
+        argv += self.extra
         self.out = open(os.path.join(self.base, "serve.out"), "ab")  # noqa: SIM115
         self.proc = runner.start(argv, cwd=ROOT, stdout=self.out, stderr=self.out)
         deadline = time.time() + 30
