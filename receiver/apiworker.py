@@ -11,8 +11,9 @@ first request bytes are there, the connection goes to a thread as gunicorn would
 sent it. A connection that has not got that far within :data:`HANDSHAKE_TIMEOUT` is
 closed. The peer certificate stays on ``environ["gunicorn.socket"]`` for the app.
 
-Built on gthread's event loop of gunicorn 24+ (``pending_conns``, ``murder_pending``,
-``TConn.data_ready``); with an older gunicorn it behaves as plain gthread and logs so.
+Built on gthread's event loop as gunicorn 25.2 made it (``pending_conns``,
+``murder_pending``, ``TConn.data_ready``): pyproject.toml asks for gunicorn>=25.2, and
+tests/receiver/test_apiworker.py checks that the installed one still has that loop.
 """
 
 import errno
@@ -27,25 +28,13 @@ from gunicorn.workers import gthread
 
 HANDSHAKE_TIMEOUT = 10  # s from connect to the first request bytes (TLS handshake included)
 
-SUPPORTED = (hasattr(gthread.ThreadWorker, "murder_pending")
-             and hasattr(gthread.ThreadWorker, "enqueue_req")
-             and hasattr(gthread.TConn, "wait_for_data") and hasattr(http, "get_parser")
-             and hasattr(gsock, "ssl_context"))
-
-
 class ThreadWorker(gthread.ThreadWorker):
     """``--worker-class receiver.apiworker.ThreadWorker``."""
 
     _ssl_ctx = None
 
-    def init_process(self):
-        if not SUPPORTED:
-            self.log.warning("this gunicorn's gthread worker is not the one %s knows: TLS "
-                             "handshakes run in threads, without a timeout", __name__)
-        super().init_process()
-
     def accept(self, listener):
-        if not (SUPPORTED and self.cfg.is_ssl):
+        if not self.cfg.is_ssl:
             return super().accept(listener)
         try:
             client_sock, client_addr = listener.accept()
