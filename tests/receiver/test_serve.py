@@ -643,3 +643,34 @@ def test_wrong_tokens_blank_nothing_in_the_real_servers_logs(receiver):
     log = read_text(os.path.join(r.state, "logs", "api.log"))
     assert "a wrong token was presented from 127.0.0.1 (1 failures)" in log, log[-2000:]
     assert "a wrong token was presented from 127.0.0.1 (2 failures)" in log, log[-2000:]
+
+
+def test_a_port_taken_while_serving_ends_serve_naming_it(receiver):
+    """Issue 14: when a child dies and another process has taken its port meanwhile,
+    serve does not restart it again and again: after a few quick failures it stops with
+    ``receiver.port_in_use`` naming the port (and stops its other children)."""
+    r = receiver
+    relay = _pids_of(r.base, "_datachannel")
+    assert len(relay) == 1
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        os.kill(relay[0], signal.SIGKILL)
+        deadline = time.time() + 10
+        while True:  # the killed relay's socket closes at once
+            try:
+                held.bind(("127.0.0.1", r.data))
+                break
+            except OSError:
+                assert time.time() < deadline, "the data port stayed taken"
+                time.sleep(0.02)
+        held.listen(1)
+        t0 = time.monotonic()
+        rc = r.proc.wait(60)
+        took = time.monotonic() - t0
+    out = read_text(os.path.join(r.base, "serve.out"))
+    print("serve ended %.1f s after the data port was taken (exit %s)" % (took, rc))
+    assert rc == 3, out[-2000:]
+    assert "error [receiver.port_in_use]" in out, out[-2000:]
+    assert "data port 127.0.0.1:%d is already in use" % r.data in out
+    assert out.count("datachannel exited with") <= 6
+    assert r.leftovers() == []
