@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -674,3 +675,59 @@ def test_a_port_taken_while_serving_ends_serve_naming_it(receiver):
     assert "data port 127.0.0.1:%d is already in use" % r.data in out
     assert out.count("datachannel exited with") <= 6
     assert r.leftovers() == []
+
+
+SLOW_HEAD = (b"POST /v1/session HTTP/1.1\r\nHost: receiver\r\n"
+             b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n")
+
+
+def _trickle(port, first, rest, took, give_up):
+    """After the TLS handshake send ``first`` at once and then ``rest`` a byte every
+    0.25 s, until the server answers or closes; put the seconds that took in ``took``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5)) as s:
+        s.settimeout(0.25)
+        t0 = time.monotonic()
+        try:
+            s.sendall(first)
+            for i in range(len(rest)):
+                if time.monotonic() > give_up:
+                    return
+                s.sendall(rest[i:i + 1])
+                try:
+                    s.recv(4096)  # an answer (400: the body was cut) or the close
+                    break
+                except socket.timeout:
+                    continue  # nothing yet (a TLS session ticket is no answer)
+        except OSError:
+            pass  # closed by the server
+        took.append(time.monotonic() - t0)
+
+
+def test_a_request_sent_a_byte_at_a_time_is_cut_and_frees_its_thread(receiver):
+    """Issue 14: after the TLS handshake, a client that sends its request head or body a
+    byte at a time gets REQUEST_TIMEOUT (10 s) for it, not a thread for ever. Four such
+    clients hold all four threads of the one worker; they are cut, and /healthz answers."""
+    r = receiver
+    give_up = time.monotonic() + 20
+    took = []
+    clients = [threading.Thread(target=_trickle, args=(r.control, b"", SLOW_HEAD, took,
+                                                       give_up)) for _ in range(2)]
+    clients += [threading.Thread(target=_trickle, args=(r.control, SLOW_HEAD, b"{" * 4000,
+                                                        took, give_up)) for _ in range(2)]
+    for c in clients:
+        c.start()
+    time.sleep(2)  # every thread is taken now
+    t0 = time.monotonic()
+    assert r.http().get(r.url("/healthz"), timeout=30).status_code == 200
+    waited = time.monotonic() - t0
+    for c in clients:
+        c.join(30)
+    print("slow requests cut after %s s; /healthz waited %.1f s" % (
+        ", ".join("%.1f" % t for t in sorted(took)), waited))
+    assert len(took) == 4 and max(took) < 13, took
+    assert waited < 11
+    log = read_text(os.path.join(r.state, "logs", "api.log"))
+    assert "Traceback" not in log
