@@ -106,8 +106,13 @@ WHERE = {
     "export GO2ALIYUN_TOKEN=<token>": (
         "test", DEMO, "the demo's first migrate gets the token in GO2ALIYUN_TOKEN; "
         "test_token_variable checks the name here"),
-    "python3 go2aliyun.pyz migrate --receiver <address> --fingerprint <fingerprint> "
-    "--sync-only": ("test", DEMO, "these flags, in src, against the launched receiver"),
+    "python3 go2aliyun.pyz migrate --receiver <address> --sync-only": (
+        "test", DEMO, "these flags, in src, against the launched receiver (the demo also "
+        "passes the fingerprint; the token alone, the receiver proving it knows it: the "
+        "console way's tests/source_script/test_session_proof.py and test_vm_uefi_lvm's "
+        "appliance launched with no user-data, issue 15)"),
+    "go2aliyun-receiver status": (
+        "test", "tests/receiver/test_cli.py::test_token_new_and_status_commands", ""),
     "python3 go2aliyun.pyz migrate --cutover": (
         "test", DEMO, "the second pass: the receiver comes from client_data"),
     "go2aliyun migrate --sync-only": ("test", DEMO, ""),
@@ -122,8 +127,10 @@ WHERE = {
     "go2aliyun-cloud --workdir mig1 cleanup": ("test", DEMO, "in src, " + FAKE),
     "go2aliyun-cloud cleanup": ("test", DEMO, FAKE),
     # -- the other ways
-    "go2aliyun migrate --receiver-image IMAGE_ID --ram-role ROLE": (
-        "test", AIO, "all-in-one with AccessKeys in user_config.json against the " + FAKE),
+    "go2aliyun migrate --ram-role ROLE": (
+        "test", AIO, "all-in-one with AccessKeys in user_config.json against the " + FAKE
+        + " (with --receiver-image; without it, the official Debian 12 image installing "
+        "the receiver: the one-step tests of issue 15)"),
     "go2aliyun-receiver serve --disk system=/dev/vdb --disk disk1=/dev/vdc --provider "
     "local --output DIR": (
         "test", E2E, "serve with --disk (loop devices), --provider local, --output"),
