@@ -24,7 +24,7 @@ from image_build.dev import sample_server
 from tests.test_readme import TEST_COMMAND
 from wire import runner
 
-pytestmark = [pytest.mark.root, pytest.mark.long(minutes=7)]
+pytestmark = [pytest.mark.root, pytest.mark.long(minutes=8)]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKOUT = "/root/go2aliyun"
