@@ -312,6 +312,16 @@ def test_install_extras_and_commands():
         assert runner.which(script), "%s is not installed" % script
 
 
+def test_the_commands_tests_start_are_those_of_the_python_running_them():
+    """The README's test command is ``.venv/bin/python3 -m pytest`` from a new shell, where
+    PATH finds Debian's python3 or another Python first (pyenv here): the ``go2aliyun*``
+    commands the tests start must be the ones of the Python that runs the tests
+    (tests/conftest.py), not an install of another checkout."""
+    bindir = os.path.dirname(sys.executable)
+    for name in ("go2aliyun", "go2aliyun-cloud", "go2aliyun-receiver", "python3"):
+        assert runner.which(name) == os.path.join(bindir, name), (name, runner.which(name))
+
+
 def test_token_variable():
     """`export GO2ALIYUN_TOKEN=<token>` is what `migrate` reads the token from."""
     from source_script import cli
