@@ -188,11 +188,16 @@ def find_resources(cloud, state, with_tags=True):
         found["instances"].setdefault(state.get("instance_id"), {"id": state.get(
             "instance_id")})
     created = state.get("created") or {}
+    released = state.get("released") or {}
+    exists = {"vpcs": cloud.vpc, "vswitches": cloud.vswitch, "security_groups": None}
     for kind, key, flag in NETWORK:
-        if state.get(key) and created.get(flag):
-            found[kind].setdefault(state.get(key), {"id": state.get(key)})
+        res_id = state.get(key)
+        if res_id and created.get(flag) and not released.get(flag) and (
+                exists[kind] is None or exists[kind](res_id) is not None):
+            found[kind].setdefault(res_id, {"id": res_id})
     for snap_id in (state.get("snapshots") or {}).values():
-        found["snapshots"].setdefault(snap_id, {"id": snap_id})
+        if cloud.snapshot(snap_id) is not None:
+            found["snapshots"].setdefault(snap_id, {"id": snap_id})
     if state.get("image_id"):
         img = cloud.image(state.get("image_id"))
         if img is not None:
@@ -213,7 +218,10 @@ def plan_cleanup(found, delete_snapshots=True):
     used = set()
     for img_id, img in sorted(found["images"].items()):
         if img.get("status") in KEEP_IMAGE_STATES:
-            kept.append(("image", img_id, "the migration's image (%s)" % img.get("status")))
+            why = "the migration's image (%s)" % img.get("status")
+            if img.get("status") != "Available":
+                why += ": run finish to wait for it, or delete it in the ECS console"
+            kept.append(("image", img_id, why))
             for snap_id in img.get("snapshot_ids") or []:
                 used.add(snap_id)
                 kept.append(("snapshot", snap_id, "image %s is made of it" % img_id))
@@ -239,12 +247,21 @@ def apply_cleanup(cloud, state, steps, kept):
                 "snapshot": cloud.delete_snapshot,
                 "security_group": cloud.delete_security_group,
                 "vswitch": cloud.delete_vswitch, "vpc": cloud.delete_vpc}
+    # a VPC or vSwitch still Pending (its create answered just now) cannot be deleted yet
+    ready = {"vpc": (cloud.vpc, cloud.wait_vpc_available),
+             "vswitch": (cloud.vswitch, cloud.wait_vswitch_available)}
     waiting = []
     for action, kind, res_id in steps:
         if action == "wait_gone":
             for inst_id in waiting:
                 cloud.wait_instance_gone(inst_id)
             continue
+        if kind in ready:
+            now = ready[kind][0](res_id)
+            if now is None:
+                continue
+            if now["status"] != "Available":
+                ready[kind][1](res_id)
         deleters[kind](res_id)
         if kind == "instance":
             waiting.append(res_id)
