@@ -10,6 +10,7 @@ own instance (``release_network=False``: it cannot outlive its instance;
 remove the VPC, vSwitch and security group it made.
 """
 
+import functools
 import logging
 
 from image_build.cloud import ImageSpec, client_token
@@ -130,9 +131,9 @@ def build_image(cloud, state, instance_id, image_name, platform="Others Linux",
         if disk.disk_id not in snaps:
             label = "system" if disk.role == "system" else "disk%d" % disk.index
             token = client_token(mid, "snapshot-" + disk.disk_id)
-            state.begin_create("snapshot:" + disk.disk_id, token)
-            snap_id = cloud.create_snapshot(disk.disk_id, "go2aliyun-%s-%s" % (mid, label),
-                                            token, tags=tags)
+            snap_id = state.create("snapshot:" + disk.disk_id, token, functools.partial(
+                cloud.create_snapshot, disk.disk_id, "go2aliyun-%s-%s" % (mid, label), token,
+                tags=tags))
             snaps[disk.disk_id] = snap_id
             state.end_create("snapshot:" + disk.disk_id, snapshots=dict(snaps))
     for n, disk in enumerate(disks):
@@ -147,8 +148,8 @@ def build_image(cloud, state, instance_id, image_name, platform="Others Linux",
                          boot_mode=boot_mode,
                          description="go2aliyun migration %s" % mid, tags=tags)
         state.set("status", "CreatingImage")
-        state.begin_create("image", client_token(mid, "image"))
-        image_id = cloud.create_image(spec, client_token(mid, "image"))
+        image_id = state.create("image", client_token(mid, "image"),
+                                lambda: cloud.create_image(spec, client_token(mid, "image")))
         state.end_create("image", image_id=image_id, image_name=image_name)
     cloud.wait_image(image_id, progress=lambda i: progress and progress(
         "image: %s" % i.get("progress")))

@@ -181,9 +181,9 @@ def ensure_vpc(cloud, state, settings, mid):
                     hint="check --vpc-id and the region")
             state.update(vpc_id=settings.vpc_id, created=_created(state, vpc=False))
             return settings.vpc_id
-        state.begin_create("vpc", client_token(mid, "vpc"))
-        vpc_id = cloud.create_vpc(DEFAULT_VPC_CIDR, "go2aliyun-" + mid,
-                                  client_token(mid, "vpc"), tags=migration_tags(mid))
+        token = client_token(mid, "vpc")
+        vpc_id = state.create("vpc", token, lambda: cloud.create_vpc(
+            DEFAULT_VPC_CIDR, "go2aliyun-" + mid, token, tags=migration_tags(mid)))
         state.end_create("vpc", vpc_id=vpc_id, created=_created(state, vpc=True))
     if _created(state).get("vpc"):
         cloud.wait_vpc_available(vpc_id)
@@ -205,9 +205,10 @@ def ensure_vswitch(cloud, state, settings, mid, vpc_id, zone):
                                  hint="pass a vSwitch of the given VPC")
             state.update(vswitch_id=settings.vswitch_id, created=_created(state, vswitch=False))
             return settings.vswitch_id
-        state.begin_create("vswitch", client_token(mid, "vswitch"))
-        vsw_id = cloud.create_vswitch(vpc_id, zone, DEFAULT_VSWITCH_CIDR, "go2aliyun-" + mid,
-                                      client_token(mid, "vswitch"), tags=migration_tags(mid))
+        token = client_token(mid, "vswitch")
+        vsw_id = state.create("vswitch", token, lambda: cloud.create_vswitch(
+            vpc_id, zone, DEFAULT_VSWITCH_CIDR, "go2aliyun-" + mid, token,
+            tags=migration_tags(mid)))
         state.end_create("vswitch", vswitch_id=vsw_id, created=_created(state, vswitch=True))
     cloud.wait_vswitch_available(vsw_id)
     return vsw_id
@@ -220,10 +221,9 @@ def ensure_security_group(cloud, state, settings, mid, vpc_id):
             sg_id = settings.security_group_id
             state.update(security_group_id=sg_id, created=_created(state, security_group=False))
         else:
-            state.begin_create("security_group", client_token(mid, "security-group"))
-            sg_id = cloud.create_security_group(vpc_id, "go2aliyun-" + mid,
-                                                client_token(mid, "security-group"),
-                                                tags=migration_tags(mid))
+            token = client_token(mid, "security-group")
+            sg_id = state.create("security_group", token, lambda: cloud.create_security_group(
+                vpc_id, "go2aliyun-" + mid, token, tags=migration_tags(mid)))
             state.end_create("security_group", security_group_id=sg_id,
                              created=_created(state, security_group=True))
     allowed = state.get("ingress_allowed")
@@ -254,8 +254,8 @@ def ensure_instance(cloud, state, settings, mid, vsw_id, sg_id):
                             name=INSTANCE_NAME, ram_role=settings.ram_role,
                             tags=migration_tags(mid))
         state.update(target_layout=target_layout(settings))
-        state.begin_create("instance", client_token(mid, "instance"))
-        inst_id = cloud.run_instance(spec, client_token(mid, "instance"))
+        token = client_token(mid, "instance")
+        inst_id = state.create("instance", token, lambda: cloud.run_instance(spec, token))
         state.end_create("instance", instance_id=inst_id)
     inst = cloud.wait_instance_running(inst_id)
     address = inst.private_ip if settings.private else (inst.public_ip or inst.private_ip)

@@ -24,7 +24,7 @@ import json
 import os
 
 from wire import files
-from wire.errors import ConfigError
+from wire.errors import CloudError, ConfigError
 
 FILENAME = "cloud_state.json"
 
@@ -72,6 +72,19 @@ class StateFile(object):
         """Before a create call: ``kind`` (``vpc``, ``snapshot:<disk id>``, ...) is in
         flight, saved before the call goes out."""
         self.set_in("in_flight", kind, token)
+
+    def create(self, kind, token, call):
+        """``call()`` (a create sending ``token``) with ``kind`` in flight around it; a
+        refusal by the API (4xx: nothing was made) clears the mark again, a lost answer
+        leaves it. The caller records the id with :meth:`end_create`."""
+        self.begin_create(kind, token)
+        try:
+            return call()
+        except CloudError as e:
+            status = e.details.get("http_status")
+            if e.details.get("api_code") and status is not None and int(status) < 500:
+                self.end_create(kind)
+            raise
 
     def end_create(self, kind, **values):
         """After it answered: its id (``values``) recorded and the in-flight mark gone, in
