@@ -177,25 +177,28 @@ class CleanupReport(object):
         return out or ["nothing to delete"]
 
 
-def find_resources(cloud, state, with_tags=True):
-    """``{kind: {id: record}}``: the ids in ``state`` and (``with_tags``) everything
-    carrying the migration's tag, so a create whose answer was lost is found too."""
+def find_resources(cloud, state, images=True):
+    """``{kind: {id: record}}``: the ids in ``state`` and everything carrying the
+    migration's tag, so a create whose answer was lost is found too. ``images``: also the
+    images and snapshots (release leaves those alone)."""
     found = {kind: {} for kind in TAGGED_KINDS}
-    if with_tags and state.get("migration_id"):
+    if state.get("migration_id"):
         for kind, records in cloud.find_tagged(migration_tags(state.get("migration_id"))).items():
             for rec in records:
                 found[kind][rec["id"]] = rec
-    if state.get("instance_id") and cloud.instance(state.get("instance_id")) is not None:
+    if state.get("instance_id") and not (state.get("released") or {}).get("instance") and \
+            cloud.instance(state.get("instance_id")) is not None:
         found["instances"].setdefault(state.get("instance_id"), {"id": state.get(
             "instance_id")})
     created = state.get("created") or {}
     released = state.get("released") or {}
-    exists = {"vpcs": cloud.vpc, "vswitches": cloud.vswitch, "security_groups": None}
-    for kind, key, flag in NETWORK:
+    for kind, key, flag in NETWORK:  # apply_cleanup skips a VPC/vSwitch that is gone
         res_id = state.get(key)
-        if res_id and created.get(flag) and not released.get(flag) and (
-                exists[kind] is None or exists[kind](res_id) is not None):
+        if res_id and created.get(flag) and not released.get(flag):
             found[kind].setdefault(res_id, {"id": res_id})
+    if not images:
+        found["images"], found["snapshots"] = {}, {}
+        return found
     for snap_id in (state.get("snapshots") or {}).values():
         if cloud.snapshot(snap_id) is not None:
             found["snapshots"].setdefault(snap_id, {"id": snap_id})
@@ -293,10 +296,7 @@ def release(cloud, state, release_network=True):
             released["instance"] = True
             state.set("released", dict(released))
         return released
-    found = find_resources(cloud, state)
-    for kind in ("images", "snapshots", "disks"):
-        found[kind] = {}
-    steps, kept = plan_cleanup(found)
+    steps, kept = plan_cleanup(find_resources(cloud, state, images=False))
     apply_cleanup(cloud, state, steps, kept)
     _mark_done(state)
     return dict(state.get("released") or {})
