@@ -107,7 +107,9 @@ def test_killed_mid_call_then_cleanup_leaves_nothing_billable(fake, workdir, cap
     elapsed = time.monotonic() - killed_at
     out = capsys.readouterr().out
     assert left_billable(fake.world) == {}, out
-    print("%s killed during %s: cleanup done %.1fs after the kill" % (name, action, elapsed))
+    with capsys.disabled():
+        print("\n%s killed during %s: cleanup done %.1fs after the kill" % (name, action,
+                                                                          elapsed))
     assert elapsed < LIMIT, "cleanup took %.0fs" % elapsed
     # what it says is what happened: every deleted id is gone, every kept one is there
     for line in out.splitlines():
