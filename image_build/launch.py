@@ -298,10 +298,12 @@ def check_settings_unchanged(state, settings):
     now = _settings_record(settings)
     if settings.zone_id is None:
         now["zone_id"] = before.get("zone_id")  # picked by launch, not by the user
+    released = state.get("released") or {}
     changed = []
     for key, value in sorted(now.items()):
-        shaped = SHAPES[key]
-        made = state.get(shaped) or IN_FLIGHT_OF.get(shaped) in state.in_flight()
+        kind = IN_FLIGHT_OF[SHAPES[key]]
+        made = (state.get(SHAPES[key]) and not released.get(kind)) or \
+            kind in state.in_flight()
         if key in before and before[key] != value and made:
             changed.append("%s (was %r, now %r)" % (key, before[key], value))
     if changed:
@@ -309,7 +311,8 @@ def check_settings_unchanged(state, settings):
             "this migration's resources were made with other settings: %s" % ", ".join(
                 changed), code="config.settings_changed",
             hint="run launch with the settings of the first run (user_config.json, "
-                 "options), or `go2aliyun-cloud cleanup` and launch again")
+                 "options), or release this migration (`go2aliyun-cloud cleanup`) and "
+                 "launch a new one in another work folder")
     state.set("settings", dict(before, **now))
 
 
@@ -362,10 +365,10 @@ def _created(state, **changes):
 def launch(cloud, state, settings):
     """Run (or resume) the launch. Returns ``{"migration_id", "instance_id", "address",
     "token", "fingerprint"}``."""
+    check_settings_unchanged(state, settings)
     state.update(region_id=settings.region_id, image_name=settings.image_name,
                  net_mode=2 if settings.private else 0)
     mid = ensure_identity(state)
-    check_settings_unchanged(state, settings)
     if not state.get("instance_id"):
         refuse_duplicate_image(cloud, state, settings.image_name)
     zone = ensure_zone(cloud, state, settings)

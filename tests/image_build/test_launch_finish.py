@@ -219,11 +219,13 @@ def test_rerun_with_a_setting_that_made_a_resource_is_refused_by_name(fake, cloc
     cloud = aliyun_cloud(fake, clock)
     launch.launch(cloud, StateFile.in_workdir(str(tmp_path)), settings_for(fake))
     before = len(fake.world.calls)
+    recorded = StateFile.in_workdir(str(tmp_path)).data
     with pytest.raises(ConfigError) as e:
         launch.launch(cloud, StateFile.in_workdir(str(tmp_path)), settings_for(fake, **change))
     assert e.value.code == "config.settings_changed" and setting in e.value.message
     assert "cleanup" in e.value.hint
     assert len(fake.world.calls) == before  # refused before any call
+    assert StateFile.in_workdir(str(tmp_path)).data == recorded  # the state is untouched
 
 
 def test_a_setting_whose_resource_was_never_made_may_change(fake, clock, tmp_path):
