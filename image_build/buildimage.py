@@ -27,6 +27,7 @@ import string
 
 from image_build import finish, launch, userdata
 from image_build.cloud import InstanceSpec, client_token
+from image_build.cloud.base import migration_tags
 from image_build.state import StateFile
 from wire.errors import CloudError, UsageError
 
@@ -178,7 +179,8 @@ def ensure_build_instance(cloud, state, settings, bid, vsw_id, sg_id):
         spec = InstanceSpec(settings.base_image_id, settings.instance_type, vsw_id, sg_id,
                             render_build_user_data(settings), system_disk_gib=settings.disk_gib,
                             public_bandwidth_mbit=settings.bandwidth_mbit,
-                            name=BUILD_INSTANCE_NAME, tags={"go2aliyun:appliance-build": bid})
+                            name=BUILD_INSTANCE_NAME,
+                            tags=dict(migration_tags(bid), **{"go2aliyun:appliance-build": bid}))
         inst_id = cloud.run_instance(spec, client_token(bid, "instance"))
         state.set("instance_id", inst_id)
     return inst_id

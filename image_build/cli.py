@@ -217,11 +217,12 @@ def finish(ctx, config_path, boot_mode, keep_instance):
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @click.pass_context
 def cleanup(ctx, config_path, yes):
-    """Release everything recorded for this migration in cloud_state.json.
+    """Release everything of this migration: recorded in cloud_state.json or tagged
+    go2aliyun:migration=<its id> (so what an interrupted call made is found too).
 
-    Deletes the intermediate instance and the security group, vSwitch and VPC that launch
-    made (never ones you supplied), and snapshots left over when no image was made.
-    The image itself is kept.
+    Deletes the intermediate instance, then the security group, vSwitch and VPC that launch
+    made (never ones you supplied), and snapshots no image uses. The image and the
+    snapshots it is made of are kept. Prints each thing deleted and kept.
     """
     workdir = ctx.obj["workdir"]
     state = _state(ctx)
@@ -234,9 +235,8 @@ def cleanup(ctx, config_path, yes):
         click.confirm("release the resources recorded for %s?" % state.get("migration_id"),
                       abort=True)
     cloud = make_cloud_from(ctx, cfg, region_id=state.get("region_id"))
-    released = finishing.cleanup(cloud, state)
-    click.echo("released: %s" % (", ".join(sorted(k for k, v in released.items() if v))
-                                 or "nothing"))
+    for line in finishing.cleanup(cloud, state).lines():
+        click.echo(line)
 
 
 @cli.command("build-image")

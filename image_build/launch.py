@@ -22,6 +22,7 @@ import ssl
 
 from image_build import userdata
 from image_build.cloud import INSTANCE_NAME, RECEIVER_PORTS, InstanceSpec, client_token
+from image_build.cloud.base import migration_tags
 from receiver.identity import make_receiver_identity
 from wire.errors import CloudError, ConfigError, TrustError, UsageError
 from wire.logs import register_secret
@@ -180,9 +181,10 @@ def ensure_vpc(cloud, state, settings, mid):
                     hint="check --vpc-id and the region")
             state.update(vpc_id=settings.vpc_id, created=_created(state, vpc=False))
             return settings.vpc_id
-        vpc_id = cloud.create_vpc(DEFAULT_VPC_CIDR, "go2aliyun-" + mid,
-                                  client_token(mid, "vpc"))
-        state.update(vpc_id=vpc_id, created=_created(state, vpc=True))
+        token = client_token(mid, "vpc")
+        vpc_id = state.create("vpc", token, lambda: cloud.create_vpc(
+            DEFAULT_VPC_CIDR, "go2aliyun-" + mid, token, tags=migration_tags(mid)))
+        state.end_create("vpc", vpc_id=vpc_id, created=_created(state, vpc=True))
     if _created(state).get("vpc"):
         cloud.wait_vpc_available(vpc_id)
     elif cloud.vpc(vpc_id) is None:
@@ -203,9 +205,11 @@ def ensure_vswitch(cloud, state, settings, mid, vpc_id, zone):
                                  hint="pass a vSwitch of the given VPC")
             state.update(vswitch_id=settings.vswitch_id, created=_created(state, vswitch=False))
             return settings.vswitch_id
-        vsw_id = cloud.create_vswitch(vpc_id, zone, DEFAULT_VSWITCH_CIDR, "go2aliyun-" + mid,
-                                      client_token(mid, "vswitch"))
-        state.update(vswitch_id=vsw_id, created=_created(state, vswitch=True))
+        token = client_token(mid, "vswitch")
+        vsw_id = state.create("vswitch", token, lambda: cloud.create_vswitch(
+            vpc_id, zone, DEFAULT_VSWITCH_CIDR, "go2aliyun-" + mid, token,
+            tags=migration_tags(mid)))
+        state.end_create("vswitch", vswitch_id=vsw_id, created=_created(state, vswitch=True))
     cloud.wait_vswitch_available(vsw_id)
     return vsw_id
 
@@ -217,12 +221,20 @@ def ensure_security_group(cloud, state, settings, mid, vpc_id):
             sg_id = settings.security_group_id
             state.update(security_group_id=sg_id, created=_created(state, security_group=False))
         else:
-            sg_id = cloud.create_security_group(vpc_id, "go2aliyun-" + mid,
-                                                client_token(mid, "security-group"))
-            state.update(security_group_id=sg_id, created=_created(state, security_group=True))
-    if settings.source_cidr and not state.get("ingress_allowed"):  # none: build-image
+            token = client_token(mid, "security-group")
+            sg_id = state.create("security_group", token, lambda: cloud.create_security_group(
+                vpc_id, "go2aliyun-" + mid, token, tags=migration_tags(mid)))
+            state.end_create("security_group", security_group_id=sg_id,
+                             created=_created(state, security_group=True))
+    allowed = state.get("ingress_allowed")
+    if settings.source_cidr and allowed != settings.source_cidr:  # none: build-image
+        # a rerun with another --source-cidr: admit the new source, then drop the old one
         cloud.allow_ingress(sg_id, RECEIVER_PORTS, settings.source_cidr,
                             client_token(mid, "ingress-" + settings.source_cidr))
+        if allowed:
+            cloud.revoke_ingress(sg_id, RECEIVER_PORTS, allowed)
+            log.info("security group %s: source %s replaced by %s", sg_id, allowed,
+                     settings.source_cidr)
         state.set("ingress_allowed", settings.source_cidr)
     return sg_id
 
@@ -240,13 +252,68 @@ def ensure_instance(cloud, state, settings, mid, vsw_id, sg_id):
                             text, system_disk_gib=settings.receiver_disk_gib,
                             data_disks=disks, public_bandwidth_mbit=settings.bandwidth_mbit,
                             name=INSTANCE_NAME, ram_role=settings.ram_role,
-                            tags={"go2aliyun:migration": mid})
-        inst_id = cloud.run_instance(spec, client_token(mid, "instance"))
-        state.set("instance_id", inst_id)
+                            tags=migration_tags(mid))
+        state.update(target_layout=target_layout(settings))
+        token = client_token(mid, "instance")
+        inst_id = state.create("instance", token, lambda: cloud.run_instance(spec, token))
+        state.end_create("instance", instance_id=inst_id)
     inst = cloud.wait_instance_running(inst_id)
     address = inst.private_ip if settings.private else (inst.public_ip or inst.private_ip)
     state.update(address=address, public_ip=inst.public_ip, private_ip=inst.private_ip)
     return inst
+
+
+def target_layout(settings):
+    """The target disks launch asks for, as finish proves them on the instance: the target
+    system disk (index 0), then each data disk by its index."""
+    return [{"role": "system", "index": 0, "name": TARGET_SYSTEM_DISK,
+             "size_gib": settings.system_disk_size}] + [
+        {"role": "data", "index": i, "name": target_disk_name(i), "size_gib": size}
+        for i, size in settings.data_disks]
+
+
+# A setting -> the recorded resource it shaped. Once that resource exists (or its create
+# is in flight), a rerun with another value is refused, naming the setting: the resource
+# would not match it. --source-cidr is not here: a rerun applies it to the security group.
+SHAPES = {"region_id": "vpc_id", "zone_id": "vswitch_id", "vpc_id": "vpc_id",
+          "vswitch_id": "vswitch_id", "security_group_id": "security_group_id",
+          "private": "instance_id", "instance_type": "instance_id",
+          "receiver_image_id": "instance_id", "system_disk_size": "instance_id",
+          "data_disks": "instance_id", "bandwidth_mbit": "instance_id",
+          "ram_role": "instance_id", "receiver_disk_gib": "instance_id",
+          "image_name": "instance_id"}
+IN_FLIGHT_OF = {"vpc_id": "vpc", "vswitch_id": "vswitch", "security_group_id":
+                "security_group", "instance_id": "instance"}
+
+
+def _settings_record(settings):
+    return {k: (list(map(list, v)) if k == "data_disks" else v)
+            for k, v in ((k, getattr(settings, k)) for k in SHAPES)}
+
+
+def check_settings_unchanged(state, settings):
+    """Refuse a rerun whose settings differ from those that made a resource still in use;
+    record the settings of this run otherwise."""
+    before = state.get("settings") or {}
+    now = _settings_record(settings)
+    if settings.zone_id is None:
+        now["zone_id"] = before.get("zone_id")  # picked by launch, not by the user
+    released = state.get("released") or {}
+    changed = []
+    for key, value in sorted(now.items()):
+        kind = IN_FLIGHT_OF[SHAPES[key]]
+        made = (state.get(SHAPES[key]) and not released.get(kind)) or \
+            kind in state.in_flight()
+        if key in before and before[key] != value and made:
+            changed.append("%s (was %r, now %r)" % (key, before[key], value))
+    if changed:
+        raise ConfigError(
+            "this migration's resources were made with other settings: %s" % ", ".join(
+                changed), code="config.settings_changed",
+            hint="run launch with the settings of the first run (user_config.json, "
+                 "options), or release this migration (`go2aliyun-cloud cleanup`) and "
+                 "launch a new one in another work folder")
+    state.set("settings", dict(before, **now))
 
 
 def _plain_fingerprint(text):
@@ -298,6 +365,7 @@ def _created(state, **changes):
 def launch(cloud, state, settings):
     """Run (or resume) the launch. Returns ``{"migration_id", "instance_id", "address",
     "token", "fingerprint"}``."""
+    check_settings_unchanged(state, settings)
     state.update(region_id=settings.region_id, image_name=settings.image_name,
                  net_mode=2 if settings.private else 0)
     mid = ensure_identity(state)

@@ -8,15 +8,23 @@ Keys (names follow the seed's client_data where it has one): ``migration_id``,
 ``instance_id``, ``created`` (``{"vpc": bool, "vswitch": bool, "security_group": bool}``:
 made by us, so ours to delete; user-supplied ids are never deleted), ``net_mode``
 (0 internet, 2 VPC intranet), ``address``, ``public_ip``, ``private_ip``, ``token``,
-``tls`` (certificate, key, fingerprint), ``snapshots`` (target disk -> snapshot id),
-``image_name``, ``image_id``, ``status`` and ``released`` (what was deleted).
+``tls`` (certificate, key, fingerprint), ``target_layout`` (what launch asked for: role,
+index, name and size of each target disk), ``target_disks`` (the instance's disks proven to
+be them: disk id, role, index, size), ``snapshots`` (disk id -> snapshot id),
+``image_name``, ``image_id``, ``settings`` (launch's settings, to refuse a changed one),
+``in_flight`` (creates begun whose answer is not recorded yet: kind -> ClientToken),
+``status`` and ``released`` (what was deleted).
+
+Every resource is also tagged ``go2aliyun:migration=<migration_id>``
+(``image_build.cloud.base.MIGRATION_TAG``): an ``in_flight`` entry tells cleanup that a
+create may have made something whose id never reached this file; it finds it by the tag.
 """
 
 import json
 import os
 
 from wire import files
-from wire.errors import ConfigError
+from wire.errors import CloudError, ConfigError
 
 FILENAME = "cloud_state.json"
 
@@ -59,6 +67,36 @@ class StateFile(object):
         sub[key] = value
         self.data[section] = sub
         self.save()
+
+    def begin_create(self, kind, token):
+        """Before a create call: ``kind`` (``vpc``, ``snapshot:<disk id>``, ...) is in
+        flight, saved before the call goes out."""
+        self.set_in("in_flight", kind, token)
+
+    def create(self, kind, token, call):
+        """``call()`` (a create sending ``token``) with ``kind`` in flight around it; a
+        refusal by the API (4xx: nothing was made) clears the mark again, a lost answer
+        leaves it. The caller records the id with :meth:`end_create`."""
+        self.begin_create(kind, token)
+        try:
+            return call()
+        except CloudError as e:
+            status = e.details.get("http_status")
+            if e.details.get("api_code") and status is not None and int(status) < 500:
+                self.end_create(kind)
+            raise
+
+    def end_create(self, kind, **values):
+        """After it answered: its id (``values``) recorded and the in-flight mark gone, in
+        one atomic write."""
+        flying = dict(self.data.get("in_flight") or {})
+        flying.pop(kind, None)
+        self.data.update(values)
+        self.data["in_flight"] = flying
+        self.save()
+
+    def in_flight(self):
+        return dict(self.data.get("in_flight") or {})
 
     def save(self):
         folder = os.path.dirname(os.path.abspath(self.path))

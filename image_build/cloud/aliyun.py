@@ -21,6 +21,18 @@ log = logging.getLogger(__name__)
 OWN_IMAGE_STATES = "Creating,Waiting,Available,UnAvailable,CreateFailed,Deprecated"
 
 
+def _tag_list(model, tags):
+    """``{key: value}`` -> the request's ``Tag.N`` list (None for no tags)."""
+    return [model(key=k, value=v) for k, v in sorted((tags or {}).items())] or None
+
+
+def _image_record(i):
+    mappings = (i.get("DiskDeviceMappings") or {}).get("DiskDeviceMapping") or []
+    return {"id": i["ImageId"], "name": i.get("ImageName"), "status": i.get("Status"),
+            "progress": i.get("Progress"),
+            "snapshot_ids": [d["SnapshotId"] for d in mappings if d.get("SnapshotId")]}
+
+
 def _is_sdk_error(exc):
     from alibabacloud_credentials.exceptions import CredentialException
     from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
@@ -92,11 +104,12 @@ class AliyunCloud(Cloud):
                 out.append(z["ZoneId"])
         return sorted(out)
 
-    def create_vpc(self, cidr, name, client_token):
+    def create_vpc(self, cidr, name, client_token, tags=None):
         m = self._vpc_models()
         body = self._call(self.vpc_client, "create_vpc", m.CreateVpcRequest(
             region_id=self.region_id, cidr_block=cidr, vpc_name=name,
-            description="made by go2aliyun", client_token=client_token))
+            description="made by go2aliyun", client_token=client_token,
+            tag=_tag_list(m.CreateVpcRequestTag, tags)))
         return body["VpcId"]
 
     def vpc(self, vpc_id):
@@ -108,11 +121,12 @@ class AliyunCloud(Cloud):
                 return {"id": vpc_id, "status": v.get("Status"), "cidr": v.get("CidrBlock")}
         return None
 
-    def create_vswitch(self, vpc_id, zone_id, cidr, name, client_token):
+    def create_vswitch(self, vpc_id, zone_id, cidr, name, client_token, tags=None):
         m = self._vpc_models()
         body = self._call(self.vpc_client, "create_vswitch", m.CreateVSwitchRequest(
             region_id=self.region_id, vpc_id=vpc_id, zone_id=zone_id, cidr_block=cidr,
-            v_switch_name=name, description="made by go2aliyun", client_token=client_token))
+            v_switch_name=name, description="made by go2aliyun", client_token=client_token,
+            tag=_tag_list(m.CreateVSwitchRequestTag, tags)))
         return body["VSwitchId"]
 
     def vswitch(self, vswitch_id):
@@ -126,12 +140,12 @@ class AliyunCloud(Cloud):
                         "status": v.get("Status"), "cidr": v.get("CidrBlock")}
         return None
 
-    def create_security_group(self, vpc_id, name, client_token):
+    def create_security_group(self, vpc_id, name, client_token, tags=None):
         m = self._models()
         body = self._call(self.ecs, "create_security_group", m.CreateSecurityGroupRequest(
             region_id=self.region_id, vpc_id=vpc_id, security_group_name=name,
             description="go2aliyun receiver: 8080 and 8703 from the source only",
-            client_token=client_token))
+            client_token=client_token, tag=_tag_list(m.CreateSecurityGroupRequestTag, tags)))
         return body["SecurityGroupId"]
 
     def allow_ingress(self, group_id, ports, source_cidr, client_token):
@@ -142,6 +156,14 @@ class AliyunCloud(Cloud):
         self._call(self.ecs, "authorize_security_group", m.AuthorizeSecurityGroupRequest(
             region_id=self.region_id, security_group_id=group_id, permissions=perms,
             client_token=client_token))
+
+    def revoke_ingress(self, group_id, ports, source_cidr):
+        m = self._models()
+        perms = [m.RevokeSecurityGroupRequestPermissions(
+            ip_protocol="TCP", port_range="%d/%d" % (p, p), source_cidr_ip=source_cidr,
+            policy="Accept") for p in ports]
+        self._call(self.ecs, "revoke_security_group", m.RevokeSecurityGroupRequest(
+            region_id=self.region_id, security_group_id=group_id, permissions=perms))
 
     def ingress_rules(self, group_id):
         m = self._models()
@@ -211,9 +233,58 @@ class AliyunCloud(Cloud):
             region_id=self.region_id, image_id=image_id, status=OWN_IMAGE_STATES))
         for i in body.get("Images", {}).get("Image", []):
             if i["ImageId"] == image_id:
-                return {"id": image_id, "name": i.get("ImageName"), "status": i.get("Status"),
-                        "progress": i.get("Progress")}
+                return _image_record(i)
         return None
+
+    def delete_image(self, image_id):
+        m = self._models()
+        self._call(self.ecs, "delete_image", m.DeleteImageRequest(
+            region_id=self.region_id, image_id=image_id, force=True),
+            ok_codes=("InvalidImageId.NotFound",))
+
+    # ------------------------------------------------------------------ by tag
+    def find_tagged(self, tags):
+        """One Describe* per kind with the Tag filter (as the console's tag search)."""
+        m, v = self._models(), self._vpc_models()
+        found = {}
+        body = self._call(self.ecs, "describe_instances", m.DescribeInstancesRequest(
+            region_id=self.region_id, page_size=100,
+            tag=_tag_list(m.DescribeInstancesRequestTag, tags)))
+        found["instances"] = [{"id": i["InstanceId"], "status": i.get("Status")}
+                              for i in body.get("Instances", {}).get("Instance", [])]
+        body = self._call(self.ecs, "describe_disks", m.DescribeDisksRequest(
+            region_id=self.region_id, page_size=100,
+            tag=_tag_list(m.DescribeDisksRequestTag, tags)))
+        found["disks"] = [{"id": d["DiskId"], "instance_id": d.get("InstanceId") or None,
+                           "status": d.get("Status")}
+                          for d in body.get("Disks", {}).get("Disk", [])]
+        body = self._call(self.ecs, "describe_images", m.DescribeImagesRequest(
+            region_id=self.region_id, image_owner_alias="self", status=OWN_IMAGE_STATES,
+            page_size=100, tag=_tag_list(m.DescribeImagesRequestTag, tags)))
+        found["images"] = [_image_record(i) for i in body.get("Images", {}).get("Image", [])]
+        body = self._call(self.ecs, "describe_snapshots", m.DescribeSnapshotsRequest(
+            region_id=self.region_id, page_size=100,
+            tag=_tag_list(m.DescribeSnapshotsRequestTag, tags)))
+        found["snapshots"] = [{"id": s["SnapshotId"], "disk_id": s.get("SourceDiskId"),
+                               "status": s.get("Status")}
+                              for s in body.get("Snapshots", {}).get("Snapshot", [])]
+        body = self._call(self.ecs, "describe_security_groups",
+                          m.DescribeSecurityGroupsRequest(
+                              region_id=self.region_id, page_size=50,
+                              tag=_tag_list(m.DescribeSecurityGroupsRequestTag, tags)))
+        found["security_groups"] = [
+            {"id": g["SecurityGroupId"], "vpc_id": g.get("VpcId")}
+            for g in body.get("SecurityGroups", {}).get("SecurityGroup", [])]
+        body = self._call(self.vpc_client, "describe_vswitches", v.DescribeVSwitchesRequest(
+            region_id=self.region_id, page_size=50,
+            tag=_tag_list(v.DescribeVSwitchesRequestTag, tags)))
+        found["vswitches"] = [{"id": s["VSwitchId"], "vpc_id": s.get("VpcId")}
+                              for s in body.get("VSwitches", {}).get("VSwitch", [])]
+        body = self._call(self.vpc_client, "describe_vpcs", v.DescribeVpcsRequest(
+            region_id=self.region_id, page_size=50, tag=_tag_list(v.DescribeVpcsRequestTag,
+                                                                   tags)))
+        found["vpcs"] = [{"id": x["VpcId"]} for x in body.get("Vpcs", {}).get("Vpc", [])]
+        return found
 
     def run_instance(self, spec, client_token):
         m = self._models()
@@ -269,11 +340,11 @@ class AliyunCloud(Cloud):
             instance_id=instance_id, force=True), ok_codes=("InvalidInstanceId.NotFound",))
 
     # ------------------------------------------------------------------ snapshots, images
-    def create_snapshot(self, disk_id, name, client_token):
+    def create_snapshot(self, disk_id, name, client_token, tags=None):
         m = self._models()
         body = self._call(self.ecs, "create_snapshot", m.CreateSnapshotRequest(
             disk_id=disk_id, snapshot_name=name, description="made by go2aliyun",
-            client_token=client_token))
+            client_token=client_token, tag=_tag_list(m.CreateSnapshotRequestTag, tags)))
         return body["SnapshotId"]
 
     def snapshot(self, snapshot_id):
@@ -300,7 +371,7 @@ class AliyunCloud(Cloud):
             region_id=self.region_id, image_name=spec.name, platform=spec.platform,
             architecture=spec.architecture, boot_mode=spec.boot_mode,
             description=spec.description, disk_device_mapping=mappings,
-            client_token=client_token))
+            client_token=client_token, tag=_tag_list(m.CreateImageRequestTag, spec.tags)))
         return body["ImageId"]
 
     def create_image_from_instance(self, instance_id, name, client_token,

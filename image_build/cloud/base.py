@@ -19,6 +19,16 @@ from wire.errors import CloudError
 
 INSTANCE_NAME = "INSTANCE_FOR_GOTOALIYUN"
 RECEIVER_PORTS = (8080, 8703)
+# Every resource go2aliyun creates carries this tag (value: the migration id), so cleanup
+# finds what a create call made even when its answer was lost (issue 16).
+MIGRATION_TAG = "go2aliyun:migration"
+# What :meth:`Cloud.find_tagged` returns, by kind, in the order cleanup releases them.
+TAGGED_KINDS = ("instances", "disks", "images", "snapshots", "security_groups", "vswitches",
+                "vpcs")
+
+
+def migration_tags(migration_id):
+    return {MIGRATION_TAG: migration_id}
 
 
 def client_token(migration_id, step):
@@ -88,7 +98,8 @@ class ImageSpec(object):
     disk first; it becomes /dev/xvda and the data disks /dev/xvdb, /dev/xvdc, ..."""
 
     def __init__(self, name, disks, platform="Others Linux", architecture="x86_64",
-                 boot_mode="BIOS", description="made by go2aliyun"):
+                 boot_mode="BIOS", description="made by go2aliyun", tags=None):
+        self.tags = dict(tags or {})
         self.name = name
         self.disks = list(disks)
         self.platform = platform
@@ -121,15 +132,15 @@ class Cloud(abc.ABC):
         """Zones."""
 
     @abc.abstractmethod
-    def create_vpc(self, cidr, name, client_token):
-        """Create vpc."""
+    def create_vpc(self, cidr, name, client_token, tags=None):
+        """Create vpc. ``tags`` ({key: value}) go on it in the same call."""
 
     @abc.abstractmethod
     def vpc(self, vpc_id):
         """``{"id", "status", "cidr"}`` or None when it does not exist."""
 
     @abc.abstractmethod
-    def create_vswitch(self, vpc_id, zone_id, cidr, name, client_token):
+    def create_vswitch(self, vpc_id, zone_id, cidr, name, client_token, tags=None):
         """Create vswitch."""
 
     @abc.abstractmethod
@@ -137,12 +148,16 @@ class Cloud(abc.ABC):
         """``{"id", "vpc_id", "zone_id", "status", "cidr"}`` or None."""
 
     @abc.abstractmethod
-    def create_security_group(self, vpc_id, name, client_token):
+    def create_security_group(self, vpc_id, name, client_token, tags=None):
         """Create security group."""
 
     @abc.abstractmethod
     def allow_ingress(self, group_id, ports, source_cidr, client_token):
         """Admit TCP ``ports`` from ``source_cidr`` only. Adding a rule twice is harmless."""
+
+    @abc.abstractmethod
+    def revoke_ingress(self, group_id, ports, source_cidr):
+        """Remove the TCP ``ports`` rules for ``source_cidr``; removing none is harmless."""
 
     @abc.abstractmethod
     def ingress_rules(self, group_id):
@@ -155,7 +170,18 @@ class Cloud(abc.ABC):
 
     @abc.abstractmethod
     def image(self, image_id):
-        """``{"id", "name", "status", "progress"}`` or None."""
+        """``{"id", "name", "status", "progress", "snapshot_ids"}`` or None."""
+
+    @abc.abstractmethod
+    def delete_image(self, image_id):
+        """Delete an image of this account (gone already counts as deleted)."""
+
+    @abc.abstractmethod
+    def find_tagged(self, tags):
+        """Everything carrying all ``tags``: ``{kind: [record]}`` for each kind of
+        :data:`TAGGED_KINDS`; records are ``{"id", ...}`` with ``status`` (instances,
+        images, snapshots), ``instance_id`` (disks), ``disk_id`` (snapshots),
+        ``snapshot_ids`` (images), ``vpc_id`` (security groups, vSwitches)."""
 
     def receiver_config(self, config, instance_token):
         """The cloud.json the receiver of the instance made with ``instance_token`` gets
@@ -181,7 +207,7 @@ class Cloud(abc.ABC):
 
     # -- snapshots
     @abc.abstractmethod
-    def create_snapshot(self, disk_id, name, client_token):
+    def create_snapshot(self, disk_id, name, client_token, tags=None):
         """Create snapshot."""
 
     @abc.abstractmethod

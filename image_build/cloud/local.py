@@ -231,21 +231,22 @@ class LocalCloud(Cloud):
     def zones(self):
         return [ZONE]
 
-    def create_vpc(self, cidr, name, client_token):
+    def create_vpc(self, cidr, name, client_token, tags=None):
         return self._create("vpcs", "vpc-local", client_token,
                             lambda d, i: {"id": i, "cidr": cidr, "name": name,
-                                          "status": "Available"})
+                                          "status": "Available", "tags": dict(tags or {})})
 
     def vpc(self, vpc_id):
         v = self._get("vpcs", vpc_id)
         return {"id": v["id"], "status": v["status"], "cidr": v["cidr"]} if v else None
 
-    def create_vswitch(self, vpc_id, zone_id, cidr, name, client_token):
+    def create_vswitch(self, vpc_id, zone_id, cidr, name, client_token, tags=None):
         if self.vpc(vpc_id) is None:
             raise CloudError("VPC %s does not exist" % vpc_id, code="cloud.vpc_missing")
         return self._create("vswitches", "vsw-local", client_token,
                             lambda d, i: {"id": i, "vpc_id": vpc_id, "zone_id": zone_id,
-                                          "cidr": cidr, "name": name, "status": "Available"})
+                                          "cidr": cidr, "name": name, "status": "Available",
+                                          "tags": dict(tags or {})})
 
     def vswitch(self, vswitch_id):
         v = self._get("vswitches", vswitch_id)
@@ -253,10 +254,10 @@ class LocalCloud(Cloud):
             return None
         return {k: v[k] for k in ("id", "vpc_id", "zone_id", "status", "cidr")}
 
-    def create_security_group(self, vpc_id, name, client_token):
+    def create_security_group(self, vpc_id, name, client_token, tags=None):
         return self._create("groups", "sg-local", client_token,
                             lambda d, i: {"id": i, "vpc_id": vpc_id, "name": name,
-                                          "rules": []})
+                                          "rules": [], "tags": dict(tags or {})})
 
     def allow_ingress(self, group_id, ports, source_cidr, client_token):
         with self._locked() as data:
@@ -268,6 +269,35 @@ class LocalCloud(Cloud):
                 if [port, source_cidr] not in group["rules"]:
                     group["rules"].append([int(port), source_cidr])
             group["rules"].sort()
+
+    def revoke_ingress(self, group_id, ports, source_cidr):
+        with self._locked() as data:
+            group = data["groups"].get(group_id)
+            if group is not None:
+                group["rules"] = [r for r in group["rules"]
+                                  if not (r[1] == source_cidr and r[0] in ports)]
+
+    def find_tagged(self, tags):
+        data = self._read()
+
+        def has(rec):
+            have = rec.get("tags") or {}
+            return all(have.get(k) == v for k, v in tags.items())
+
+        insts = {i: r for i, r in data["instances"].items() if has(r) and not r.get("deleted")}
+        return {
+            "instances": [{"id": i, "status": self._status(r)} for i, r in insts.items()],
+            "disks": [{"id": d, "instance_id": r["instance_id"]}
+                      for d, r in data["disks"].items() if r["instance_id"] in insts],
+            "images": [self.image(i) for i, r in data["images"].items() if has(r)],
+            "snapshots": [{"id": i, "disk_id": r["disk_id"]}
+                          for i, r in data["snapshots"].items() if has(r)],
+            "security_groups": [{"id": i, "vpc_id": r["vpc_id"]}
+                                for i, r in data["groups"].items() if has(r)],
+            "vswitches": [{"id": i, "vpc_id": r["vpc_id"]}
+                          for i, r in data["vswitches"].items() if has(r)],
+            "vpcs": [{"id": i} for i, r in data["vpcs"].items() if has(r)],
+        }
 
     def ingress_rules(self, group_id):
         g = self._get("groups", group_id)
@@ -436,7 +466,7 @@ class LocalCloud(Cloud):
         shutil.rmtree(rec["dir"], ignore_errors=True)
 
     # -- snapshots ---------------------------------------------------------------
-    def create_snapshot(self, disk_id, name, client_token):
+    def create_snapshot(self, disk_id, name, client_token, tags=None):
         disk = self._get("disks", disk_id)
         if disk is None:
             raise CloudError("disk %s does not exist" % disk_id, code="cloud.disk_missing")
@@ -447,7 +477,7 @@ class LocalCloud(Cloud):
         def make(data, snap_id):
             made.append(snap_id)
             return {"id": snap_id, "name": name, "disk_id": disk_id,
-                    "size_gib": disk["size_gib"],
+                    "size_gib": disk["size_gib"], "tags": dict(tags or {}),
                     "file": os.path.join(folder, snap_id + ".raw"), "pid": None}
 
         snap_id = self._create("snapshots", "s-local", client_token, make)
@@ -492,6 +522,7 @@ class LocalCloud(Cloud):
             return None
         out = {k: rec.get(k) for k in ("id", "name", "status", "progress", "path",
                                        "reason", "code", "console_tail")}
+        out["snapshot_ids"] = [d["snapshot_id"] for d in rec.get("disks") or []]
         if rec["status"] == "Creating" and rec.get("pid") and not _alive(rec["pid"]):
             out.update(status="CreateFailed", reason="the image builder stopped: " +
                        _read_text(rec["log"])[-1000:])
@@ -516,6 +547,7 @@ class LocalCloud(Cloud):
         def make(data, image_id):
             made.append(image_id)
             return {"id": image_id, "name": spec.name, "status": "Creating", "progress": "0%",
+                    "tags": dict(spec.tags),
                     "path": path, "pid": None, "log": path + ".log",
                     "verify": self.verify_images, "verify_timeout": self.verify_timeout,
                     "spec": {"name": spec.name, "platform": spec.platform,
@@ -531,6 +563,11 @@ class LocalCloud(Cloud):
             with self._locked() as data:
                 data["images"][image_id]["pid"] = pid
         return image_id
+
+    def delete_image(self, image_id):
+        """Forget the image record (an image set already written stays: the user's)."""
+        with self._locked() as data:
+            data["images"].pop(image_id, None)
 
     def wait_image(self, image_id, progress=None):
         """As the base, but a failed verification boot says why, with the console tail."""

@@ -193,10 +193,19 @@ class _Handler(BaseHTTPRequestHandler):
                 params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
             action = headers.get("x-acs-action", "")
             world.record(action, params, ak)
+            hold = world.take_hold(action)
+            if hold is not None:  # answered late: the client may die meanwhile
+                hold.arrived.set()
+                hold.released.wait(hold.timeout)
             fault = world.take_fault(action)
             if fault is not None and not fault.crash:
                 raise ApiError(fault.code, status=fault.status)
-            result = world.handle(headers.get("x-acs-version", ""), action, params, principal)
+            try:
+                result = world.handle(headers.get("x-acs-version", ""), action, params,
+                                      principal)
+            finally:
+                if hold is not None:
+                    hold.done.set()
             if fault is not None and fault.crash:
                 with world.lock:
                     world.dark = True

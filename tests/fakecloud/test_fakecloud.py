@@ -15,6 +15,7 @@ from alibabacloud_tea_openapi.utils_models import Config
 from alibabacloud_vpc20160428 import models as vpc_models
 from alibabacloud_vpc20160428.client import Client as VpcClient
 from darabonba.exceptions import UnretryableException
+from darabonba.runtime import RuntimeOptions
 
 from tests.fakecloud import signing
 from tests.fakecloud.fixtures import REGION
@@ -275,3 +276,111 @@ def test_metadata_service_gives_identity_and_role_credentials(fake):
     with pytest.raises(ClientException) as e:
         describe_vpcs(VpcClient(cfg))
     assert e.value.code == "InvalidSecurityToken.Mismatch"
+
+
+def _tagged(model, **tags):
+    return [model(key=k, value=v) for k, v in tags.items()]
+
+
+def test_tags_given_at_create_are_found_by_the_describe_tag_filters(fake):
+    """As ECS and VPC: Tag.N on a create tags it; Describe* with Tag.N returns only the
+    resources carrying every given tag (a key alone matches any value); RunInstances'
+    tags go on the instance and its disks."""
+    _, inst_id = _run_instance(fake, tag=_tagged(ecs_models.RunInstancesRequestTag,
+                                                 **{"go2aliyun:migration": "m-1"}))
+    vpc, ecs = vpc_client(fake), ecs_client(fake)
+    ours = vpc.create_vpc(vpc_models.CreateVpcRequest(
+        region_id=REGION, cidr_block="172.16.0.0/16",
+        tag=_tagged(vpc_models.CreateVpcRequestTag, **{"go2aliyun:migration": "m-1"}))
+    ).body.vpc_id
+    vpc.create_vpc(vpc_models.CreateVpcRequest(
+        region_id=REGION, cidr_block="172.16.0.0/16",
+        tag=_tagged(vpc_models.CreateVpcRequestTag, **{"go2aliyun:migration": "m-2"})))
+    vpc.create_vpc(vpc_models.CreateVpcRequest(region_id=REGION, cidr_block="10.0.0.0/8"))
+
+    def vpcs(**tags):
+        body = vpc.describe_vpcs(vpc_models.DescribeVpcsRequest(
+            region_id=REGION, tag=_tagged(vpc_models.DescribeVpcsRequestTag, **tags))
+        ).body.to_map()
+        return [v["VpcId"] for v in body["Vpcs"]["Vpc"]]
+
+    assert vpcs(**{"go2aliyun:migration": "m-1"}) == [ours]
+    assert len(vpcs(**{"go2aliyun:migration": ""})) == 2   # the key, any value
+    assert vpcs(**{"go2aliyun:migration": "m-1", "other": "x"}) == []
+    assert len(vpcs()) == 4  # and the instance's, without tags
+    shown = vpc.describe_vpcs(vpc_models.DescribeVpcsRequest(
+        region_id=REGION, vpc_id=ours)).body.to_map()["Vpcs"]["Vpc"][0]["Tags"]["Tag"]
+    assert shown == [{"Key": "go2aliyun:migration", "Value": "m-1"}]
+    with pytest.raises(ClientException) as e:
+        vpc.create_vpc(vpc_models.CreateVpcRequest(
+            region_id=REGION, tag=_tagged(vpc_models.CreateVpcRequestTag, aliyunx="1")))
+    assert e.value.code == "InvalidTagKey.Malformed"
+
+    mine = _tagged(ecs_models.DescribeDisksRequestTag, **{"go2aliyun:migration": "m-1"})
+    disks = ecs.describe_disks(ecs_models.DescribeDisksRequest(
+        region_id=REGION, tag=mine)).body.to_map()["Disks"]["Disk"]
+    assert [(d["InstanceId"], d["Type"]) for d in disks] == [(inst_id, "system"),
+                                                              (inst_id, "data")]
+    assert disks[0]["Tags"]["Tag"] == [{"TagKey": "go2aliyun:migration", "TagValue": "m-1"}]
+    found = ecs.describe_instances(ecs_models.DescribeInstancesRequest(
+        region_id=REGION, tag=_tagged(ecs_models.DescribeInstancesRequestTag,
+                                      **{"go2aliyun:migration": "m-2"}))).body.to_map()
+    assert found["Instances"]["Instance"] == []
+
+
+def test_a_snapshot_an_image_uses_is_refused_until_the_image_is_deleted(fake):
+    ecs, inst_id = _run_instance(fake)
+    disk = [d for d in fake.world.disks.values() if d["Type"] == "data"][0]
+    snap = ecs.create_snapshot(ecs_models.CreateSnapshotRequest(
+        disk_id=disk["DiskId"])).body.snapshot_id
+    while ecs.describe_snapshots(ecs_models.DescribeSnapshotsRequest(
+            region_id=REGION, snapshot_ids=json.dumps([snap]))).body.to_map()[
+            "Snapshots"]["Snapshot"][0]["Status"] != "accomplished":
+        pass
+    image_id = ecs.create_image(ecs_models.CreateImageRequest(
+        region_id=REGION, image_name="img", disk_device_mapping=[
+            ecs_models.CreateImageRequestDiskDeviceMapping(snapshot_id=snap, size=50)])
+    ).body.image_id
+    with pytest.raises(ClientException) as e:
+        ecs.delete_snapshot(ecs_models.DeleteSnapshotRequest(snapshot_id=snap, force=True))
+    assert (e.value.code, e.value.status_code) == ("SnapshotCreatedImage", 403)
+    ecs.delete_image(ecs_models.DeleteImageRequest(region_id=REGION, image_id=image_id,
+                                                   force=True))
+    ecs.delete_snapshot(ecs_models.DeleteSnapshotRequest(snapshot_id=snap, force=True))
+    assert fake.world.summary()["snapshots"] == 0 and image_id not in fake.world.images
+
+
+def test_revoke_removes_exactly_the_named_rules(fake):
+    ecs = ecs_client(fake)
+    vpc_id = vpc_client(fake).create_vpc(vpc_models.CreateVpcRequest(
+        region_id=REGION)).body.vpc_id
+    sg = ecs.create_security_group(ecs_models.CreateSecurityGroupRequest(
+        region_id=REGION, vpc_id=vpc_id)).body.security_group_id
+
+    def perm(model, cidr):
+        return [model(ip_protocol="TCP", port_range="8080/8080", source_cidr_ip=cidr)]
+
+    for cidr in ("198.51.100.1/32", "198.51.100.2/32"):
+        ecs.authorize_security_group(ecs_models.AuthorizeSecurityGroupRequest(
+            region_id=REGION, security_group_id=sg,
+            permissions=perm(ecs_models.AuthorizeSecurityGroupRequestPermissions, cidr)))
+    ecs.revoke_security_group(ecs_models.RevokeSecurityGroupRequest(
+        region_id=REGION, security_group_id=sg,
+        permissions=perm(ecs_models.RevokeSecurityGroupRequestPermissions, "198.51.100.1/32")))
+    assert [p["SourceCidrIp"] for p in fake.world.groups[sg]["Permissions"]] == [
+        "198.51.100.2/32"]
+
+
+def test_a_held_call_is_answered_late_and_still_does_its_work(fake):
+    """world.hold(action): the request arrives, waits for release(), then runs; the
+    client that gave up meanwhile never learns the id, the resource exists anyway."""
+    hold = fake.world.hold("CreateVpc")
+    client = vpc_client(fake)
+    with pytest.raises(UnretryableException):  # the client gives up before the answer
+        client.create_vpc_with_options(vpc_models.CreateVpcRequest(region_id=REGION),
+                                       RuntimeOptions(read_timeout=300, autoretry=False))
+    assert hold.arrived.is_set() and fake.world.summary()["vpcs"] == 0
+    hold.release()
+    assert hold.done.wait(10)
+    assert fake.world.summary()["vpcs"] == 1
+    assert describe_vpcs(client)["Vpcs"]["Vpc"][0]["Status"] in ("Pending", "Available")

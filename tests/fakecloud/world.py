@@ -72,6 +72,11 @@ ERRORS = {
     "InvalidSystemDiskSize.ValueNotSupported": (400, "The specified system disk size is not "
                                                      "supported."),
     "InvalidZoneId.NotFound": (404, "The specified zone does not exist."),
+    "SnapshotCreatedImage": (403, "The specified snapshot has been used to create custom "
+                                  "images and cannot be deleted. Delete the images first."),
+    "InvalidTagKey.Malformed": (400, "The specified Tag.n.Key is not valid."),
+    "InvalidTagCount": (400, "The specified tags are beyond the permitted range."),
+    "InvalidPermission.NotFound": (404, "The specified permission does not exist."),
 }
 
 # How many describes a resource spends in each transitional state.
@@ -91,6 +96,20 @@ class ApiError(Exception):
         self.code = code
         self.message = message or msg
         self.status = status or st
+
+
+class Hold(object):
+    """A call of one action that the fake answers late: ``arrived`` is set when the
+    request is in (authenticated, recorded), the call then waits for :meth:`release`
+    (or ``timeout``), does its work and answers; ``done`` is set once it has."""
+
+    def __init__(self, action, timeout=60.0):
+        self.action, self.timeout = action, timeout
+        self.arrived, self.released, self.done = (threading.Event(), threading.Event(),
+                                                  threading.Event())
+
+    def release(self):
+        self.released.set()
 
 
 class Fault(object):
@@ -141,6 +160,43 @@ def _json_list(params, name):
     return value
 
 
+def _tags(params):
+    """``Tag.N.Key``/``Tag.N.Value`` of a create call -> {key: value}, checked as ECS and
+    VPC do (at most 20, a key that is not empty and does not start with aliyun/acs:)."""
+    tags = {}
+    for t in _indexed(params, "Tag"):
+        key = t.get("Key", "")
+        if not key or key.startswith(("aliyun", "acs:")) or "http://" in key \
+                or "https://" in key or len(key) > 128:
+            raise ApiError("InvalidTagKey.Malformed")
+        tags[key] = t.get("Value", "")
+    if len(tags) > 20:
+        raise ApiError("InvalidTagCount")
+    return tags
+
+
+def _tag_match(res, params):
+    """Describe* with ``Tag.N.Key`` (and ``Tag.N.Value``): resources that carry every one."""
+    have = res.get("_tags") or {}
+    for t in _indexed(params, "Tag"):
+        key = t.get("Key")
+        if not key or key not in have:
+            return False
+        if t.get("Value") not in (None, "") and have[key] != t["Value"]:
+            return False
+    return True
+
+
+def _ecs_tags(res):
+    return {"Tag": [{"TagKey": k, "TagValue": v} for k, v in sorted(
+        (res.get("_tags") or {}).items())]}
+
+
+def _vpc_tags(res):
+    return {"Tag": [{"Key": k, "Value": v} for k, v in sorted(
+        (res.get("_tags") or {}).items())]}
+
+
 def _bool(v):
     return str(v).lower() == "true"
 
@@ -176,6 +232,7 @@ class World(object):
         self.public_ip = None    # give new instances this public address (e.g. 127.0.0.1)
         self.appliance_failure = None  # a build user-data's self-check fails with this
         self._ips = itertools.count(10)
+        self.holds = []          # Hold: calls answered late (see hold())
 
     # ------------------------------------------------------------------ helpers
     def _id(self, prefix):
@@ -204,6 +261,21 @@ class World(object):
         """The ``n``-th API call from now (1-based, any action) is the last one answered:
         it does its work, then the connection drops and the cloud goes dark."""
         self.inject(after=n - 1, times=1, crash=True)
+
+    def hold(self, action, timeout=60.0):
+        """The next call of ``action`` is answered late (a :class:`Hold`)."""
+        h = Hold(action, timeout)
+        with self.lock:
+            self.holds.append(h)
+        return h
+
+    def take_hold(self, action):
+        with self.lock:
+            for h in self.holds:
+                if h.action == action:
+                    self.holds.remove(h)
+                    return h
+            return None
 
     def revive(self):
         with self.lock:
@@ -283,7 +355,7 @@ class World(object):
                              "CidrBlock": p.get("CidrBlock", "172.16.0.0/12"),
                              "Status": "Pending", "RegionId": self.region,
                              "VRouterId": self._id("vrt"), "_ticks": 0,
-                             "Description": p.get("Description", "")}
+                             "Description": p.get("Description", ""), "_tags": _tags(p)}
         return {"VpcId": vpc_id, "VRouterId": self.vpcs[vpc_id]["VRouterId"],
                 "RouteTableId": self._id("vtb"), "ResourceGroupId": "rg-default"}
 
@@ -301,8 +373,10 @@ class World(object):
                 continue
             if p.get("VpcName") and vpc["VpcName"] != p["VpcName"]:
                 continue
+            if not _tag_match(vpc, p):
+                continue
             self._advance(vpc, "Pending", "Available", self.ticks["vpc"])
-            out.append(_public(vpc))
+            out.append(dict(_public(vpc), Tags=_vpc_tags(vpc)))
         return {"Vpcs": {"Vpc": out}, "TotalCount": len(out), "PageNumber": 1,
                 "PageSize": 50}
 
@@ -327,7 +401,8 @@ class World(object):
         vsw_id = self._id("vsw")
         self.vswitches[vsw_id] = {"VSwitchId": vsw_id, "VpcId": vpc["VpcId"], "ZoneId": zone,
                                   "CidrBlock": _need(p, "CidrBlock"), "Status": "Pending",
-                                  "VSwitchName": p.get("VSwitchName", ""), "_ticks": 0}
+                                  "VSwitchName": p.get("VSwitchName", ""), "_ticks": 0,
+                                  "_tags": _tags(p)}
         return {"VSwitchId": vsw_id}
 
     def describe_vswitches(self, p):
@@ -337,8 +412,10 @@ class World(object):
                 continue
             if p.get("VpcId") and vsw["VpcId"] != p["VpcId"]:
                 continue
+            if not _tag_match(vsw, p):
+                continue
             self._advance(vsw, "Pending", "Available", self.ticks["vswitch"])
-            out.append(_public(vsw))
+            out.append(dict(_public(vsw), Tags=_vpc_tags(vsw)))
         return {"VSwitches": {"VSwitch": out}, "TotalCount": len(out), "PageNumber": 1,
                 "PageSize": 50}
 
@@ -365,7 +442,7 @@ class World(object):
         sg_id = self._id("sg")
         self.groups[sg_id] = {"SecurityGroupId": sg_id, "VpcId": vpc_id,
                               "SecurityGroupName": p.get("SecurityGroupName", ""),
-                              "Permissions": []}
+                              "Permissions": [], "_tags": _tags(p)}
         return {"SecurityGroupId": sg_id}
 
     def _group(self, p):
@@ -389,6 +466,21 @@ class World(object):
                 group["Permissions"].append(entry)
         return {}
 
+    def revoke_security_group(self, p):
+        group = self._group(p)
+        rules = _indexed(p, "Permissions")
+        if not rules:
+            raise ApiError("MissingParameter", "Permissions is required.")
+        for rule in rules:
+            entry = {"IpProtocol": rule.get("IpProtocol", "").upper(),
+                     "PortRange": rule.get("PortRange"),
+                     "SourceCidrIp": rule.get("SourceCidrIp", ""),
+                     "Policy": rule.get("Policy", "Accept")}
+            # as ECS: revoking a rule that is not there succeeds and changes nothing
+            group["Permissions"] = [old for old in group["Permissions"]
+                                    if not _same_rule(entry, old)]
+        return {}
+
     def describe_security_group_attribute(self, p):
         group = self._group(p)
         return {"SecurityGroupId": group["SecurityGroupId"], "VpcId": group["VpcId"],
@@ -396,9 +488,12 @@ class World(object):
                 "Permissions": {"Permission": copy.deepcopy(group["Permissions"])}}
 
     def describe_security_groups(self, p):
+        ids = _json_list(p, "SecurityGroupIds")
         out = [{"SecurityGroupId": g["SecurityGroupId"], "VpcId": g["VpcId"],
-                "SecurityGroupName": g["SecurityGroupName"]} for g in self.groups.values()
-               if not p.get("VpcId") or g["VpcId"] == p["VpcId"]]
+                "SecurityGroupName": g["SecurityGroupName"], "Tags": _ecs_tags(g)}
+               for g in self.groups.values()
+               if (not p.get("VpcId") or g["VpcId"] == p["VpcId"])
+               and (ids is None or g["SecurityGroupId"] in ids) and _tag_match(g, p)]
         return {"SecurityGroups": {"SecurityGroup": out}, "TotalCount": len(out)}
 
     def delete_security_group(self, p):
@@ -447,23 +542,26 @@ class World(object):
             "PrivateIp": "172.16.0.%d" % n,
             "PublicIp": (self.public_ip or "47.96.0.%d" % n) if bandwidth > 0 else None,
             "RamRoleName": p.get("RamRoleName"), "UserData": raw,
-            "Tags": _indexed(p, "Tag"), "_ticks": 0,
+            "_tags": _tags(p), "_ticks": 0,
             "_console": "[    0.000000] Linux version 6.1.0-28-amd64 (fake)\n",
             "_build": appliance_build_version(raw), "_build_ticks": 0,
         }
         devices = iter("bcdefghijklmnopqrstuvwxyz")
-        self._disk(inst_id, "system", "/dev/xvda", sys_size, p.get("SystemDisk.DiskName", ""))
+        # as ECS: RunInstances' Tag.N go on the instance, its disks and its primary ENI
+        tags = self.instances[inst_id]["_tags"]
+        self._disk(inst_id, "system", "/dev/xvda", sys_size, p.get("SystemDisk.DiskName", ""),
+                   tags)
         for d in data:
             self._disk(inst_id, "data", "/dev/xvd" + next(devices), int(d["Size"]),
-                       d.get("DiskName", ""))
+                       d.get("DiskName", ""), tags)
         return {"InstanceIdSets": {"InstanceIdSet": [inst_id]}, "TradePrice": 0.0}
 
-    def _disk(self, inst_id, kind, device, size, name):
+    def _disk(self, inst_id, kind, device, size, name, tags):
         disk_id = "d-" + secrets.token_hex(10)
         self.disks[disk_id] = {"DiskId": disk_id, "InstanceId": inst_id, "Type": kind,
                                "Device": device, "Size": size, "DiskName": name,
                                "Status": "In_use", "Category": "cloud_essd",
-                               "DeleteWithInstance": True}
+                               "DeleteWithInstance": True, "_tags": dict(tags)}
 
     def _tick_instance(self, inst):
         if inst["Status"] == "Pending":
@@ -508,6 +606,8 @@ class World(object):
                 continue
             if p.get("InstanceName") and inst["InstanceName"] != p["InstanceName"]:
                 continue
+            if not _tag_match(inst, p):
+                continue
             self._tick_instance(inst)
             out.append({
                 "InstanceId": inst["InstanceId"], "InstanceName": inst["InstanceName"],
@@ -518,8 +618,7 @@ class World(object):
                                   "PrivateIpAddress": {"IpAddress": [inst["PrivateIp"]]}},
                 "PublicIpAddress": {"IpAddress": [inst["PublicIp"]] if inst["PublicIp"] else []},
                 "SecurityGroupIds": {"SecurityGroupId": [inst["SecurityGroupId"]]},
-                "Tags": {"Tag": [{"TagKey": t.get("Key"), "TagValue": t.get("Value")}
-                                 for t in inst["Tags"]]},
+                "Tags": _ecs_tags(inst),
             })
         return {"Instances": {"Instance": out}, "TotalCount": len(out), "PageNumber": 1,
                 "PageSize": 10}
@@ -555,8 +654,11 @@ class World(object):
                 continue
             if p.get("DiskType") and p["DiskType"] != "all" and disk["Type"] != p["DiskType"]:
                 continue
-            out.append(dict(disk))
-        out.sort(key=lambda d: d["Device"])
+            ids = _json_list(p, "DiskIds")
+            if (ids is not None and disk["DiskId"] not in ids) or not _tag_match(disk, p):
+                continue
+            out.append(dict(_public(disk), Tags=_ecs_tags(disk)))
+        out.sort(key=lambda d: (d["Device"], d["DiskId"]))
         return {"Disks": {"Disk": out}, "TotalCount": len(out), "PageNumber": 1,
                 "PageSize": 50}
 
@@ -568,7 +670,8 @@ class World(object):
                                    "SourceDiskSize": str(disk["Size"]),
                                    "SourceDiskType": disk["Type"],
                                    "SnapshotName": p.get("SnapshotName", ""),
-                                   "Status": "progressing", "Progress": "0%", "_pct": 0}
+                                   "Status": "progressing", "Progress": "0%", "_pct": 0,
+                                   "_tags": _tags(p)}
         return {"SnapshotId": snap_id}
 
     def describe_snapshots(self, p):
@@ -577,12 +680,16 @@ class World(object):
         for snap in self.snapshots.values():
             if ids is not None and snap["SnapshotId"] not in ids:
                 continue
+            if p.get("DiskId") and snap["SourceDiskId"] != p["DiskId"]:
+                continue
+            if not _tag_match(snap, p):
+                continue
             if snap["Status"] == "progressing":
                 snap["_pct"] = min(100, snap["_pct"] + self.ticks["snapshot_step"])
                 snap["Progress"] = "%d%%" % snap["_pct"]
                 if snap["_pct"] >= 100:
                     snap["Status"] = "accomplished"
-            out.append(_public(snap))
+            out.append(dict(_public(snap), Tags=_ecs_tags(snap)))
         return {"Snapshots": {"Snapshot": out}, "TotalCount": len(out), "PageNumber": 1,
                 "PageSize": 10}
 
@@ -590,6 +697,10 @@ class World(object):
         snap_id = _need(p, "SnapshotId")
         if snap_id not in self.snapshots:
             raise ApiError("InvalidSnapshotId.NotFound")
+        if any(m.get("SnapshotId") == snap_id
+               for img in self.images.values() if img["ImageOwnerAlias"] == "self"
+               for m in img["DiskDeviceMappings"]["DiskDeviceMapping"]):
+            raise ApiError("SnapshotCreatedImage")
         del self.snapshots[snap_id]
         return {}
 
@@ -613,6 +724,7 @@ class World(object):
         image_id = self.add_image(name, status="Creating", platform=p.get("Platform", ""),
                                   architecture=p.get("Architecture", "x86_64"))
         img = self.images[image_id]
+        img["_tags"] = _tags(p)
         img["BootMode"] = p.get("BootMode", "BIOS")
         img["Progress"] = "0%"
         img["DiskDeviceMappings"] = {"DiskDeviceMapping": [
@@ -649,6 +761,8 @@ class World(object):
                 continue
             if p.get("ImageOwnerAlias") and img["ImageOwnerAlias"] != p["ImageOwnerAlias"]:
                 continue
+            if not _tag_match(img, p):
+                continue
             if img["Status"] == "Creating":
                 img["_ticks"] += 1
                 img["Progress"] = "%d%%" % min(99, 100 * img["_ticks"] // (self.ticks["image"]
@@ -657,9 +771,16 @@ class World(object):
                     img["Status"], img["Progress"] = "Available", "100%"
             if img["Status"] not in statuses:
                 continue
-            out.append(_public(img))
+            out.append(dict(_public(img), Tags=_ecs_tags(img)))
         return {"Images": {"Image": out}, "TotalCount": len(out), "PageNumber": 1,
                 "PageSize": 10, "RegionId": self.region}
+
+    def delete_image(self, p):
+        img = self.images.get(_need(p, "ImageId"))
+        if img is None or img["ImageOwnerAlias"] != "self":
+            raise ApiError("InvalidImageId.NotFound")
+        del self.images[img["ImageId"]]
+        return {}
 
     # ------------------------------------------------------------------ metadata service
     def metadata(self, path, instance_id, role, issue_credentials):
@@ -732,6 +853,7 @@ ECS_ACTIONS = {
     "DescribeZones": "describe_zones",
     "CreateSecurityGroup": "create_security_group",
     "AuthorizeSecurityGroup": "authorize_security_group",
+    "RevokeSecurityGroup": "revoke_security_group",
     "DescribeSecurityGroupAttribute": "describe_security_group_attribute",
     "DescribeSecurityGroups": "describe_security_groups",
     "DeleteSecurityGroup": "delete_security_group",
@@ -746,6 +868,7 @@ ECS_ACTIONS = {
     "DeleteSnapshot": "delete_snapshot",
     "CreateImage": "create_image",
     "DescribeImages": "describe_images",
+    "DeleteImage": "delete_image",
 }
 VPC_ACTIONS = {
     "CreateVpc": "create_vpc",

@@ -19,7 +19,7 @@ BASE_IMAGE_NAME = "debian_12_7_x64_20G_alibase_20241201.vhd"
 NOTHING = {"vpcs": 0, "vswitches": 0, "security_groups": 0, "instances": 0, "disks": 0,
            "snapshots": 0}
 # API calls of a clean build (see test_call_count_is_current)
-BUILD_CALLS = 36
+BUILD_CALLS = 46
 
 
 def settings_for(fake, **kw):

@@ -54,7 +54,17 @@ def test_launch_prints_what_the_source_needs_then_cleanup(fake, workdir, capsys)
     assert fake.world.images[image_id]["ImageName"] == "web01-migrated"
     assert fake.world.images[image_id]["Status"] == "Available"
     assert main(args(fake, workdir, "cleanup", "--yes")) == 0
-    assert "released: instance, security_group, vpc, vswitch" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    state = json.loads((workdir / "cloud_state.json").read_text())
+    # exactly what was deleted, in dependency order, and what was kept and why
+    assert [line for line in out if line.startswith("deleted:")] == [
+        "deleted: instance " + state["instance_id"],
+        "deleted: security_group " + state["security_group_id"],
+        "deleted: vswitch " + state["vswitch_id"], "deleted: vpc " + state["vpc_id"]]
+    kept = [line for line in out if line.startswith("kept:")]
+    assert kept[0] == "kept: image %s (the migration's image (Available))" % image_id
+    assert sorted(kept[1:]) == sorted("kept: snapshot %s (image %s is made of it)" % (
+        s, image_id) for s in state["snapshots"].values())
     summary = fake.world.summary()
     assert (summary["instances"], summary["vpcs"], summary["security_groups"],
             summary["snapshots"]) == (0, 0, 0, 2)  # the image keeps its snapshots

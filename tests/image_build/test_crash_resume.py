@@ -18,7 +18,7 @@ from wire.errors import CloudError
 
 # API calls of a clean run (see test_call_counts_are_current): launch, then finish.
 LAUNCH_CALLS = 16
-FINISH_CALLS = 23
+FINISH_CALLS = 33
 
 
 def _end_state(fake, state):

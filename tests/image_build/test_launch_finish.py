@@ -10,7 +10,7 @@ import yaml
 from image_build import finish, launch
 from image_build.state import StateFile
 from tests.fakecloud.fixtures import REGION, aliyun_cloud, receiver_of
-from wire.errors import CloudError, UsageError
+from wire.errors import CloudError, ConfigError, UsageError
 
 SOURCE = "203.0.113.7"
 EMPTY = {"vpcs": 0, "vswitches": 0, "security_groups": 0, "instances": 0, "disks": 0,
@@ -156,3 +156,87 @@ def test_receiver_side_build_with_its_ram_role_then_operator_releases_network(
     assert fake.world.summary()["instances"] == 0 and fake.world.summary()["vpcs"] == 1
     finish.cleanup(operator, state)
     assert without_images(fake.world.summary()) == dict(EMPTY, snapshots=3)
+
+
+def _blank_disk_names_and_devices(world):
+    """As DescribeDisks answers for instances started by hand: no DiskName, no Device."""
+    with world.lock:
+        for disk in world.disks.values():
+            disk["DiskName"], disk["Device"] = "", ""
+
+
+def test_finish_on_disks_without_names_or_devices_builds_the_right_image(fake, clock,
+                                                                         tmp_path):
+    cloud = aliyun_cloud(fake, clock)
+    state = StateFile.in_workdir(str(tmp_path))
+    launch.launch(cloud, state, settings_for(fake))  # system 40, disk1 100, disk2 20 GiB
+    role_of = {d["DiskId"]: d["DiskName"] for d in fake.world.disks.values()}
+    _blank_disk_names_and_devices(fake.world)
+    image_id = finish.build_image(cloud, state, state.get("instance_id"), "web01-migrated")
+    mapping = fake.world.images[image_id]["DiskDeviceMappings"]["DiskDeviceMapping"]
+    # each image disk is made from the snapshot of the right disk, in the right order
+    source = [role_of[fake.world.snapshots[m["SnapshotId"]]["SourceDiskId"]] for m in mapping]
+    assert source == ["go2aliyun-target-system", "go2aliyun-target-disk1",
+                      "go2aliyun-target-disk2"]
+    assert [(m["Device"], m["Type"], m["Size"]) for m in mapping] == [
+        ("/dev/xvda", "system", "40"), ("/dev/xvdb", "data", "100"),
+        ("/dev/xvdc", "data", "20")]
+    assert len(set(m["SnapshotId"] for m in mapping)) == 3
+
+
+def test_disks_that_cannot_be_told_apart_are_a_clear_error_not_a_guess(fake, clock,
+                                                                      tmp_path):
+    cloud = aliyun_cloud(fake, clock)
+    state = StateFile.in_workdir(str(tmp_path))
+    launch.launch(cloud, state, settings_for(fake, data_disks=[(1, 40)]))  # 40 and 40 GiB
+    _blank_disk_names_and_devices(fake.world)
+    with pytest.raises(CloudError) as e:
+        finish.build_image(cloud, state, state.get("instance_id"), "web01-migrated")
+    assert e.value.code == "cloud.target_disk_unproven"
+    assert "go2aliyun-target-system" in e.value.hint
+    assert fake.world.summary()["snapshots"] == 0 and "CreateSnapshot" not in \
+        fake.world.actions()
+
+
+def test_rerun_with_another_source_cidr_replaces_the_rule(fake, clock, tmp_path):
+    cloud = aliyun_cloud(fake, clock)
+    state = StateFile.in_workdir(str(tmp_path))
+    launch.launch(cloud, state, settings_for(fake))
+    launch.launch(cloud, StateFile.in_workdir(str(tmp_path)),
+                  settings_for(fake, source_cidr="198.51.100.0/28"))
+    group = fake.world.groups[state.get("security_group_id")]
+    assert sorted((p["PortRange"], p["SourceCidrIp"]) for p in group["Permissions"]) == [
+        ("8080/8080", "198.51.100.0/28"), ("8703/8703", "198.51.100.0/28")]
+    assert fake.world.summary()["instances"] == 1
+
+
+@pytest.mark.parametrize("change,setting", [
+    (dict(instance_type="ecs.g7.xlarge"), "instance_type"),
+    (dict(data_disks=[(1, 200), (2, 20)]), "data_disks"),
+    (dict(system_disk_size=60), "system_disk_size")])
+def test_rerun_with_a_setting_that_made_a_resource_is_refused_by_name(fake, clock, tmp_path,
+                                                                      change, setting):
+    cloud = aliyun_cloud(fake, clock)
+    launch.launch(cloud, StateFile.in_workdir(str(tmp_path)), settings_for(fake))
+    before = len(fake.world.calls)
+    recorded = StateFile.in_workdir(str(tmp_path)).data
+    with pytest.raises(ConfigError) as e:
+        launch.launch(cloud, StateFile.in_workdir(str(tmp_path)), settings_for(fake, **change))
+    assert e.value.code == "config.settings_changed" and setting in e.value.message
+    assert "cleanup" in e.value.hint
+    assert len(fake.world.calls) == before  # refused before any call
+    assert StateFile.in_workdir(str(tmp_path)).data == recorded  # the state is untouched
+
+
+def test_a_setting_whose_resource_was_never_made_may_change(fake, clock, tmp_path):
+    cloud = aliyun_cloud(fake, clock)
+    state = StateFile.in_workdir(str(tmp_path))
+    fake.world.inject("InvalidAccountStatus.NotEnoughBalance", action="RunInstances")
+    with pytest.raises(CloudError):
+        launch.launch(cloud, state, settings_for(fake))
+    # RunInstances was refused: nothing was made with the instance type yet
+    assert state.in_flight() == {}
+    launch.launch(cloud, StateFile.in_workdir(str(tmp_path)),
+                  settings_for(fake, instance_type="ecs.g7.xlarge"))
+    inst = fake.world.instances[StateFile.in_workdir(str(tmp_path)).get("instance_id")]
+    assert inst["InstanceType"] == "ecs.g7.xlarge"

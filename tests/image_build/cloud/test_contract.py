@@ -178,3 +178,30 @@ def test_waits_give_up_with_a_clear_error(subject):
     with pytest.raises(CloudError) as e:
         cloud.wait_instance_running(inst_id)
     assert e.value.code == "cloud.timeout" and inst_id in e.value.message
+
+
+def test_tagged_resources_are_found_by_their_tag(subject):
+    cloud = subject.cloud
+    tags = {"go2aliyun:migration": "m-tagged"}
+    vpc_id = cloud.create_vpc("172.16.0.0/16", "t", client_token("m-t", "vpc"), tags=tags)
+    cloud.create_vpc("172.16.0.0/16", "u", client_token("m-u", "vpc"),
+                     tags={"go2aliyun:migration": "m-other"})
+    cloud.wait_vpc_available(vpc_id)
+    vsw_id = cloud.create_vswitch(vpc_id, cloud.zones()[0], "172.16.0.0/24", "t",
+                                  client_token("m-t", "vsw"), tags=tags)
+    sg_id = cloud.create_security_group(vpc_id, "t", client_token("m-t", "sg"), tags=tags)
+    found = cloud.find_tagged(tags)
+    assert [r["id"] for r in found["vpcs"]] == [vpc_id]
+    assert [(r["id"], r["vpc_id"]) for r in found["vswitches"]] == [(vsw_id, vpc_id)]
+    assert [(r["id"], r["vpc_id"]) for r in found["security_groups"]] == [(sg_id, vpc_id)]
+    assert found["instances"] == found["snapshots"] == found["images"] == []
+
+
+def test_revoke_ingress_leaves_the_other_source(subject):
+    cloud = subject.cloud
+    _, _, sg_id = _network(cloud, "m-revoke")
+    cloud.allow_ingress(sg_id, (8080, 8703), "203.0.113.7/32", "t1")
+    cloud.allow_ingress(sg_id, (8080, 8703), "198.51.100.9/32", "t2")
+    cloud.revoke_ingress(sg_id, (8080, 8703), "203.0.113.7/32")
+    cloud.revoke_ingress(sg_id, (8080, 8703), "203.0.113.7/32")  # harmless
+    assert cloud.ingress_rules(sg_id) == [(8080, "198.51.100.9/32"), (8703, "198.51.100.9/32")]
