@@ -10,6 +10,7 @@ which in the first test also records every byte the source sent to the cloud API
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from tests.fakecloud.instances import fake_aliyun
 from tests.fakecloud.server import OPERATOR_KEY
 from tests.helpers.e2e import show
 from tests.helpers.sourcetree import build as build_tree
+from wire import clientdata
 from wire.errors import ConfigError, UsageError
 
 FINISHED = "Goto Aliyun Finished!"
@@ -63,10 +65,12 @@ def test_mode_decision(flag, client_data, state, keys, mode):
 
 def test_settings_from_flags_then_client_data_then_defaults():
     opts = allinone.LaunchOptions(receiver_image="m-flag")
-    saved = {"all_in_one": {"receiver_image": "m-saved", "source_cidr": "198.51.100.4/32"}}
+    saved = {"all_in_one": {"receiver_image": "m-saved", "source_cidr": "198.51.100.4/32",
+                            "private": True}, "vpc_id": "vpc-1", "vswitch_id": "vsw-1"}
     assert allinone.merged_settings(opts, saved) == {
         "receiver_image": "m-flag", "source_cidr": "198.51.100.4/32",
-        "instance_type": allinone.DEFAULT_INSTANCE_TYPE, "ram_role": None}
+        "instance_type": allinone.DEFAULT_INSTANCE_TYPE, "ram_role": None, "private": True,
+        "vpc_id": "vpc-1", "vswitch_id": "vsw-1", "security_group_id": None}
 
 
 @pytest.mark.parametrize("address", ["10.1.2.3", "192.168.0.4", "127.0.0.1", "172.16.5.5"])
@@ -131,14 +135,18 @@ def test_a_launch_recorded_to_its_end_needs_no_launch_settings(tmp_path):
     aio = allinone.prepare(str(tmp_path), _Cfg(), None, {}, allinone.LaunchOptions(),
                            environ={})
     assert aio.launch() == ("203.0.113.9", "ab" * 32, record["token"])
-    # not to its end (crashed mid-launch): the launch runs again and needs its settings
+    # not to its end (crashed mid-launch): the launch runs again with its settings; no
+    # receiver image: the one-step way (the region's Debian 12, the receiver installed)
     record["status"] = "Launching"
     (tmp_path / "cloud_state.json").write_text(json.dumps(record))
-    aio = allinone.prepare(str(tmp_path), _Cfg("LTAIx", "y"), None, {},
-                           allinone.LaunchOptions(), environ={})
-    with pytest.raises(UsageError) as e:
-        aio.launch()
-    assert e.value.code == "usage.receiver_image"
+    cfg = _Cfg("LTAIx", "y")
+    cfg.region_id, cfg.image_name, cfg.data_disks = "cn-hangzhou", "web01", []
+    cfg.system_disk_size, cfg.platform, cfg.architecture = 40, "Debian", "x86_64"
+    aio = allinone.prepare(str(tmp_path), cfg, None, {}, allinone.LaunchOptions(
+        source_cidr="198.51.100.4"), environ={})
+    settings = aio.launch_settings()
+    assert settings.receiver_image_id is None and settings.install is not None
+    assert settings.receiver_timeout > 900  # the install takes its time
 
 
 # ------------------------------------------------------------------ end to end
@@ -361,3 +369,134 @@ def test_all_in_one_makes_the_cloud_image_and_releases_what_it_launched(tmp_path
     assert left["snapshots"] == 2
     assert state["status"] == "Released"
     assert _json(os.path.join(work, "client_data"))["status"] == "Finished"
+
+
+# ------------------------------------------------------------------ issue 15, part 3 and 6
+
+def _aio_workdir(base, keys=OPERATOR_KEY):
+    work = os.path.join(base, "work")
+    source = os.path.join(base, "source")
+    os.makedirs(work)
+    os.makedirs(source)
+    build_tree(source)
+    with open(os.path.join(work, "user_config.json"), "w") as f:
+        json.dump({"access_id": keys[0], "secret_key": keys[1], "region_id": "cn-hangzhou",
+                   "image_name": "AIO_IMAGE", "system_disk_size": 40, "platform": "Debian",
+                   "architecture": "x86_64", "bandwidth_limit": 0, "data_disks": []}, f)
+    os.chmod(os.path.join(work, "user_config.json"), 0o600)
+    return work, source
+
+
+@pytest.mark.commands
+def test_ctrl_c_in_all_in_one_mode_says_not_finished_and_what_to_release(tmp_path):
+    """A real SIGINT to `go2aliyun migrate` while it waits for its instance: the seed's
+    banner and the cleanup hint, no traceback."""
+    from tests.fakecloud.server import FakeCloud
+    from tests.fakecloud.world import World
+
+    work, source = _aio_workdir(str(tmp_path))
+    with FakeCloud(World(ticks={"instance_pending": 10 ** 9})) as fake:
+        appliance = fake.world.add_image("go2aliyun-receiver-0.1.0")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
+             "--root", source, "--yes", "--no-check", "--receiver-image", appliance,
+             "--source-cidr", "203.0.113.5", "--cloud-endpoint", fake.endpoint,
+             "--cloud-protocol", "http", "--cloud-poll-interval", "0.1"],
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, universal_newlines=True)
+        try:
+            deadline = time.monotonic() + 60
+            while "RunInstances" not in fake.world.actions():
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.1)
+            time.sleep(0.5)  # waiting for the instance to run
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    inst_id = _json(os.path.join(work, "cloud_state.json"))["instance_id"]
+    assert proc.returncode == 130, out + err
+    assert NOT_FINISHED in out and "usage.interrupted" in out, out + err
+    assert "go2aliyun-cloud --workdir %s cleanup" % work in err and inst_id in err, err
+    assert "Traceback" not in out + err, out + err
+
+
+def _released_record(work, mid="m-20261207-aaaaaa"):
+    with open(os.path.join(work, "cloud_state.json"), "w") as f:
+        json.dump({"migration_id": mid, "region_id": "cn-hangzhou", "instance_id": "i-1",
+                   "image_id": "m-img", "status": "Released",
+                   "released": {"instance": True}}, f)
+
+
+def test_clear_forgets_a_released_launch_so_a_new_migration_launches(tmp_path):
+    from source_script.cli import main
+
+    work = str(tmp_path)
+    _released_record(work)
+    aio = allinone.prepare(work, _Cfg("LTAIx", "y"), None, {}, allinone.LaunchOptions(),
+                           environ={})
+    with pytest.raises(ConfigError) as e:  # what a new migration met before the clear
+        aio.launch()
+    assert e.value.code == "config.launch_released" and "go2aliyun clear" in e.value.hint
+    assert main(["clear", "--workdir", work, "--yes"]) == 0
+    assert not os.path.exists(os.path.join(work, "cloud_state.json"))
+    assert os.path.exists(os.path.join(work, "cloud_state-m-20261207-aaaaaa.json"))
+    aio = allinone.prepare(work, _Cfg("LTAIx", "y"), None, {}, allinone.LaunchOptions(),
+                           environ={})
+    assert not aio.released() and aio.launched() is None  # a fresh launch
+    # the seed's --cleardata does the same
+    _released_record(work, "m-20261207-bbbbbb")
+    assert allinone.forget(work).endswith("cloud_state-m-20261207-bbbbbb.json")
+
+
+def test_clear_refuses_while_launched_resources_are_not_released(tmp_path, capsys):
+    from source_script.cli import main
+
+    work = str(tmp_path)
+    with open(os.path.join(work, "cloud_state.json"), "w") as f:
+        json.dump({"migration_id": "m-1", "region_id": "cn-hangzhou", "instance_id": "i-9",
+                   "vpc_id": "vpc-1", "created": {"vpc": True}}, f)
+    clientdata.update(work, migration_id="m-1")
+    assert main(["clear", "--workdir", work, "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "usage.cloud_resources_left" in err and "instance i-9" in err and "vpc vpc-1" in err
+    assert "go2aliyun-cloud --workdir %s cleanup" % work in err
+    assert os.path.exists(os.path.join(work, "cloud_state.json"))
+    assert clientdata.load(work).get("migration_id") == "m-1"  # nothing forgotten
+
+
+@pytest.mark.commands
+def test_on_python36_all_in_one_stops_before_any_cloud_call_and_says_what_to_run(tmp_path):
+    """The source as shipped for old servers (go2aliyun.pyz) on a real Python 3.6: the
+    all-in-one mode cannot run there (the SDK needs 3.8+); it says so at once, with the
+    commands to run instead and where, and makes no cloud call; `check` runs."""
+    from tests.fakecloud.server import FakeCloud
+    from tests.source_script.test_migrate_e2e import _python36
+    from wire import runner
+
+    python36 = _python36()
+    assert python36, "a Python 3.6 is needed (pyenv 3.6.15 on the CI machine)"
+    work, source = _aio_workdir(str(tmp_path))
+    pyz = os.path.join(str(tmp_path), "go2aliyun.pyz")
+    runner.run([sys.executable, "-m", "image_build.dev.pyz", "-o", pyz], cwd=REPO,
+               timeout=300)
+    with FakeCloud() as fake:
+        r = subprocess.run(
+            [python36, pyz, "migrate", "--workdir", work, "--root", source, "--yes",
+             "--no-check", "--cloud-endpoint", fake.endpoint, "--cloud-protocol", "http"],
+            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            universal_newlines=True, timeout=120)
+        assert fake.world.calls == []
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert NOT_FINISHED in r.stdout and "config.cloud_python" in r.stdout
+    assert "Python 3.8" in r.stdout and "this is Python 3.6" in r.stdout
+    assert "go2aliyun-cloud --workdir DIR launch --source-cidr" in r.stdout
+    assert "--receiver ADDRESS --fingerprint FP" in r.stdout
+    assert not os.path.exists(os.path.join(work, "cloud_state.json"))
+    assert OPERATOR_KEY[1] not in r.stdout + r.stderr
+    c = subprocess.run([python36, pyz, "check", "--workdir", work, "--root", source],
+                       cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True, timeout=120)
+    assert c.returncode == 4 and "check.blocked" in c.stderr, c.stdout + c.stderr
