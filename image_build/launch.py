@@ -61,7 +61,8 @@ class LaunchSettings(object):
                  instance_type="ecs.g7.large", zone_id=None, vpc_id=None, vswitch_id=None,
                  security_group_id=None, private=False, bandwidth_mbit=100, ram_role=None,
                  receiver_disk_gib=40, wait_receiver=True, receiver_port=8080,
-                 receiver_timeout=None, pip_index=None, wheel_url=None, version=None):
+                 receiver_timeout=None, pip_index=None, wheel_url=None, version=None,
+                 reachable_here=False):
         self.region_id = region_id
         self.image_name = image_name
         self.receiver_image_id = receiver_image_id
@@ -86,6 +87,9 @@ class LaunchSettings(object):
         self.receiver_disk_gib = receiver_disk_gib
         self.wait_receiver = wait_receiver
         self.receiver_port = receiver_port
+        # this machine is the source (all-in-one): the receiver must answer here, not only
+        # show on its console (its start line comes a moment before it listens)
+        self.reachable_here = reachable_here
         self.receiver_timeout = receiver_timeout or (
             INSTALL_TIMEOUT if self.install else RECEIVER_TIMEOUT)
         self.check()
@@ -345,8 +349,9 @@ def read_console(cloud, instance_id):
 
 def wait_for_receiver(cloud, state, settings):
     """Until the console shows the receiver's start line with our fingerprint, or it
-    answers /healthz here (whichever comes first). The install's ``failed`` marker stops
-    the wait at once with the end of the console."""
+    answers /healthz here (whichever comes first; with ``reachable_here``, /healthz
+    here). The install's ``failed`` marker stops the wait at once with the end of the
+    console."""
     address = state.get("address")
     fingerprint = state.get("tls")["fingerprint"]
     inst_id = state.get("instance_id")
@@ -362,7 +367,7 @@ def wait_for_receiver(cloud, state, settings):
                 hint="fix the cause (the instance must reach the Debian and PyPI mirrors; "
                      "--pip-index, --wheel-url) and run `go2aliyun-cloud cleanup`, then "
                      "launch again; or pass --receiver-image")
-        if userdata.receiver_started(console, fingerprint):
+        if not settings.reachable_here and userdata.receiver_started(console, fingerprint):
             return "console"
         return "healthz" if probe_receiver(address, settings.receiver_port,
                                            fingerprint) else None

@@ -261,7 +261,7 @@ class AllInOne(object):
             platform=cfg.platform or "", architecture=cfg.architecture or "x86_64",
             instance_type=s["instance_type"], ram_role=s.get("ram_role"),
             private=s["private"], vpc_id=s.get("vpc_id"), vswitch_id=s.get("vswitch_id"),
-            security_group_id=s.get("security_group_id"),
+            security_group_id=s.get("security_group_id"), reachable_here=True,
             receiver_timeout=self.opts.receiver_timeout)
 
     def launch(self):

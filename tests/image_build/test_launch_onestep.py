@@ -173,3 +173,15 @@ def test_cloud_init_schema_accepts_the_one_step_user_data(fake, clock, tmp_path)
     r = runner.run(["cloud-init", "schema", "--config-file", str(path)], ok_codes=None)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Valid cloud-config" in r.stdout
+
+
+def test_the_source_launching_for_itself_waits_until_the_receiver_answers_here(
+        fake, clock, tmp_path):
+    """All-in-one (``reachable_here``): the launching machine is the source and must
+    reach the receiver; its console line alone (a moment before it listens) is not it."""
+    port = unreachable(fake)
+    with pytest.raises(CloudError) as e:
+        launch.launch(aliyun_cloud(fake, clock), StateFile.in_workdir(str(tmp_path)),
+                      settings_for(fake, wait_receiver=True, receiver_port=port,
+                                   reachable_here=True, receiver_timeout=30))
+    assert e.value.code == "cloud.timeout"

@@ -80,6 +80,12 @@ def test_a_detected_private_address_is_refused_with_the_fix(address):
     assert address in str(e.value) and "--source-cidr" in e.value.hint
 
 
+def test_over_a_vpc_intranet_a_detected_private_address_is_the_right_one():
+    assert allinone.judge_detected_address("10.1.2.3", private=True) == "10.1.2.3"
+    with pytest.raises(UsageError):
+        allinone.judge_detected_address("127.0.0.1", private=True)
+
+
 def test_release_text_names_only_what_launch_made_and_what_is_left():
     state = {"instance_id": "i-1", "vpc_id": "vpc-user", "vswitch_id": "vsw-1",
              "security_group_id": "sg-1",
@@ -500,3 +506,57 @@ def test_on_python36_all_in_one_stops_before_any_cloud_call_and_says_what_to_run
                        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, timeout=120)
     assert c.returncode == 4 and "check.blocked" in c.stderr, c.stdout + c.stderr
+
+
+@pytest.mark.root
+def test_one_step_private_migration_starts_debian12_and_goes_on(tmp_path):
+    """No --receiver-image, --private with the user's VPC and vSwitch in client_data: the
+    newest official Debian 12 image among many is started with no
+    public address, its user-data (the install steps, then the receiver) passes
+    cloud-init's schema, and once the instance "boots" the migration goes on into it."""
+    from tests.fakecloud.fixtures import FakeClock, aliyun_cloud
+    from tests.image_build.test_launch_onestep import NEWEST, stock_images
+    from wire import runner
+
+    base = str(tmp_path)
+    work, source = _aio_workdir(base)
+    with netns_pair() as net, fake_aliyun(net, base) as cloud:
+        fake, instances = cloud.fake, cloud.instances
+        stock_images(fake.world)
+        users = aliyun_cloud(fake, FakeClock())
+        vpc_id = users.create_vpc("10.0.0.0/16", "users", "users-vpc")
+        users.wait_vpc_available(vpc_id)
+        vsw_id = users.create_vswitch(vpc_id, "cn-hangzhou-i", "10.0.1.0/24", "users", "v")
+        clientdata.update(work, vpc_id=vpc_id, vswitch_id=vsw_id)
+        r = net.run(net.src, [
+            sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
+            "--root", source, "--yes", "--no-check", "--io-timeout", "30", "--private",
+            "--source-cidr", net.src_ip]
+            + cloud.source_flags(), env={"PYTHONPATH": REPO}, ok_codes=None, timeout=180,
+            cwd=work)
+        assert not instances.errors, instances.errors
+        assert len(instances.receivers) == 1, show(r)
+        doc = instances.receivers[0].document()
+        # launched, pushed, then the folder target cannot be converted (as above)
+        assert (doc["error"] or {}).get("code") == "conversion.unavailable", show(r)
+        run = [p for a, p in fake.world.calls if a == "RunInstances"]
+        assert len(run) == 1 and run[0]["ImageId"] == NEWEST
+        assert run[0]["InternetMaxBandwidthOut"] == "0" and run[0]["VSwitchId"] == vsw_id
+        state = _json(os.path.join(work, "cloud_state.json"))
+        assert fake.world.instances[state["instance_id"]]["PublicIp"] is None
+        assert state["net_mode"] == 2 and state["address"] == net.ecs_ip
+        group = fake.world.groups[state["security_group_id"]]
+        assert {p["SourceCidrIp"] for p in group["Permissions"]} == {net.src_ip + "/32"}
+        assert "installs the receiver at first boot" in r.stderr, show(r)
+        path = os.path.join(base, "user-data")
+        with open(path, "wb") as f:
+            f.write(instances.user_data[0])
+        schema = runner.run(["cloud-init", "schema", "--config-file", path], ok_codes=None)
+        assert schema.returncode == 0 and "Valid cloud-config" in schema.stdout, schema.stderr
+        # the user's network stays; what launch made goes
+        r3 = net.run(net.src, [sys.executable, "-m", "image_build.cli", "--workdir", work]
+                     + cloud.source_flags("--") + ["cleanup", "--yes"],
+                     env={"PYTHONPATH": REPO}, ok_codes=None, timeout=120, cwd=work)
+        assert r3.returncode == 0, show(r3)
+        left = fake.world.summary()
+        assert (left["instances"], left["security_groups"], left["vpcs"]) == (0, 0, 1), left
