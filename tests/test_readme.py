@@ -115,6 +115,15 @@ WHERE = {
     # -- the other ways
     "go2aliyun migrate --receiver-image IMAGE_ID --ram-role ROLE": (
         "test", AIO, "all-in-one with AccessKeys in user_config.json against the " + FAKE),
+    "go2aliyun clear": (
+        "test", "tests/source_script/test_allinone.py::"
+        "test_clear_forgets_a_released_launch_so_a_new_migration_launches",
+        "clear after an all-in-one migration whose resources are released"),
+    "go2aliyun migrate --ram-role ROLE": (
+        "test", "tests/source_script/test_allinone.py::"
+        "test_one_step_private_migration_starts_debian12_and_goes_on",
+        "all-in-one without --receiver-image (Debian 12, the receiver installed at first "
+        "boot) against the " + FAKE),
     "go2aliyun-receiver serve --disk system=/dev/vdb --disk disk1=/dev/vdc --provider "
     "local --output DIR": (
         "test", E2E, "serve with --disk (loop devices), --provider local, --output"),
