@@ -47,6 +47,8 @@ DEBIAN12_ID = re.compile(r"^debian_12(_\d+)*_x64_")
 # a stock image it installs its packages and itself first.
 RECEIVER_TIMEOUT = 900
 INSTALL_TIMEOUT = 1800
+# Seconds /healthz still gets after the receiver's start line showed on the console.
+CONSOLE_GRACE = 20
 
 
 def target_disk_name(index):
@@ -355,6 +357,7 @@ def wait_for_receiver(cloud, state, settings):
     address = state.get("address")
     fingerprint = state.get("tls")["fingerprint"]
     inst_id = state.get("instance_id")
+    seen = {}
 
     def probe():
         console = read_console(cloud, inst_id)
@@ -367,14 +370,18 @@ def wait_for_receiver(cloud, state, settings):
                 hint="fix the cause (the instance must reach the Debian and PyPI mirrors; "
                      "--pip-index, --wheel-url) and run `go2aliyun-cloud cleanup`, then "
                      "launch again; or pass --receiver-image")
-        if not settings.reachable_here and userdata.receiver_started(console, fingerprint):
-            return "console"
-        return "healthz" if probe_receiver(address, settings.receiver_port,
-                                           fingerprint) else None
+        if probe_receiver(address, settings.receiver_port, fingerprint):
+            return "healthz"
+        if settings.reachable_here or not userdata.receiver_started(console, fingerprint):
+            return None
+        # its start line comes a moment before it listens: where /healthz can answer,
+        # give it that moment, so the source started next is not refused
+        seen.setdefault("console", cloud.clock())
+        return "console" if cloud.clock() - seen["console"] >= CONSOLE_GRACE else None
 
-    seen = cloud.wait_for("the receiver of %s to start (its console, or %s:%d)" % (
+    how = cloud.wait_for("the receiver of %s to start (its console, or %s:%d)" % (
         inst_id, address, settings.receiver_port), probe, settings.receiver_timeout)
-    log.info("the receiver of %s runs (seen on its %s)", inst_id, seen)
+    log.info("the receiver of %s runs (seen on its %s)", inst_id, how)
     state.set("receiver_ready", True)
 
 
