@@ -1,6 +1,7 @@
 """``go2aliyun-cloud``: launch and cleanup against the fake cloud, the exit codes, and a
 real process killed with SIGKILL in the middle of a launch, then run again."""
 
+import base64
 import json
 import os
 import signal
@@ -171,3 +172,17 @@ def test_keys_in_user_config_come_before_the_environment(fake, workdir, monkeypa
     cfg = config.Config(access_id=OPERATOR_KEY[0])
     env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIenv", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s"}
     assert config.cloud_keys(cfg, env) == ("LTAIenv", "s", None)
+
+
+def test_launch_without_a_receiver_image_starts_debian12_and_installs(fake, workdir, capsys):
+    from tests.image_build.test_launch_onestep import NEWEST, stock_images
+
+    stock_images(fake.world)
+    assert main(args(fake, workdir, "launch", "--source-cidr", "198.51.100.4",
+                     "--no-wait-receiver", "--pip-index", "https://pypi.example/simple/",
+                     "--json")) == 0, capsys.readouterr().err
+    run = [p for a, p in fake.world.calls if a == "RunInstances"]
+    assert len(run) == 1 and run[0]["ImageId"] == NEWEST
+    user_data = base64.b64decode(run[0]["UserData"]).decode()
+    assert "go2aliyun-appliance-build" in user_data
+    assert json.loads(capsys.readouterr().out)["token"]
