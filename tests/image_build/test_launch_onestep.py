@@ -185,3 +185,36 @@ def test_the_source_launching_for_itself_waits_until_the_receiver_answers_here(
                       settings_for(fake, wait_receiver=True, receiver_port=port,
                                    reachable_here=True, receiver_timeout=30))
     assert e.value.code == "cloud.timeout"
+
+
+# API calls of a clean one-step launch (no wait): see test_one_step_call_count_is_current
+ONE_STEP_CALLS = 18
+
+
+def _one_step(fake, clock, workdir):
+    return launch.launch(aliyun_cloud(fake, clock), StateFile.in_workdir(workdir),
+                         settings_for(fake, receiver_image_id=None, version="0.1.0"))
+
+
+def test_one_step_call_count_is_current(fake, clock, tmp_path):
+    stock_images(fake.world)
+    _one_step(fake, clock, str(tmp_path))
+    assert len(fake.world.calls) == ONE_STEP_CALLS, \
+        "the flow changed: update ONE_STEP_CALLS so every call gets its crash"
+
+
+@pytest.mark.parametrize("n", range(1, ONE_STEP_CALLS + 1))
+def test_one_step_crash_after_each_call_then_rerun_makes_one_instance(fake, clock, tmp_path, n):
+    """The crash pattern of test_crash_resume.py: the n-th call does its work, its answer
+    is lost, the cloud goes dark; a rerun from the state file ends with one instance,
+    started from the Debian 12 image."""
+    stock_images(fake.world)
+    workdir = str(tmp_path / "work")
+    fake.world.crash_after_call(n)
+    with pytest.raises(CloudError) as e:
+        _one_step(fake, clock, workdir)
+    assert e.value.code == "cloud.unreachable"
+    fake.world.revive()
+    result = _one_step(fake, clock, workdir)
+    assert list(fake.world.instances) == [result["instance_id"]]
+    assert fake.world.instances[result["instance_id"]]["ImageId"] == NEWEST
