@@ -51,7 +51,8 @@ KEY_SECRET_ENV = user_config.KEY_SECRET_ENV
 STS_TOKEN_ENV = user_config.STS_TOKEN_ENV
 CLOUD_EXTRA = "pip install 'go2aliyun[cloud]'"
 # launch settings that may also come from client_data (so a rerun needs no flag)
-SETTING_KEYS = ("receiver_image", "source_cidr", "instance_type", "ram_role", "private")
+SETTING_KEYS = ("receiver_image", "source_cidr", "instance_type", "ram_role", "private",
+                "pip_index", "wheel_url")
 # set by hand in client_data to reuse a network (the seed's way; go2aliyun-cloud reads
 # the same keys)
 NETWORK_KEYS = ("vpc_id", "vswitch_id", "security_group_id")
@@ -66,12 +67,14 @@ class LaunchOptions(object):
 
     def __init__(self, receiver_image=None, source_cidr=None, instance_type=None,
                  ram_role=None, endpoint=None, protocol="https", poll_interval=5.0,
-                 receiver_timeout=None, private=None):
+                 receiver_timeout=None, private=None, pip_index=None, wheel_url=None):
         self.receiver_image = receiver_image
         self.source_cidr = source_cidr
         self.instance_type = instance_type
         self.ram_role = ram_role
         self.private = private or None  # a flag not given is not "False": client_data counts
+        self.pip_index = pip_index  # without receiver_image: where the instance gets go2aliyun
+        self.wheel_url = wheel_url
         self.endpoint = endpoint
         self.protocol = protocol
         self.poll_interval = float(poll_interval)
@@ -262,6 +265,7 @@ class AllInOne(object):
             instance_type=s["instance_type"], ram_role=s.get("ram_role"),
             private=s["private"], vpc_id=s.get("vpc_id"), vswitch_id=s.get("vswitch_id"),
             security_group_id=s.get("security_group_id"), reachable_here=True,
+            pip_index=s.get("pip_index"), wheel_url=s.get("wheel_url"),
             receiver_timeout=self.opts.receiver_timeout)
 
     def launch(self):
@@ -287,7 +291,8 @@ class AllInOne(object):
         clientdata.update(self.workdir, all_in_one={
             "receiver_image": settings.receiver_image_id, "source_cidr": settings.source_cidr,
             "instance_type": settings.instance_type, "ram_role": settings.ram_role,
-            "private": settings.private})
+            "private": settings.private, "pip_index": self.settings.get("pip_index"),
+            "wheel_url": self.settings.get("wheel_url")})
         self.echo("Launching the intermediate instance in %s (all-in-one mode; "
                   "recorded in %s) ..." % (settings.region_id, self.state.path))
         result = self.side.launch.launch(self.cloud(), self.state, settings)

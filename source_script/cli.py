@@ -175,6 +175,12 @@ TOKEN_HELP = " ".join([
 @click.option("--private", is_flag=True, default=None,
               help="all-in-one mode, VPC intranet: no public address for the intermediate "
                    "instance; needs vpc_id and vswitch_id in client_data")
+@click.option("--pip-index", metavar="URL", default=None,
+              help="all-in-one mode without --receiver-image: package index the instance "
+                   "installs go2aliyun from [default: Alibaba's PyPI mirror]")
+@click.option("--wheel-url", metavar="URL", default=None,
+              help="all-in-one mode without --receiver-image: install go2aliyun on the "
+                   "instance from this wheel (e.g. in OSS) instead")
 @click.option("--cloud-endpoint", default=None, hidden=True,
               help="API endpoint HOST:PORT instead of Alibaba Cloud's (tests)")
 @click.option("--cloud-protocol", default="https", hidden=True,
@@ -189,7 +195,7 @@ TOKEN_HELP = " ".join([
 @click.pass_context
 def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_only, cutover,
             yes, no_check, receiver_image, source_cidr, instance_type, ram_role, private,
-            cloud_endpoint,
+            pip_index, wheel_url, cloud_endpoint,
             cloud_protocol, cloud_poll_interval, io_timeout, retries, overrides, legacy):
     """Migrate this server: send the manifest, push every disk, make the image.
 
@@ -218,6 +224,7 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
         launch=allinone.LaunchOptions(
             receiver_image=receiver_image, source_cidr=source_cidr,
             instance_type=instance_type, ram_role=ram_role, private=private,
+            pip_index=pip_index, wheel_url=wheel_url,
             endpoint=cloud_endpoint,
             protocol=cloud_protocol, poll_interval=cloud_poll_interval),
         overrides=overrides, echo=lambda text: click.echo(text, err=True),

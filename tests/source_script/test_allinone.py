@@ -8,6 +8,7 @@ fake cloud through a port forwarded into its namespace (tests/helpers/nsforward.
 which in the first test also records every byte the source sent to the cloud API.
 """
 
+import base64
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from image_build.dev.netns import REPO, netns_pair, tail_of
 from source_script import allinone
@@ -70,6 +72,7 @@ def test_settings_from_flags_then_client_data_then_defaults():
     assert allinone.merged_settings(opts, saved) == {
         "receiver_image": "m-flag", "source_cidr": "198.51.100.4/32",
         "instance_type": allinone.DEFAULT_INSTANCE_TYPE, "ram_role": None, "private": True,
+        "pip_index": None, "wheel_url": None,
         "vpc_id": "vpc-1", "vswitch_id": "vsw-1", "security_group_id": None}
 
 
@@ -508,6 +511,16 @@ def test_on_python36_all_in_one_stops_before_any_cloud_call_and_says_what_to_run
     assert c.returncode == 4 and "check.blocked" in c.stderr, c.stdout + c.stderr
 
 
+WHEEL = "https://example-bucket.oss-cn-hangzhou.aliyuncs.com/go2aliyun-0.1.0-py3-none-any.whl"
+
+
+def _settings_file(user_data):
+    for f in yaml.safe_load(user_data)["write_files"]:
+        if f["path"] == "/etc/go2aliyun/appliance-build.env":
+            return base64.b64decode(f["content"]).decode()
+    return ""
+
+
 @pytest.mark.root
 def test_one_step_private_migration_starts_debian12_and_goes_on(tmp_path):
     """No --receiver-image, --private with the user's VPC and vSwitch in client_data: the
@@ -531,7 +544,7 @@ def test_one_step_private_migration_starts_debian12_and_goes_on(tmp_path):
         r = net.run(net.src, [
             sys.executable, "-m", "source_script.cli", "migrate", "--workdir", work,
             "--root", source, "--yes", "--no-check", "--io-timeout", "30", "--private",
-            "--source-cidr", net.src_ip]
+            "--source-cidr", net.src_ip, "--wheel-url", WHEEL]
             + cloud.source_flags(), env={"PYTHONPATH": REPO}, ok_codes=None, timeout=180,
             cwd=work)
         assert not instances.errors, instances.errors
@@ -551,6 +564,9 @@ def test_one_step_private_migration_starts_debian12_and_goes_on(tmp_path):
         path = os.path.join(base, "user-data")
         with open(path, "wb") as f:
             f.write(instances.user_data[0])
+        assert WHEEL in _settings_file(instances.user_data[0])
+        assert allinone.load_state_data(work) and _json(os.path.join(
+            work, "client_data"))["all_in_one"]["wheel_url"] == WHEEL  # for a rerun
         schema = runner.run(["cloud-init", "schema", "--config-file", path], ok_codes=None)
         assert schema.returncode == 0 and "Valid cloud-config" in schema.stdout, schema.stderr
         # the user's network stays; what launch made goes
