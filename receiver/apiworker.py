@@ -11,13 +11,21 @@ first request bytes are there, the connection goes to a thread as gunicorn would
 sent it. A connection that has not got that far within :data:`HANDSHAKE_TIMEOUT` is
 closed. The peer certificate stays on ``environ["gunicorn.socket"]`` for the app.
 
-Built on gthread's event loop of gunicorn 24+ (``pending_conns``, ``murder_pending``,
-``TConn.data_ready``); with an older gunicorn it behaves as plain gthread and logs so.
+In the thread, gunicorn reads the request blocking, without a timeout: a client that
+sends it a byte at a time held the thread for as long as it liked. The parser reads
+through :class:`RequestReader` instead, which gives each request (head and body)
+:data:`REQUEST_TIMEOUT` seconds plus one second per :data:`READ_RATE` bytes received;
+past that the request reads as closed by the client, and the thread is free again.
+
+Built on gthread's event loop as gunicorn 25.2 made it (``pending_conns``,
+``murder_pending``, ``TConn.data_ready``): pyproject.toml asks for gunicorn>=25.2, and
+tests/receiver/test_apiworker.py checks that the installed one still has that loop.
 """
 
 import errno
 import functools
 import selectors
+import socket
 import ssl
 import time
 
@@ -26,11 +34,43 @@ from gunicorn import sock as gsock
 from gunicorn.workers import gthread
 
 HANDSHAKE_TIMEOUT = 10  # s from connect to the first request bytes (TLS handshake included)
+REQUEST_TIMEOUT = 10  # s to read one request, head and body, ...
+READ_RATE = 16 * 1024  # ... plus 1 s per this many bytes received (an 8 MB body: 522 s)
 
-SUPPORTED = (hasattr(gthread.ThreadWorker, "murder_pending")
-             and hasattr(gthread.ThreadWorker, "enqueue_req")
-             and hasattr(gthread.TConn, "wait_for_data") and hasattr(http, "get_parser")
-             and hasattr(gsock, "ssl_context"))
+
+class RequestReader(object):
+    """The TLS socket as gunicorn's parser reads it (it only calls ``recv``): each
+    request must come within its deadline (:meth:`start`), else it reads as closed."""
+
+    def __init__(self, sock, client, log):
+        self._sock = sock
+        self._client = client
+        self._log = log
+        self.deadline = time.monotonic() + REQUEST_TIMEOUT
+        self.expired = False
+
+    def start(self):
+        """A new request (a thread took the connection): a new deadline."""
+        if not self.expired:
+            self.deadline = time.monotonic() + REQUEST_TIMEOUT
+
+    def recv(self, size):
+        if self.expired:
+            return b""
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise socket.timeout()
+            self._sock.settimeout(left)
+            data = self._sock.recv(size)
+        except socket.timeout:
+            self.expired = True
+            self._log.debug("request from %s not read within its time; closed", self._client)
+            return b""
+        finally:
+            self._sock.settimeout(None)  # gunicorn writes the answer blocking
+        self.deadline += len(data) / READ_RATE
+        return data
 
 
 class ThreadWorker(gthread.ThreadWorker):
@@ -38,14 +78,8 @@ class ThreadWorker(gthread.ThreadWorker):
 
     _ssl_ctx = None
 
-    def init_process(self):
-        if not SUPPORTED:
-            self.log.warning("this gunicorn's gthread worker is not the one %s knows: TLS "
-                             "handshakes run in threads, without a timeout", __name__)
-        super().init_process()
-
     def accept(self, listener):
-        if not (SUPPORTED and self.cfg.is_ssl):
+        if not self.cfg.is_ssl:
             return super().accept(listener)
         try:
             client_sock, client_addr = listener.accept()
@@ -91,13 +125,20 @@ class ThreadWorker(gthread.ThreadWorker):
             self.log.debug("TLS handshake with %s failed: %s", conn.client, e)
             self._drop(conn)
             return
-        conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.reader = RequestReader(conn.sock, conn.client, self.log)
+        conn.parser = http.get_parser(self.cfg, conn.reader, conn.client)
         conn.initialized = True  # gthread's init() would wrap the socket again
         if conn.sock.pending():
             self._ready(conn)
             return
         self.poller.modify(conn.sock, selectors.EVENT_READ,
                            functools.partial(self._on_request, conn))
+
+    def handle(self, conn):
+        reader = getattr(conn, "reader", None)
+        if reader is not None:
+            reader.start()
+        return super().handle(conn)
 
     def _on_request(self, conn, _fileobj):
         self._ready(conn)

@@ -11,8 +11,10 @@ one-time token), then starts and supervises three processes, all through
   daemon listens anywhere);
 * the worker (``_worker``) that runs the long steps.
 
-A child that dies is restarted (at most ``MAX_RESTARTS`` times a minute, then serve
-gives up and exits 1). SIGTERM or SIGINT stops them all. Children get SIGTERM when
+A child that dies is restarted (at most ``MAX_RESTARTS`` starts a minute, or as many
+quick failures in a row, then serve gives up: with ``receiver.port_in_use`` naming the
+port when another process took the child's port meanwhile, else
+``receiver.child_failed``). SIGTERM or SIGINT stops them all. Children get SIGTERM when
 serve itself dies (``PR_SET_PDEATHSIG``), so a killed serve leaves no listener behind.
 
 The token goes to the status file (0600) and to /dev/console only: never to a log,
@@ -46,7 +48,8 @@ log = logging.getLogger("receiver.cli")
 
 DEFAULT_STATE = "/var/lib/go2aliyun"
 MODULE_RE = re.compile(r"^(system|disk([1-9]|1[0-6]))$")
-MAX_RESTARTS = 5
+MAX_RESTARTS = 5  # starts of one child in a minute, or quick failures in a row
+QUICK_FAILURE = 30  # s: a child that dies sooner after its start failed quickly
 STATUS_FILE = "status.json"
 
 
@@ -186,11 +189,15 @@ def _pdeathsig():
 
 
 class Child(object):
-    def __init__(self, name, argv):
+    """A supervised child; ``port``: (name, bind, port) it listens on, if any."""
+
+    def __init__(self, name, argv, port=None):
         self.name = name
         self.argv = argv
+        self.port = port
         self.proc = None
         self.starts = []
+        self.quick_failures = 0
 
     def start(self, logdir):
         out = open(os.path.join(logdir, "%s.out" % self.name), "ab")  # noqa: SIM115
@@ -264,10 +271,16 @@ def supervise(children, logdir, stop_flag, poll=0.3):
                 if rc is None or stop_flag["now"]:
                     continue
                 log.error("%s exited with %s", c.name, rc)
-                if len(c.starts) >= MAX_RESTARTS:
+                quick = time.time() - c.starts[-1] < QUICK_FAILURE
+                c.quick_failures = c.quick_failures + 1 if quick else 0
+                if len(c.starts) >= MAX_RESTARTS or c.quick_failures >= MAX_RESTARTS:
+                    if c.port:  # another process took its port: say so, name the port
+                        name, bind, port = c.port
+                        check_ports_free(bind, {name: port})
                     raise Go2AliyunError(
-                        "%s keeps dying (%d starts in a minute); see %s" % (
-                            c.name, len(c.starts), os.path.join(logdir, c.name + ".out")),
+                        "%s keeps dying (%d starts in the last minute, %d quick failures "
+                        "in a row); see %s" % (c.name, len(c.starts), c.quick_failures,
+                                               os.path.join(logdir, c.name + ".out")),
                         code="receiver.child_failed")
                 c.start(logdir)
     finally:
@@ -407,8 +420,9 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
     steps.restore_mounts(store)  # disks waiting for data are mounted before the relay starts
     datachannel.ensure_rsyncd_conf(store.dir)
     logdir = os.path.join(store.dir, "logs")
-    children = [Child(n, a) for n, a in child_argvs(store.dir, bind, control_port, data_port,
-                                                    workers)]
+    ports = {"api": ("control", bind, control_port), "datachannel": ("data", bind, data_port)}
+    children = [Child(n, a, ports.get(n))
+                for n, a in child_argvs(store.dir, bind, control_port, data_port, workers)]
     stop = {"now": False}
 
     def on_signal(signum, frame):

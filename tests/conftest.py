@@ -12,9 +12,12 @@
   and the rest follows: no VM cycle is left running alone at the end.
   Tests that run at the same time never meet: each makes its own namespaces, folders,
   ports and loop devices, and checks only what it made.
+* The commands tests start by name (``go2aliyun``, ``python3``, ``pip``) are those of the
+  Python that runs the tests (see :func:`pytest_configure`).
 """
 
 import os
+import sys
 
 import pytest
 
@@ -22,6 +25,19 @@ from tests.fakecloud.fixtures import clock, cloud, fake  # noqa: F401 (fixtures 
 from wire import logs, runner
 
 REAL_COMMAND_MARKERS = ("commands", "root", "qemu")
+
+
+def pytest_configure(config):
+    """Put the bin folder of the Python that runs the tests first on PATH, as a venv's
+    ``activate`` would. The README's test command is ``.venv/bin/python3 -m pytest`` from
+    a new shell, whose PATH finds Debian's python3 (no project, no pytest: PEP 668) or,
+    on a developer's machine, another Python (pyenv) whose install of the project may
+    point at another checkout: the commands the tests start by name must be this
+    checkout's (the ones of ``.venv/bin``, or of the Python a developer runs with
+    ``PYTHONPATH=$PWD``)."""
+    bindir = os.path.dirname(sys.executable)
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != bindir]
+    os.environ["PATH"] = os.pathsep.join([bindir] + path)
 
 
 @pytest.fixture(autouse=True)

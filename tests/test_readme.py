@@ -38,7 +38,7 @@ FENCE = re.compile(r"^( *)```(\w*)[ \t]*\n(.*?)^\1```[ \t]*$", re.S | re.M)
 SHELL_BLOCKS = ("sh", "bash", "shell", "console")
 # An inline code span is a command when its first word is one of these.
 COMMAND_WORDS = ("go2aliyun", "go2aliyun-cloud", "go2aliyun-receiver", "python3", "bash",
-                 "pip", "docker", "vi", "export")
+                 "pip", "docker", "vi", "export", ".venv/bin/python3")
 
 E2E = "tests/test_faults.py::test_migration_survives_faults_then_takes_the_changes"
 LOCAL_DEMO = ("tests/image_build/test_local_provider.py::"
@@ -47,6 +47,9 @@ DEMO = ("tests/image_build/dev/test_demo.py::"
         "test_fake_aliyun_demo_makes_a_verified_image_and_leaves_nothing")
 AIO = ("tests/source_script/test_allinone.py::"
        "test_all_in_one_makes_the_cloud_image_and_releases_what_it_launched")
+STOCK = "test_setup_on_a_stock_debian_12_then_the_commands_and_a_quick_suite"
+# The README's test command (run by .ci/run, and on a stock Debian 12 by test_setup).
+TEST_COMMAND = ".venv/bin/python3 -m pytest"
 DOCKER = "tests/docker/test_containers.py::test_cutover_converts_verifies_and_the_image_boots"
 FAKE = "fake Alibaba Cloud (tests/fakecloud) + src/ecs namespaces"
 
@@ -61,9 +64,13 @@ WHERE = {
     "bash image_build/dev/demo.sh --help": ("here", "test_help_texts", "installs nothing"),
     "go2aliyun-cloud --provider local launch": ("test", LOCAL_DEMO, "the demo's launch"),
     "go2aliyun-cloud finish": ("test", LOCAL_DEMO, "the demo's finish (local provider)"),
-    "python3 -m pytest": ("ci", ".ci/run", "CI runs exactly this"),
+    ".venv/bin/python3 -m pytest": (
+        "ci", ".ci/run", "CI runs exactly this; tests/image_build/test_setup.py runs it (a "
+        "quick part) on a stock Debian 12 root after setup.sh"),
+    "bash image_build/setup.sh": (
+        "test", "tests/image_build/test_setup.py::" + STOCK, "on a stock Debian 12 root"),
     "bash .ci/run": ("ci", ".ci/run", "the CI entry point itself"),
-    "python3 -m bench.run --out bench-results.json": (
+    ".venv/bin/python3 -m bench.run --out bench-results.json": (
         "test", "tests/bench/test_run.py::test_quick_benchmark_covers_every_scenario",
         "bench.run --quick --out FILE (the full run takes 40 min; not in CI); "
         "--help here"),
@@ -99,22 +106,27 @@ WHERE = {
     "export GO2ALIYUN_TOKEN=<token>": (
         "test", DEMO, "the demo's first migrate gets the token in GO2ALIYUN_TOKEN; "
         "test_token_variable checks the name here"),
-    "python3 go2aliyun.pyz migrate --receiver <address> --fingerprint <fingerprint> "
-    "--sync-only": ("test", DEMO, "these flags, in src, against the launched receiver"),
+    "python3 go2aliyun.pyz migrate --receiver <address> --sync-only": (
+        "test", DEMO, "these flags, in src, against the launched receiver (the demo also "
+        "passes the fingerprint; the token alone, the receiver proving it knows it: the "
+        "console way's tests/source_script/test_session_proof.py and test_vm_uefi_lvm's "
+        "appliance launched with no user-data, issue 15)"),
+    "go2aliyun-receiver status": (
+        "test", "tests/receiver/test_cli.py::test_token_new_and_status_commands", ""),
     "python3 go2aliyun.pyz migrate --cutover": (
         "test", DEMO, "the second pass: the receiver comes from client_data"),
     "go2aliyun migrate --sync-only": ("test", DEMO, ""),
     "go2aliyun migrate": ("test", E2E, ""),
     "go2aliyun": ("here", "test_install_extras_and_commands", "the entry point"),
-    "python3 -m image_build.dev.pyz": (
+    "go2aliyun-cloud": ("here", "test_install_extras_and_commands", "the entry point"),
+    "go2aliyun-receiver": ("here", "test_install_extras_and_commands", "the entry point"),
+    ".venv/bin/python3 -m image_build.dev.pyz": (
         "test", "tests/image_build/dev/test_pyz.py::test_help",
         "builds the zipapp and runs it (with Python 3.6 when found)"),
     # -- 3. the image, cleanup
     "go2aliyun-cloud --workdir mig1 cleanup": ("test", DEMO, "in src, " + FAKE),
     "go2aliyun-cloud cleanup": ("test", DEMO, FAKE),
     # -- the other ways
-    "go2aliyun migrate --receiver-image IMAGE_ID --ram-role ROLE": (
-        "test", AIO, "all-in-one with AccessKeys in user_config.json against the " + FAKE),
     "go2aliyun clear": (
         "test", "tests/source_script/test_allinone.py::"
         "test_clear_forgets_a_released_launch_so_a_new_migration_launches",
@@ -122,12 +134,12 @@ WHERE = {
     "go2aliyun migrate --ram-role ROLE": (
         "test", "tests/source_script/test_allinone.py::"
         "test_one_step_private_migration_starts_debian12_and_goes_on",
-        "all-in-one without --receiver-image (Debian 12, the receiver installed at first "
-        "boot) against the " + FAKE),
+        "all-in-one without --receiver-image (the official Debian 12 image installing the "
+        "receiver at first boot) against the " + FAKE + "; with --receiver-image: " + AIO),
     "go2aliyun-receiver serve --disk system=/dev/vdb --disk disk1=/dev/vdc --provider "
     "local --output DIR": (
         "test", E2E, "serve with --disk (loop devices), --provider local, --output"),
-    "python3 -m image_build.dev.docker build": (
+    ".venv/bin/python3 -m image_build.dev.docker build": (
         "test", DOCKER, "the tests/docker fixture builds the image (image_build.dev.docker)"),
     "docker logs": (
         "test", "tests/docker/test_containers.py::"
@@ -208,7 +220,7 @@ def test_the_parser_reads_fences_continuations_comments_and_inline_commands():
 
 def test_every_readme_command_has_a_place_and_every_place_a_command():
     commands = readme_commands(_readme())
-    assert "bash image_build/dev/demo.sh" in commands and "python3 -m pytest" in commands
+    assert "bash image_build/dev/demo.sh" in commands and TEST_COMMAND in commands
     missing = [c for c in commands if c not in WHERE]
     assert not missing, "README commands no test runs (add them to WHERE): %s" % missing
     stale = [c for c in WHERE if c not in commands]
@@ -303,6 +315,16 @@ def test_install_extras_and_commands():
     assert set(project["scripts"]) == {"go2aliyun", "go2aliyun-cloud", "go2aliyun-receiver"}
     for script in project["scripts"]:
         assert runner.which(script), "%s is not installed" % script
+
+
+def test_the_commands_tests_start_are_those_of_the_python_running_them():
+    """The README's test command is ``.venv/bin/python3 -m pytest`` from a new shell, where
+    PATH finds Debian's python3 or another Python first (pyenv here): the ``go2aliyun*``
+    commands the tests start must be the ones of the Python that runs the tests
+    (tests/conftest.py), not an install of another checkout."""
+    bindir = os.path.dirname(sys.executable)
+    for name in ("go2aliyun", "go2aliyun-cloud", "go2aliyun-receiver", "python3"):
+        assert runner.which(name) == os.path.join(bindir, name), (name, runner.which(name))
 
 
 def test_token_variable():

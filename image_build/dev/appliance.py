@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 
 from image_build.dev import sample_server
@@ -96,7 +97,7 @@ source /etc/network/interfaces.d/*
 def build_wheels(out_dir, project_dir=PROJECT_DIR):
     """The project's wheel and every receiver dependency as wheels, made on the host."""
     os.makedirs(out_dir, exist_ok=True)
-    runner.run(["python3", "-m", "pip", "wheel", "--disable-pip-version-check", "-q",
+    runner.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q",
                 "--wheel-dir", out_dir, project_dir + "[receiver]"], timeout=1800)
     return sorted(os.listdir(out_dir))
 

@@ -11,4 +11,4 @@ for arg in "$@"; do
   esac
 done
 bash image_build/setup.sh
-exec python3 -m image_build.dev.demo "$@"
+exec .venv/bin/python3 -m image_build.dev.demo "$@"

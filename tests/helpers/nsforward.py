@@ -3,7 +3,9 @@ namespace (e.g. the fake cloud on 127.0.0.1): the listening socket is made by a 
 that enters the namespace with setns(2) just for that (a socket stays in the namespace
 it was made in); accepting and relaying happen in ordinary threads of the host side.
 
-Root only (setns). Stopped with :meth:`Forward.close`; used as a context manager."""
+Root only (setns). Stopped with :meth:`Forward.close`; used as a context manager.
+:func:`entered` puts the calling thread itself in a namespace for a block (a receiver
+started there, and the test's calls to it)."""
 
 import contextlib
 import ctypes
@@ -19,6 +21,23 @@ def _setns(fd):
     if libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, "setns: %s" % os.strerror(err))
+
+
+@contextlib.contextmanager
+def entered(ns):
+    """This thread in network namespace ``ns`` for the block: the sockets it makes and
+    the processes it starts (they keep the namespace) are there; back after it."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open("/var/run/netns/%s" % ns, os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
+        os.close(target)
 
 
 def listen_in_netns(ns, host="127.0.0.1"):

@@ -100,3 +100,32 @@ def test_token_new_and_status_commands(tmp_path):
 
 def test_token_new_without_receiver_is_a_config_error(tmp_path):
     assert cli.main(["token", "new", "--state", str(tmp_path / "none")]) == 3
+
+
+class _Dead(object):
+    pid = 4242
+
+    def poll(self):
+        return 1
+
+
+def test_supervise_gives_up_on_quick_failures_even_when_each_takes_a_while(
+        tmp_path, monkeypatch):
+    """A child that fails 20 s after each start (gunicorn retrying a taken port, say)
+    never makes 5 starts in a minute; 5 quick failures in a row still end serve."""
+    now = [1000.0]
+    loops = []
+
+    def sleep(seconds):
+        loops.append(seconds)
+        assert len(loops) < 50, "supervise restarts the failing child forever"
+        now[0] += 20
+
+    monkeypatch.setattr(cli.time, "time", lambda: now[0])
+    monkeypatch.setattr(cli.time, "sleep", sleep)
+    monkeypatch.setattr(cli.runner, "start", lambda *a, **kw: _Dead())
+    child = cli.Child("worker", ["true"])
+    with pytest.raises(cli.Go2AliyunError) as e:
+        cli.supervise([child], str(tmp_path), {"now": False})
+    assert e.value.code == "receiver.child_failed"
+    assert len(loops) == cli.MAX_RESTARTS

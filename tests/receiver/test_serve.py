@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -60,6 +61,7 @@ class Receiver(object):
         self.roots = {"system": os.path.join(base, "sys"), "disk1": os.path.join(base, "d1")}
         self.control = datachannel.free_port()
         self.data = datachannel.free_port()
+        self.extra = []  # more serve options (--disk ...)
         self.proc = None
 
     def start(self):
@@ -68,6 +70,7 @@ class Receiver(object):
                 "--data-port", str(self.data), "--no-console", "--workers", "1"]
         for n, p in sorted(self.roots.items()):
             argv += ["--target-root", "%s=%s" % (n, p)]
+        argv += self.extra
         self.out = open(os.path.join(self.base, "serve.out"), "ab")  # noqa: SIM115
         self.proc = runner.start(argv, cwd=ROOT, stdout=self.out, stderr=self.out)
         deadline = time.time() + 30
@@ -588,3 +591,143 @@ def test_idle_connections_do_not_starve_the_control_api(receiver):
     finally:
         for c in idle:
             c.close()
+
+
+HOSTILE_IMAGE_NAMES = ["../../x", "/etc", "a\x00b", "ab\ncd", "..", "a/../../../x"]
+
+
+def test_an_image_name_that_is_not_one_folder_is_refused_by_the_real_server(receiver):
+    """Issue 14 (hole 1): the plan's image name becomes a folder of --output; a name
+    that leaves it (traversal, an absolute path, NUL, a newline) is 400
+    ``manifest.invalid`` before anything is stored, and the same receiver then takes a
+    good name."""
+    r = receiver
+    s, _ = r.session()
+    for name in HOSTILE_IMAGE_NAMES:
+        plan = dict(sample_plan(), image_name=name)
+        m = s.put(r.url("/v1/migration/manifest"),
+                  json={"manifest": load_manifest(), "plan": plan})
+        assert m.status_code == 400, (name, m.text)
+        e = m.json()["error"]
+        assert e["code"] == "manifest.invalid", (name, e)
+        assert e["details"]["path"] == "$.plan.image_name", (name, e)
+        assert s.get(r.url("/v1/migration")).json()["state"] == "NEW"
+        assert not os.path.exists(os.path.join(r.state, "plan.json")), name
+    assert not os.path.lexists(os.path.join(os.path.dirname(r.base), "x"))
+    good = s.put(r.url("/v1/migration/manifest"),
+                 json={"manifest": load_manifest(), "plan": sample_plan()})
+    assert good.status_code == 200, good.text
+
+
+def test_wrong_tokens_blank_nothing_in_the_real_servers_logs(receiver):
+    """Issue 14 (hole 5): a posted token is not a log secret unless this receiver issued
+    it. Words posted as tokens (here words of the receiver's own log line) stay readable
+    in its log, and hundreds of long guesses leave /healthz as fast as before."""
+    r = receiver
+    h = r.http()
+    t0 = time.monotonic()
+    assert h.get(r.url("/healthz"), timeout=5).status_code == 200
+    before = time.monotonic() - t0
+    for word in ("presented", "wrong"):
+        resp = h.post(r.url("/v1/session"), json={"token": word, "csr": make_csr()[1]})
+        assert resp.status_code in (401, 429), resp.text
+    csr = make_csr()[1]
+    for n in range(300):  # the pre-login flood: long guesses, most of them throttled
+        guess = ("%03d" % n) + os.urandom(254).hex()
+        resp = h.post(r.url("/v1/session"), json={"token": guess, "csr": csr}, timeout=10)
+        assert resp.status_code in (401, 429), resp.text
+    t0 = time.monotonic()
+    assert h.get(r.url("/healthz"), timeout=5).status_code == 200
+    after = time.monotonic() - t0
+    print("/healthz before the flood %.3f s, after %.3f s" % (before, after))
+    assert after < 1.0
+    log = read_text(os.path.join(r.state, "logs", "api.log"))
+    assert "a wrong token was presented from 127.0.0.1 (1 failures)" in log, log[-2000:]
+    assert "a wrong token was presented from 127.0.0.1 (2 failures)" in log, log[-2000:]
+
+
+def test_a_port_taken_while_serving_ends_serve_naming_it(receiver):
+    """Issue 14: when a child dies and another process has taken its port meanwhile,
+    serve does not restart it again and again: after a few quick failures it stops with
+    ``receiver.port_in_use`` naming the port (and stops its other children)."""
+    r = receiver
+    relay = _pids_of(r.base, "_datachannel")
+    assert len(relay) == 1
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        os.kill(relay[0], signal.SIGKILL)
+        deadline = time.time() + 10
+        while True:  # the killed relay's socket closes at once
+            try:
+                held.bind(("127.0.0.1", r.data))
+                break
+            except OSError:
+                assert time.time() < deadline, "the data port stayed taken"
+                time.sleep(0.02)
+        held.listen(1)
+        t0 = time.monotonic()
+        rc = r.proc.wait(60)
+        took = time.monotonic() - t0
+    out = read_text(os.path.join(r.base, "serve.out"))
+    print("serve ended %.1f s after the data port was taken (exit %s)" % (took, rc))
+    assert rc == 3, out[-2000:]
+    assert "error [receiver.port_in_use]" in out, out[-2000:]
+    assert "data port 127.0.0.1:%d is already in use" % r.data in out
+    assert out.count("datachannel exited with") <= 6
+    assert r.leftovers() == []
+
+
+SLOW_HEAD = (b"POST /v1/session HTTP/1.1\r\nHost: receiver\r\n"
+             b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n")
+
+
+def _trickle(port, first, rest, took, give_up):
+    """After the TLS handshake send ``first`` at once and then ``rest`` a byte every
+    0.25 s, until the server answers or closes; put the seconds that took in ``took``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5)) as s:
+        s.settimeout(0.25)
+        t0 = time.monotonic()
+        try:
+            s.sendall(first)
+            for i in range(len(rest)):
+                if time.monotonic() > give_up:
+                    return
+                s.sendall(rest[i:i + 1])
+                try:
+                    s.recv(4096)  # an answer (400: the body was cut) or the close
+                    break
+                except socket.timeout:
+                    continue  # nothing yet (a TLS session ticket is no answer)
+        except OSError:
+            pass  # closed by the server
+        took.append(time.monotonic() - t0)
+
+
+def test_a_request_sent_a_byte_at_a_time_is_cut_and_frees_its_thread(receiver):
+    """Issue 14: after the TLS handshake, a client that sends its request head or body a
+    byte at a time gets REQUEST_TIMEOUT (10 s) for it, not a thread for ever. Four such
+    clients hold all four threads of the one worker; they are cut, and /healthz answers."""
+    r = receiver
+    give_up = time.monotonic() + 20
+    took = []
+    clients = [threading.Thread(target=_trickle, args=(r.control, b"", SLOW_HEAD, took,
+                                                       give_up)) for _ in range(2)]
+    clients += [threading.Thread(target=_trickle, args=(r.control, SLOW_HEAD, b"{" * 4000,
+                                                        took, give_up)) for _ in range(2)]
+    for c in clients:
+        c.start()
+    time.sleep(2)  # every thread is taken now
+    t0 = time.monotonic()
+    assert r.http().get(r.url("/healthz"), timeout=30).status_code == 200
+    waited = time.monotonic() - t0
+    for c in clients:
+        c.join(30)
+    print("slow requests cut after %s s; /healthz waited %.1f s" % (
+        ", ".join("%.1f" % t for t in sorted(took)), waited))
+    assert len(took) == 4 and max(took) < 13, took
+    assert waited < 11
+    log = read_text(os.path.join(r.state, "logs", "api.log"))
+    assert "Traceback" not in log

@@ -2,6 +2,7 @@
 tests/image_build/test_local_provider.py."""
 
 import os
+import sys
 import threading
 
 from image_build.dev import appliance, sample_server
@@ -71,3 +72,12 @@ def test_build_image_for_aliyun_needs_a_region_and_a_base_image(capsys, tmp_path
     assert "--region" in capsys.readouterr().err
     assert cli.main(["--workdir", str(tmp_path), "build-image", "--region", "cn-hangzhou"]) == 2
     assert "--base-image" in capsys.readouterr().err
+
+
+def test_wheels_are_built_by_the_python_that_runs_the_build(monkeypatch, tmp_path):
+    """On a stock Debian 12, ``python3`` on PATH is Debian's, with no pip (PEP 668): the
+    demo runs from setup.sh's .venv, and the wheels must be made by that Python."""
+    calls = []
+    monkeypatch.setattr(appliance.runner, "run", lambda argv, **kw: calls.append(argv))
+    appliance.build_wheels(str(tmp_path))
+    assert calls and calls[0][:4] == [sys.executable, "-m", "pip", "wheel"], calls
