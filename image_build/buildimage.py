@@ -16,13 +16,10 @@ rerun after a crash at any call makes no duplicate. A failed self-check releases
 was made, forgets the build and raises with the console tail.
 """
 
-import base64
 import datetime
 import logging
 import os
-import re
 import secrets
-import shlex
 import string
 
 from image_build import finish, launch, userdata
@@ -35,43 +32,21 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "build_image_state.json"
 TEMPLATE = "appliance-build.yaml.tmpl"
-SCRIPT = "appliance-build.sh"
-SETTINGS_PATH = "/etc/go2aliyun/appliance-build.env"
-DEFAULT_PIP_INDEX = "https://mirrors.aliyun.com/pypi/simple/"
+SCRIPT = userdata.INSTALL_SCRIPT
+SETTINGS_PATH = userdata.SETTINGS_PATH
+DEFAULT_PIP_INDEX = userdata.DEFAULT_PIP_INDEX
 IMAGE_PREFIX = "go2aliyun-receiver-"
 BUILD_INSTANCE_NAME = "go2aliyun-appliance-build"
-MARKER = "go2aliyun-appliance:"
-_MARKER_RE = re.compile(r"go2aliyun-appliance: (ready (\S+)|failed: (.*))\s*$")
-CONSOLE_TAIL_LINES = 20
-# What the receiver itself needs on any Debian 12 (python, rsync, the disk and
-# boot-repair tools): installed by debootstrap here and by apt on an ECS base instance
-# (cloud-init/appliance-build.yaml.tmpl, image_build/dev/appliance.py). ONE list for both.
-RECEIVER_PACKAGES = (
-    # python3-cffi-backend: provides the virtual package python3-cryptography needs,
-    # which debootstrap's resolver does not pick by itself
-    "cloud-init", "python3-cffi-backend", "python3", "python3-venv", "rsync", "fdisk",
-    "util-linux", "e2fsprogs", "xfsprogs", "dosfstools", "mtools", "lvm2", "grub-pc-bin",
-    "grub-efi-amd64-bin", "openssl", "qemu-utils", "iproute2", "bubblewrap",
-)
-# What only a disk made from nothing needs to boot (an ECS base image has it already).
-BOOT_PACKAGES = (
-    "linux-image-amd64", "grub-pc", "systemd-sysv", "initramfs-tools", "udev", "kmod",
-    "ifupdown", "isc-dhcp-client", "netbase",
-)
+MARKER = userdata.MARKER
+# the install steps and their package lists live in image_build/userdata.py (the
+# one-step launch runs the same steps)
+RECEIVER_PACKAGES = userdata.RECEIVER_PACKAGES
+BOOT_PACKAGES = userdata.BOOT_PACKAGES
+render_settings = userdata.render_settings
+parse_marker = userdata.parse_marker
+console_tail = userdata.console_tail
+own_version = userdata.own_version
 STOPPED_GRACE_POLLS = 3
-
-
-def own_version():
-    """The version of the go2aliyun that runs this (what the appliance gets by default)."""
-    from importlib import metadata
-
-    return metadata.version("go2aliyun")
-
-
-def _check_url(flag, value):
-    if value and not re.match(r"^https?://[^\s'\"]+$", value):
-        raise UsageError("%s %r is not an http(s) URL" % (flag, value),
-                         hint="e.g. %s" % DEFAULT_PIP_INDEX)
 
 
 class BuildSettings(object):
@@ -85,9 +60,10 @@ class BuildSettings(object):
                  timeout=3600):
         self.region_id = region_id
         self.base_image_id = base_image_id
-        self.version = version or own_version()
-        self.pip_index = pip_index or DEFAULT_PIP_INDEX
-        self.wheel_url = wheel_url or ""
+        self.install = userdata.InstallSettings(version, pip_index, wheel_url)
+        self.version = self.install.version
+        self.pip_index = self.install.pip_index
+        self.wheel_url = self.install.wheel_url
         self.instance_type = instance_type
         self.zone_id = zone_id
         self.vpc_id = vpc_id
@@ -111,11 +87,6 @@ class BuildSettings(object):
                              hint="pass --base-image with a Debian 12 public image id of the "
                                   "region (`aliyun ecs DescribeImages --ImageOwnerAlias "
                                   "system --OSType linux`)")
-        if not re.match(r"^[0-9][0-9A-Za-z.+!-]*$", self.version):
-            raise UsageError("--version %r is not a package version" % self.version,
-                             hint="e.g. 0.1.0")
-        _check_url("--pip-index", self.pip_index)
-        _check_url("--wheel-url", self.wheel_url)
         if self.vpc_id and not self.vswitch_id:
             raise UsageError("--vpc-id needs --vswitch-id too",
                              hint="name the vSwitch of that VPC the instance should use")
@@ -124,45 +95,18 @@ class BuildSettings(object):
                              hint="the instance downloads packages from the internet")
 
 
-def render_settings(settings):
-    """The build script's settings file (pure): shell assignments, every value quoted."""
-    values = [("G2A_VERSION", settings.version), ("G2A_PIP_INDEX", settings.pip_index),
-              ("G2A_WHEEL_URL", settings.wheel_url),
-              ("G2A_PACKAGES", " ".join(RECEIVER_PACKAGES))]
-    return "".join("%s=%s\n" % (k, shlex.quote(v)) for k, v in values)
-
-
 def render_build_user_data(settings, folder=None):
     """The build instance's cloud-config (pure apart from reading ``cloud-init/``)."""
     folder = folder or userdata.CLOUD_INIT_DIR
-
-    def b64(text):
-        return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
     text = string.Template(userdata._read(TEMPLATE, folder)).substitute(
-        settings_b64=b64(render_settings(settings)),
-        unit_b64=b64(userdata._read(userdata.UNIT, folder)),
-        script_b64=b64(userdata._read(SCRIPT, folder)))
+        unit_b64=userdata._b64(userdata._read(userdata.UNIT, folder)),
+        install_files=userdata.render_install_files(settings.install, folder),
+        install_runcmd=userdata.INSTALL_RUNCMD)
     size = len(text.encode("utf-8"))
     if size > userdata.MAX_USER_DATA:
         raise UsageError("the build user-data is %d bytes; ECS accepts at most %d" % (
             size, userdata.MAX_USER_DATA), hint="shorten cloud-init/" + SCRIPT)
     return text
-
-
-def parse_marker(console):
-    """The build's verdict in the console text (pure): ``("ready", version)``,
-    ``("failed", reason)`` or None when there is no marker line yet. The last one counts."""
-    verdict = None
-    for line in console.splitlines():
-        m = _MARKER_RE.search(line.replace("\r", ""))
-        if m:
-            verdict = ("ready", m.group(2)) if m.group(2) else ("failed", m.group(3).strip())
-    return verdict
-
-
-def console_tail(console, lines=CONSOLE_TAIL_LINES):
-    return "\n".join(console.replace("\r", "").rstrip("\n").splitlines()[-lines:])
 
 
 def new_build_id():

@@ -34,15 +34,15 @@ def make_cloud_from(ctx, cfg, region_id=None):
             "local", state_dir=o["local_dir"] or os.path.join(o["workdir"], "local-cloud"),
             output_dir=o["output"], address=o["listen"], netns=o["netns"],
             poll_interval=min(o["poll_interval"], 2.0))
-    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID") or (cfg.access_id if cfg else "")
-    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET") or (
-        cfg.secret_key if cfg else "")
+    # user_config.json, else the environment: the same order as go2aliyun migrate
+    key_id, secret, sts = config.cloud_keys(cfg, os.environ) or ("", "", None)
     register_secret(secret)
+    register_secret(sts)
     return make_cloud(
         o["provider"], region_id=region_id or (cfg.region_id if cfg else ""),
         access_key_id=key_id,
         access_key_secret=secret,
-        security_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN"),
+        security_token=sts,
         ram_role=o["ram_role_credentials"], use_ram_role=o["use_ram_role"],
         endpoint=o["endpoint"], protocol=o["protocol"],
         metadata_endpoint=o["metadata_endpoint"], poll_interval=o["poll_interval"])
@@ -87,10 +87,12 @@ def cli(ctx, workdir, provider, local_dir, output, listen, netns, endpoint, prot
     """Alibaba Cloud side of go2aliyun: start the intermediate instance
     (INSTANCE_FOR_GOTOALIYUN) that receives the migration, build the custom image, clean up.
 
-    Keys come from user_config.json (access_id, secret_key), from the environment
+    Keys come from user_config.json (access_id, secret_key), else from the environment
     (ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET and, for an STS token,
-    ALIBABA_CLOUD_SECURITY_TOKEN) or, on an ECS instance, from its RAM role
-    (--use-ram-role). The RAM user needs AliyunECSFullAccess and AliyunVPCFullAccess.
+    ALIBABA_CLOUD_SECURITY_TOKEN), the same order as `go2aliyun migrate`, or, on an ECS
+    instance, from its RAM role (--use-ram-role). The RAM user needs
+    AliyunECSFullAccess and AliyunVPCFullAccess. Errors name the debug log,
+    WORKDIR/logs/go2aliyun-cloud.log.
     """
     ctx.ensure_object(dict)
     ctx.obj.update(workdir=workdir, provider=provider, endpoint=endpoint, protocol=protocol,
@@ -100,19 +102,38 @@ def cli(ctx, workdir, provider, local_dir, output, listen, netns, endpoint, prot
                    netns=netns)
 
 
+LOG_NAME = "go2aliyun-cloud.log"
+# the debug log of this run, once a command started it: errors name it (main)
+_LOG = {"path": None}
+
+
+def _start_log(ctx):
+    """Start the debug log (commands call this first; not for --help)."""
+    if _LOG["path"] is None:
+        path = os.path.join(ctx.obj["workdir"], "logs", LOG_NAME)
+        setup(logfile=path, verbose=ctx.obj["verbose"])
+        _LOG["path"] = path
+
+
 def _state(ctx):
     """The state file; also starts the debug log (not for --help)."""
-    workdir = ctx.obj["workdir"]
-    setup(logfile=os.path.join(workdir, "logs", "go2aliyun-cloud.log"),
-          verbose=ctx.obj["verbose"])
-    return StateFile.in_workdir(workdir)
+    _start_log(ctx)
+    return StateFile.in_workdir(ctx.obj["workdir"])
 
 
 @cli.command()
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="user_config.json (default: the one in --workdir)")
-@click.option("--receiver-image", required=True, metavar="IMAGE_ID",
-              help="the receiver appliance image to start (made by build-image)")
+@click.option("--receiver-image", default=None, metavar="IMAGE_ID",
+              help="the receiver appliance image to start (made by build-image) [default: "
+                   "the region's newest official Debian 12 image, the receiver installed "
+                   "at first boot: a few minutes slower]")
+@click.option("--pip-index", default=None, metavar="URL",
+              help="without --receiver-image: package index the instance installs go2aliyun "
+                   "from [default: https://mirrors.aliyun.com/pypi/simple/; with --private "
+                   "the VPC-internal http://mirrors.cloud.aliyuncs.com/pypi/simple/]")
+@click.option("--wheel-url", default=None, metavar="URL",
+              help="without --receiver-image: install go2aliyun from this wheel instead")
 @click.option("--source-cidr", required=True, metavar="ADDR[/N]",
               help="address of the server being migrated: the only one admitted to ports "
                    "8080 and 8703 (its private address with --private)")
@@ -132,13 +153,13 @@ def _state(ctx):
               help="RAM role for the instance, so the receiver can snapshot and create the "
                    "image itself; give it the policy image_build/receiver-ram-policy.json")
 @click.option("--no-wait-receiver", is_flag=True,
-              help="do not wait for the receiver to answer on 8080 (only for the instance "
-                   "to run)")
+              help="do not wait for the receiver to start (its line on the instance's "
+                   "console, or /healthz on 8080), only for the instance to run")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def launch(ctx, config_path, receiver_image, source_cidr, instance_type, zone, vpc_id,
-           vswitch_id, security_group_id, private, bandwidth, ram_role, no_wait_receiver,
-           as_json):
+def launch(ctx, config_path, receiver_image, pip_index, wheel_url, source_cidr,
+           instance_type, zone, vpc_id, vswitch_id, security_group_id, private, bandwidth,
+           ram_role, no_wait_receiver, as_json):
     """Start the intermediate instance for this migration (resumable).
 
     Creates or reuses a VPC, a vSwitch and a security group, refuses an image_name that is
@@ -147,7 +168,12 @@ def launch(ctx, config_path, receiver_image, source_cidr, instance_type, zone, v
     the receiver its one-time token and TLS identity through cloud-init user-data. Every
     resource id is written to cloud_state.json before the next call: if this stops
     half-way, run it again and it goes on without duplicates.
+
+    It may run on any machine (a workstation): it waits for the receiver's start line
+    on the instance's console (read through the API), so it needs no way in through the
+    security group, which admits --source-cidr only.
     """
+    _start_log(ctx)
     workdir = ctx.obj["workdir"]
     cfg = config.load(config_path or os.path.join(workdir, config.CONFIG_NAME))
     reuse = user_supplied_network(workdir)
@@ -167,7 +193,7 @@ def launch(ctx, config_path, receiver_image, source_cidr, instance_type, zone, v
         vpc_id=vpc_id or reuse.get("vpc_id"), vswitch_id=vswitch_id or reuse.get("vswitch_id"),
         security_group_id=security_group_id or reuse.get("security_group_id"),
         private=private, bandwidth_mbit=bandwidth, ram_role=ram_role,
-        wait_receiver=not no_wait_receiver)
+        wait_receiver=not no_wait_receiver, pip_index=pip_index, wheel_url=wheel_url)
     cloud = make_cloud_from(ctx, cfg)
     result = launching.launch(cloud, _state(ctx), settings)
     if as_json:
@@ -194,6 +220,7 @@ def finish(ctx, config_path, boot_mode, keep_instance):
     Normally the receiver does this itself once the copy is verified; run it here when
     the receiver has no RAM role. Resumable like launch.
     """
+    _start_log(ctx)
     workdir = ctx.obj["workdir"]
     cfg = config.load(config_path or os.path.join(workdir, config.CONFIG_NAME))
     state = _state(ctx)
@@ -299,6 +326,7 @@ def build_image(ctx, base_image, region, version, pip_index, wheel_url, instance
                                progress=lambda m: click.echo("build-image: " + m, err=True))
         click.echo(path)
         return
+    _start_log(ctx)
     workdir = ctx.obj["workdir"]
     cfg_path = os.path.join(workdir, config.CONFIG_NAME)
     cfg = config.load(cfg_path) if os.path.exists(cfg_path) else None
@@ -307,8 +335,6 @@ def build_image(ctx, base_image, region, version, pip_index, wheel_url, instance
         version=version, pip_index=pip_index, wheel_url=wheel_url,
         instance_type=instance_type, zone_id=zone, vpc_id=vpc_id, vswitch_id=vswitch_id,
         bandwidth_mbit=bandwidth, timeout=timeout)
-    setup(logfile=os.path.join(workdir, "logs", "go2aliyun-cloud.log"),
-          verbose=ctx.obj["verbose"])
     cloud = make_cloud_from(ctx, cfg, region_id=settings.region_id)
     image_id = buildimage.build(cloud, buildimage.state_in(workdir), settings,
                                 progress=lambda m: click.echo("build-image: " + m, err=True))
@@ -316,8 +342,13 @@ def build_image(ctx, base_image, region, version, pip_index, wheel_url, instance
 
 
 def main(argv=None):
-    """Entry point: run the click group; errors become exit codes (wire/climain.py)."""
-    return run_click(cli, argv, "go2aliyun-cloud")
+    """Entry point: run the click group; errors become exit codes (wire/climain.py) and
+    name the debug log, when the command had started it."""
+    _LOG["path"] = None
+    code = run_click(cli, argv, "go2aliyun-cloud")
+    if code and _LOG["path"]:
+        click.echo("log: %s" % _LOG["path"], err=True)
+    return code
 
 
 if __name__ == "__main__":

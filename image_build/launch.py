@@ -7,9 +7,17 @@ ends in the same place.
 
 Steps: identity (migration id, one-time token, TLS material) -> refuse a duplicate image
 name -> zone -> VPC -> vSwitch -> security group (8080 and 8703 from the source only)
--> RunInstances (data disks for the target system disk and each target data disk,
-user-data from ``cloud-init/``) -> wait until Running -> wait until the receiver answers
-``/healthz`` with the pinned certificate -> address, token and fingerprint.
+-> the image to start (the receiver appliance image given, or else the region's newest
+official Debian 12 image, whose user-data then installs the receiver first: the one-step
+way) -> RunInstances (data disks for the target system disk and each target data disk,
+user-data from ``cloud-init/``) -> wait until Running -> wait until the receiver runs
+-> address, token and fingerprint.
+
+The wait for the receiver looks at what the launching machine can always see: the
+instance's serial console through the API (GetInstanceConsoleOutput: the install's
+marker, then the receiver's start line with the fingerprint made here), and, when it is
+reachable from here, ``/healthz`` with the pinned certificate. A workstation that is not
+the server being migrated is not admitted by the security group: it sees the console.
 """
 
 import datetime
@@ -17,6 +25,7 @@ import hashlib
 import http.client
 import ipaddress
 import logging
+import re
 import secrets
 import ssl
 
@@ -32,6 +41,15 @@ log = logging.getLogger(__name__)
 DEFAULT_VPC_CIDR = "172.16.0.0/16"
 DEFAULT_VSWITCH_CIDR = "172.16.0.0/24"
 TARGET_SYSTEM_DISK = "go2aliyun-target-system"
+# The region's official Debian 12 images are named by file: debian_12_8_x64_20G_alibase_
+# 20241210.vhd (the UEFI and ARM variants say uefi_x64 / arm64 and are not taken).
+DEBIAN12_ID = re.compile(r"^debian_12(_\d+)*_x64_")
+# How long the receiver may take to answer: from the appliance image it only boots; on
+# a stock image it installs its packages and itself first.
+RECEIVER_TIMEOUT = 900
+INSTALL_TIMEOUT = 1800
+# Seconds /healthz still gets after the receiver's start line showed on the console.
+CONSOLE_GRACE = 20
 
 
 def target_disk_name(index):
@@ -46,10 +64,16 @@ class LaunchSettings(object):
                  instance_type="ecs.g7.large", zone_id=None, vpc_id=None, vswitch_id=None,
                  security_group_id=None, private=False, bandwidth_mbit=100, ram_role=None,
                  receiver_disk_gib=40, wait_receiver=True, receiver_port=8080,
-                 receiver_timeout=900):
+                 receiver_timeout=None, pip_index=None, wheel_url=None, version=None,
+                 reachable_here=False):
         self.region_id = region_id
         self.image_name = image_name
         self.receiver_image_id = receiver_image_id
+        # no appliance image: a stock Debian 12 instance installs the receiver first
+        # (over the VPC-internal mirror when it has no public address)
+        self.install = None if receiver_image_id else userdata.InstallSettings(
+            version, pip_index or (userdata.INTRANET_PIP_INDEX if private else None),
+            wheel_url)
         self.source_cidr = normalize_cidr(source_cidr) if source_cidr else None
         self.system_disk_size = int(system_disk_size)
         self.data_disks = sorted((int(i), int(s)) for i, s in data_disks)
@@ -66,16 +90,17 @@ class LaunchSettings(object):
         self.receiver_disk_gib = receiver_disk_gib
         self.wait_receiver = wait_receiver
         self.receiver_port = receiver_port
-        self.receiver_timeout = receiver_timeout
+        # this machine is the source (all-in-one): the receiver must answer here, not only
+        # show on its console (its start line comes a moment before it listens)
+        self.reachable_here = reachable_here
+        self.receiver_timeout = receiver_timeout or (
+            INSTALL_TIMEOUT if self.install else RECEIVER_TIMEOUT)
         self.check()
 
     def check(self):
         if not self.image_name:
             raise ConfigError("image_name is empty", code="config.image_name",
                               hint="set image_name in user_config.json")
-        if not self.receiver_image_id:
-            raise UsageError("no receiver appliance image given",
-                             hint="pass --receiver-image IMAGE_ID (made by build-image)")
         if self.private and not (self.vpc_id and self.vswitch_id):
             raise UsageError("--private needs the VPC and vSwitch the source reaches",
                              hint="pass --vpc-id and --vswitch-id (or set vpc_id/vswitch_id "
@@ -239,16 +264,49 @@ def ensure_security_group(cloud, state, settings, mid, vpc_id):
     return sg_id
 
 
+def pick_debian12(images):
+    """The newest official Debian 12 x86_64 image of ``cloud.system_images()`` (pure), or
+    None. Newest by CreationTime, then by the date in the id."""
+    found = [i for i in images if DEBIAN12_ID.match(i["id"])
+             and i.get("architecture") in (None, "", "x86_64")]
+    if not found:
+        return None
+    return max(found, key=lambda i: (i.get("creation_time") or "", i["id"]))
+
+
+def ensure_base_image(cloud, state, settings):
+    """The image the instance starts from, recorded before RunInstances (a rerun sends
+    the same one): the appliance image given, else the region's newest Debian 12."""
+    image_id = state.get("launch_image_id")
+    if image_id:
+        return image_id
+    image_id = settings.receiver_image_id
+    if not image_id:
+        image = pick_debian12(cloud.system_images("linux", "x86_64"))
+        if image is None:
+            raise CloudError("no official Debian 12 x86_64 image found in %s" %
+                             settings.region_id, code="cloud.no_base_image",
+                             hint="pass --receiver-image with a receiver appliance image "
+                                  "(go2aliyun-cloud build-image) made in this region")
+        image_id = image["id"]
+        log.info("starting from %s (%s), installing go2aliyun %s at first boot", image_id,
+                 image.get("os_name") or image.get("name"), settings.install.version)
+    state.set("launch_image_id", image_id)
+    return image_id
+
+
 def ensure_instance(cloud, state, settings, mid, vsw_id, sg_id):
     inst_id = state.get("instance_id")
     if not inst_id:
+        image_id = ensure_base_image(cloud, state, settings)
         tls = state.get("tls")
         text = userdata.render_user_data(
             tls["certificate"], tls["key"], tls["tokens_json"],
-            cloud.receiver_config(settings.cloud_config(mid), client_token(mid, "instance")))
+            cloud.receiver_config(settings.cloud_config(mid), client_token(mid, "instance")),
+            install=settings.install)
         disks = [(TARGET_SYSTEM_DISK, settings.system_disk_size)] + [
             (target_disk_name(i), size) for i, size in settings.data_disks]
-        spec = InstanceSpec(settings.receiver_image_id, settings.instance_type, vsw_id, sg_id,
+        spec = InstanceSpec(image_id, settings.instance_type, vsw_id, sg_id,
                             text, system_disk_gib=settings.receiver_disk_gib,
                             data_disks=disks, public_bandwidth_mbit=settings.bandwidth_mbit,
                             name=INSTANCE_NAME, ram_role=settings.ram_role,
@@ -347,12 +405,50 @@ def probe_receiver(address, port, fingerprint, timeout=5.0):
         conn.close()
 
 
+def read_console(cloud, instance_id):
+    """The instance's console text, "" when this provider has none (local: its qemu
+    console is not an API)."""
+    try:
+        return cloud.console_output(instance_id)
+    except CloudError as e:
+        if e.code == "cloud.unsupported":
+            return ""
+        raise
+
+
 def wait_for_receiver(cloud, state, settings):
+    """Until the console shows the receiver's start line with our fingerprint, or it
+    answers /healthz here (whichever comes first; with ``reachable_here``, /healthz
+    here). The install's ``failed`` marker stops the wait at once with the end of the
+    console."""
     address = state.get("address")
     fingerprint = state.get("tls")["fingerprint"]
-    cloud.wait_for("the receiver on %s:%d to answer" % (address, settings.receiver_port),
-                   lambda: probe_receiver(address, settings.receiver_port, fingerprint),
-                   settings.receiver_timeout)
+    inst_id = state.get("instance_id")
+    seen = {}
+
+    def probe():
+        console = read_console(cloud, inst_id)
+        verdict = userdata.parse_marker(console)
+        if verdict and verdict[0] == "failed":
+            raise CloudError(
+                "installing the receiver on %s failed: %s\n--- console (last lines) ---\n%s"
+                % (inst_id, verdict[1], userdata.console_tail(console)),
+                code="cloud.receiver_install_failed",
+                hint="fix the cause (the instance must reach the Debian and PyPI mirrors; "
+                     "--pip-index, --wheel-url) and run `go2aliyun-cloud cleanup`, then "
+                     "launch again; or pass --receiver-image")
+        if probe_receiver(address, settings.receiver_port, fingerprint):
+            return "healthz"
+        if settings.reachable_here or not userdata.receiver_started(console, fingerprint):
+            return None
+        # its start line comes a moment before it listens: where /healthz can answer,
+        # give it that moment, so the source started next is not refused
+        seen.setdefault("console", cloud.clock())
+        return "console" if cloud.clock() - seen["console"] >= CONSOLE_GRACE else None
+
+    how = cloud.wait_for("the receiver of %s to start (its console, or %s:%d)" % (
+        inst_id, address, settings.receiver_port), probe, settings.receiver_timeout)
+    log.info("the receiver of %s runs (seen on its %s)", inst_id, how)
     state.set("receiver_ready", True)
 
 

@@ -8,8 +8,17 @@ receiver starts the intermediate instance itself, then migrates into it as usual
 * **Launch**: :func:`image_build.launch.launch` (resumable by ClientToken and the state
   file: a rerun after a crash at any point makes no second instance). Its settings come
   from ``user_config.json`` (region, image name, disk sizes) and from the flags
-  ``--receiver-image``, ``--source-cidr``, ``--instance-type``, ``--ram-role`` or the
-  same keys in ``client_data`` (so a rerun needs no flag).
+  ``--receiver-image``, ``--source-cidr``, ``--instance-type``, ``--ram-role``,
+  ``--private`` or the same keys in ``client_data`` (so a rerun needs no flag);
+  ``vpc_id``/``vswitch_id``/``security_group_id`` in ``client_data`` reuse a network
+  (the VPC intranet way, with ``--private``: no public address).
+* **No receiver image** (the one-step way): the launch starts the region's newest
+  official Debian 12 image, whose user-data installs the receiver at first boot (the
+  steps build-image runs); ``--receiver-image`` is the faster way.
+* **Python**: the cloud SDK and ``image_build`` need Python 3.8 or newer. On an older
+  Python (CentOS 7, Ubuntu 18.04: 3.6) this mode stops before any cloud call and says
+  what to run instead: ``go2aliyun-cloud launch`` on another machine, then
+  ``go2aliyun migrate --receiver`` here.
 * **Keys**: used for the cloud API calls from this machine only; the receiver learns
   only its token hash, TLS identity and ``cloud.json`` (the launch refuses a key there).
   They are registered as secrets, so no log line or error shows them.
@@ -27,20 +36,28 @@ import json
 import logging
 import os
 import socket
+import sys
 import types
 
 from wire import clientdata
+from wire import config as user_config
 from wire.errors import ConfigError, UsageError
 from wire.logs import register_secret
 
 log = logging.getLogger(__name__)
 
-KEY_ID_ENV = "ALIBABA_CLOUD_ACCESS_KEY_ID"
-KEY_SECRET_ENV = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a variable name
-STS_TOKEN_ENV = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105 - a variable name
+KEY_ID_ENV = user_config.KEY_ID_ENV
+KEY_SECRET_ENV = user_config.KEY_SECRET_ENV
+STS_TOKEN_ENV = user_config.STS_TOKEN_ENV
 CLOUD_EXTRA = "pip install 'go2aliyun[cloud]'"
 # launch settings that may also come from client_data (so a rerun needs no flag)
-SETTING_KEYS = ("receiver_image", "source_cidr", "instance_type", "ram_role")
+SETTING_KEYS = ("receiver_image", "source_cidr", "instance_type", "ram_role", "private",
+                "pip_index", "wheel_url")
+# set by hand in client_data to reuse a network (the seed's way; go2aliyun-cloud reads
+# the same keys)
+NETWORK_KEYS = ("vpc_id", "vswitch_id", "security_group_id")
+# the oldest Python the launcher side (image_build, the Alibaba Cloud SDK) runs on
+CLOUD_PYTHON = (3, 8)
 DEFAULT_INSTANCE_TYPE = "ecs.g7.large"
 STATE_FILE = "cloud_state.json"
 
@@ -50,11 +67,14 @@ class LaunchOptions(object):
 
     def __init__(self, receiver_image=None, source_cidr=None, instance_type=None,
                  ram_role=None, endpoint=None, protocol="https", poll_interval=5.0,
-                 receiver_timeout=900):
+                 receiver_timeout=None, private=None, pip_index=None, wheel_url=None):
         self.receiver_image = receiver_image
         self.source_cidr = source_cidr
         self.instance_type = instance_type
         self.ram_role = ram_role
+        self.private = private or None  # a flag not given is not "False": client_data counts
+        self.pip_index = pip_index  # without receiver_image: where the instance gets go2aliyun
+        self.wheel_url = wheel_url
         self.endpoint = endpoint
         self.protocol = protocol
         self.poll_interval = float(poll_interval)
@@ -63,15 +83,8 @@ class LaunchOptions(object):
 
 # ------------------------------------------------------------------- pure parts
 
-def keys_from(config, environ):
-    """``(access_key_id, secret, sts_token)`` from user_config.json, else the
-    environment; None when there are none."""
-    if config is not None and config.access_id and config.secret_key:
-        return config.access_id, config.secret_key, None
-    key_id, secret = environ.get(KEY_ID_ENV), environ.get(KEY_SECRET_ENV)
-    if key_id and secret:
-        return key_id, secret, environ.get(STS_TOKEN_ENV) or None
-    return None
+# user_config.json, else the environment: the same order as go2aliyun-cloud
+keys_from = user_config.cloud_keys
 
 
 def decide(receiver_flag, client_data, state_data, has_keys):
@@ -94,14 +107,19 @@ def merged_settings(opts, client_data):
         out[key] = value if value not in (None, "") else saved.get(key)
     if not out["instance_type"]:
         out["instance_type"] = DEFAULT_INSTANCE_TYPE
+    out["private"] = bool(out["private"])
+    for key in NETWORK_KEYS:
+        out[key] = (client_data or {}).get(key) or None
     return out
 
 
-def judge_detected_address(address):
+def judge_detected_address(address, private=False):
     """The security group admits only the source's address; a detected private or
-    loopback address is what this host sees, not what the cloud sees (NAT)."""
+    loopback address is what this host sees, not what the cloud sees (NAT). Over a VPC
+    intranet (``private``) the VPC sees the private address: it is the right one."""
     ip = ipaddress.ip_address(address)
-    if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified:
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or (
+            ip.is_private and not private):
         raise UsageError(
             "this server's outgoing address %s is private: the cloud sees another one "
             "(NAT)" % address, code="usage.source_cidr",
@@ -139,6 +157,26 @@ def detect_source_address(host, port=443):
         raise UsageError("cannot find this server's outgoing address towards %s: %s" % (
             host, e), code="usage.source_cidr",
             hint="pass --source-cidr with the server's public address") from e
+
+
+def require_cloud_python(workdir, version_info=None):
+    """Stop at once, before any cloud call, on a Python the cloud SDK does not run on,
+    saying what to run instead and where."""
+    version_info = version_info or sys.version_info
+    if tuple(version_info[:2]) >= CLOUD_PYTHON:
+        return
+    raise ConfigError(
+        "the all-in-one mode (AccessKeys in user_config.json and no --receiver) launches "
+        "the intermediate instance with the Alibaba Cloud SDK, which needs Python %d.%d or "
+        "newer; this is Python %d.%d. Nothing was created" % (
+            CLOUD_PYTHON + tuple(version_info[:2])), code="config.cloud_python",
+        hint="on a machine with Python %d.%d+ (your workstation): pip install "
+             "'go2aliyun[cloud]', copy %s there and run `go2aliyun-cloud --workdir DIR "
+             "launch --source-cidr THIS_SERVER_ADDRESS`; it prints the address, token and "
+             "fingerprint. Then here, with that token in the GO2ALIYUN_TOKEN environment "
+             "variable: go2aliyun migrate --workdir %s --receiver ADDRESS --fingerprint "
+             "FP" % (
+                 CLOUD_PYTHON + (os.path.join(workdir, "user_config.json"), workdir)))
 
 
 def require_cloud_extra():
@@ -207,25 +245,27 @@ class AllInOne(object):
                 hint="the all-in-one mode must know every target disk's size: set "
                      "data_disk_size in user_config.json")
         s = self.settings
-        if not s.get("receiver_image"):
-            raise UsageError("the all-in-one mode needs the receiver appliance image",
-                             code="usage.receiver_image",
-                             hint="pass --receiver-image IMAGE_ID (or set "
-                                  "all_in_one.receiver_image in client_data)")
         cidr = s.get("source_cidr")
         if not cidr:
             host = "ecs.%s.aliyuncs.com" % cfg.region_id
             if self.opts.endpoint:
                 host = self.opts.endpoint.rsplit(":", 1)[0]
-            cidr = judge_detected_address(detect_source_address(host))
+            cidr = judge_detected_address(detect_source_address(host), s["private"])
             self.echo("Admitting this server's address %s to the receiver's ports" % cidr)
+        if not s.get("receiver_image"):
+            self.echo("No --receiver-image: the intermediate instance starts from the "
+                      "region's Debian 12 image and installs the receiver at first boot "
+                      "(a few minutes more; --receiver-image is faster)")
         return self.side.launch.LaunchSettings(
             region_id=cfg.region_id, image_name=cfg.image_name,
-            receiver_image_id=s["receiver_image"], source_cidr=cidr,
+            receiver_image_id=s.get("receiver_image"), source_cidr=cidr,
             system_disk_size=cfg.system_disk_size or 40,
             data_disks=[(d.index, d.size_gib) for d in cfg.data_disks],
             platform=cfg.platform or "", architecture=cfg.architecture or "x86_64",
             instance_type=s["instance_type"], ram_role=s.get("ram_role"),
+            private=s["private"], vpc_id=s.get("vpc_id"), vswitch_id=s.get("vswitch_id"),
+            security_group_id=s.get("security_group_id"), reachable_here=True,
+            pip_index=s.get("pip_index"), wheel_url=s.get("wheel_url"),
             receiver_timeout=self.opts.receiver_timeout)
 
     def launch(self):
@@ -234,10 +274,10 @@ class AllInOne(object):
             raise ConfigError(
                 "the intermediate instance recorded in %s was released already"
                 % self.state.path, code="config.launch_released",
-                hint="to migrate again from the start: move that file away (nothing in it "
-                     "is left to release%s) and run `go2aliyun clear`" % (
+                hint="to migrate again from the start: run %s`go2aliyun clear` (it puts "
+                     "that record aside)" % (
                          "" if not release_text(self.state.data) else
-                         " once `go2aliyun-cloud cleanup` ran"))
+                         "`go2aliyun-cloud cleanup`, then "))
         done = self.launched()
         if done is not None:
             # launched to the end already: by an earlier run, or by
@@ -250,7 +290,9 @@ class AllInOne(object):
 
         clientdata.update(self.workdir, all_in_one={
             "receiver_image": settings.receiver_image_id, "source_cidr": settings.source_cidr,
-            "instance_type": settings.instance_type, "ram_role": settings.ram_role})
+            "instance_type": settings.instance_type, "ram_role": settings.ram_role,
+            "private": settings.private, "pip_index": self.settings.get("pip_index"),
+            "wheel_url": self.settings.get("wheel_url")})
         self.echo("Launching the intermediate instance in %s (all-in-one mode; "
                   "recorded in %s) ..." % (settings.region_id, self.state.path))
         result = self.side.launch.launch(self.cloud(), self.state, settings)
@@ -314,6 +356,30 @@ def load_state_data(workdir):
     return data
 
 
+def forget(workdir):
+    """``go2aliyun clear``: forget this folder's all-in-one launch record, keeping it as
+    ``cloud_state-<migration id>.json`` (a next migration launches afresh). Refused
+    while it records resources not released yet. Returns the kept file's path, or None
+    when there was no record."""
+    path = os.path.join(workdir, STATE_FILE)
+    data = load_state_data(workdir)
+    if not data:
+        return None
+    left = release_text(data)
+    if left:
+        raise UsageError(
+            "%s records cloud resources of migration %s not released yet: %s" % (
+                path, data.get("migration_id") or "-", left),
+            code="usage.cloud_resources_left",
+            hint="release them first: go2aliyun-cloud --workdir %s cleanup; then clear "
+                 "again (or keep this migration and run go2aliyun migrate to go on)"
+            % workdir)
+    kept = os.path.join(workdir, "cloud_state-%s.json" % (data.get("migration_id") or "old"))
+    os.replace(path, kept)
+    log.info("launch record %s kept as %s", path, kept)
+    return kept
+
+
 def prepare(workdir, config, receiver_flag, client_data, opts, environ=None, echo=None):
     """An :class:`AllInOne` when this run is in the all-in-one mode, else None."""
     environ = os.environ if environ is None else environ
@@ -327,5 +393,6 @@ def prepare(workdir, config, receiver_flag, client_data, opts, environ=None, ech
     log.info("receiver mode: %s", mode)
     if mode == "manual":
         return None
+    require_cloud_python(workdir)
     return AllInOne(workdir, config, keys, merged_settings(opts, client_data), opts,
                     require_cloud_extra(), echo)

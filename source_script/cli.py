@@ -160,7 +160,8 @@ TOKEN_HELP = " ".join([
                    "system that will not boot as it is")
 @click.option("--receiver-image", metavar="IMAGE_ID", default=None,
               help="all-in-one mode (AccessKeys and no --receiver): the receiver appliance "
-                   "image to start the intermediate instance from")
+                   "image to start the intermediate instance from (default: the region's "
+                   "Debian 12 image, the receiver installed at first boot: slower)")
 @click.option("--source-cidr", metavar="ADDR[/N]", default=None,
               help="all-in-one mode: the address the cloud sees this server come from, the "
                    "only one admitted to the receiver (default: this server's outgoing "
@@ -171,6 +172,15 @@ TOKEN_HELP = " ".join([
 @click.option("--ram-role", metavar="ROLE", default=None,
               help="all-in-one mode: RAM role for the intermediate instance, so the receiver "
                    "can snapshot its disks and create the image")
+@click.option("--private", is_flag=True, default=None,
+              help="all-in-one mode, VPC intranet: no public address for the intermediate "
+                   "instance; needs vpc_id and vswitch_id in client_data")
+@click.option("--pip-index", metavar="URL", default=None,
+              help="all-in-one mode without --receiver-image: package index the instance "
+                   "installs go2aliyun from [default: Alibaba's PyPI mirror]")
+@click.option("--wheel-url", metavar="URL", default=None,
+              help="all-in-one mode without --receiver-image: install go2aliyun on the "
+                   "instance from this wheel (e.g. in OSS) instead")
 @click.option("--cloud-endpoint", default=None, hidden=True,
               help="API endpoint HOST:PORT instead of Alibaba Cloud's (tests)")
 @click.option("--cloud-protocol", default="https", hidden=True,
@@ -184,7 +194,8 @@ TOKEN_HELP = " ".join([
 @config_options
 @click.pass_context
 def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_only, cutover,
-            yes, no_check, receiver_image, source_cidr, instance_type, ram_role, cloud_endpoint,
+            yes, no_check, receiver_image, source_cidr, instance_type, ram_role, private,
+            pip_index, wheel_url, cloud_endpoint,
             cloud_protocol, cloud_poll_interval, io_timeout, retries, overrides, legacy):
     """Migrate this server: send the manifest, push every disk, make the image.
 
@@ -195,13 +206,15 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
 
     All-in-one mode: with access_id and secret_key in user_config.json (or the
     ALIBABA_CLOUD_ACCESS_KEY_* environment) and no receiver named, it starts the
-    intermediate instance itself (--receiver-image), migrates into it and releases it
-    once the image is ready. Needs the cloud extra: pip install 'go2aliyun[cloud]'.
+    intermediate instance itself (from --receiver-image, or else the region's Debian 12
+    image with the receiver installed at first boot), migrates into it and releases it
+    once the image is ready. Needs Python 3.8+ and the cloud extra:
+    pip install 'go2aliyun[cloud]'.
     """
     if sync_only and cutover:
         raise click.UsageError("--sync-only and --cutover exclude each other")
     if legacy.get("clear_data"):
-        clientdata.clear(workdir)
+        _clear(workdir)
     mode = mig.SYNC_ONLY if sync_only else (mig.CUTOVER if cutover else mig.FULL)
     opts = mig.Options(
         workdir=workdir, config=config_path, root=root, receiver=receiver, token=token,
@@ -210,7 +223,9 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
         no_check=no_check,
         launch=allinone.LaunchOptions(
             receiver_image=receiver_image, source_cidr=source_cidr,
-            instance_type=instance_type, ram_role=ram_role, endpoint=cloud_endpoint,
+            instance_type=instance_type, ram_role=ram_role, private=private,
+            pip_index=pip_index, wheel_url=wheel_url,
+            endpoint=cloud_endpoint,
             protocol=cloud_protocol, poll_interval=cloud_poll_interval),
         overrides=overrides, echo=lambda text: click.echo(text, err=True),
         confirm=lambda q: click.confirm(q, default=False, err=True))
@@ -225,6 +240,12 @@ def migrate(ctx, config_path, workdir, root, receiver, token, fingerprint, sync_
         click.echo(mig.NOT_FINISHED)
         click.echo("reason [usage.aborted]: not confirmed (use --yes to run unattended)")
         raise
+    except KeyboardInterrupt as e:  # Ctrl-C: the seed's banner (the hint went to stderr)
+        click.echo(mig.NOT_FINISHED)
+        click.echo("reason [usage.interrupted]: interrupted (Ctrl-C); run the same command "
+                   "again to go on")
+        click.echo("log: %s" % getattr(e, "log_path", "-"))
+        raise click.exceptions.Exit(130) from None
     except Exception as e:  # noqa: BLE001 - a bug: still say so the seed's way
         click.echo(mig.NOT_FINISHED)
         click.echo("reason [internal]: %s: %s" % (type(e).__name__, redact(str(e))))
@@ -294,12 +315,22 @@ def status(workdir, as_json, offline):
 @click.option("--workdir", default=".", metavar="DIR", help=WORKDIR_HELP)
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 def clear(workdir, yes):
-    """Reset client_data and forget the session (the seed's --cleardata)."""
+    """Reset client_data and forget the session (the seed's --cleardata); an all-in-one
+    launch record (cloud_state.json) is put aside once its resources are released."""
     if not yes:
         click.confirm("Forget the migration recorded in %s?" % clientdata.path_in(workdir),
                       abort=True, err=True)
-    clientdata.clear(workdir)
+    _clear(workdir)
     click.echo("client_data cleared.")
+
+
+def _clear(workdir):
+    """Forget the migration: client_data and the session, and an all-in-one launch
+    record whose resources are released (refused while some are not)."""
+    kept = allinone.forget(workdir)
+    if kept:
+        click.echo("the launch record is kept as %s" % kept)
+    clientdata.clear(workdir)
 
 
 @cli.command("tls-bridge", hidden=True)

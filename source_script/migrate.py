@@ -478,7 +478,12 @@ def migrate(opts, verbose=False):
         outcome = Migration(opts).run()
         outcome.log_path = log_path
         return outcome
-    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - annotated and re-raised
+    except KeyboardInterrupt as e:  # Ctrl-C: no traceback on the terminal, one in the log
+        log.warning("not finished: interrupted (Ctrl-C)")
+        log.info("where it was interrupted", exc_info=True)
+        e.log_path = log_path
+        raise
+    except Exception as e:  # noqa: BLE001 - annotated and re-raised
         log.error("not finished: %s", e, exc_info=not hasattr(e, "code"))
         e.log_path = log_path
         raise

@@ -127,10 +127,15 @@ WHERE = {
     "go2aliyun-cloud --workdir mig1 cleanup": ("test", DEMO, "in src, " + FAKE),
     "go2aliyun-cloud cleanup": ("test", DEMO, FAKE),
     # -- the other ways
+    "go2aliyun clear": (
+        "test", "tests/source_script/test_allinone.py::"
+        "test_clear_forgets_a_released_launch_so_a_new_migration_launches",
+        "clear after an all-in-one migration whose resources are released"),
     "go2aliyun migrate --ram-role ROLE": (
-        "test", AIO, "all-in-one with AccessKeys in user_config.json against the " + FAKE
-        + " (with --receiver-image; without it, the official Debian 12 image installing "
-        "the receiver: the one-step tests of issue 15)"),
+        "test", "tests/source_script/test_allinone.py::"
+        "test_one_step_private_migration_starts_debian12_and_goes_on",
+        "all-in-one without --receiver-image (the official Debian 12 image installing the "
+        "receiver at first boot) against the " + FAKE + "; with --receiver-image: " + AIO),
     "go2aliyun-receiver serve --disk system=/dev/vdb --disk disk1=/dev/vdc --provider "
     "local --output DIR": (
         "test", E2E, "serve with --disk (loop devices), --provider local, --output"),

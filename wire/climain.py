@@ -6,8 +6,12 @@
 redacted) and exits with its family's code (wire/errors.py).
 """
 
+import logging
+
 from wire.errors import Go2AliyunError
 from wire.logs import redact
+
+log = logging.getLogger(__name__)
 
 
 def run_click(cli, argv, prog_name):
@@ -26,6 +30,8 @@ def run_click(cli, argv, prog_name):
     except click.exceptions.Exit as e:
         return e.exit_code
     except Go2AliyunError as e:
+        # into the debug log too (INFO: the terminal shows the line below, not this)
+        log.info("%s: error [%s]: %s", prog_name, e.code, e, exc_info=True)
         click.echo("error [%s]: %s" % (e.code, redact(str(e))), err=True)
         return e.exit_code
     return 0

@@ -107,6 +107,24 @@ class DataDisk(object):
         return "DataDisk(%r, %r, %r)" % (self.index, self.size_gib, self.src_path)
 
 
+# Where the cloud API keys come from when user_config.json has none (the SDK's names).
+KEY_ID_ENV = "ALIBABA_CLOUD_ACCESS_KEY_ID"
+KEY_SECRET_ENV = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a variable name
+STS_TOKEN_ENV = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105 - a variable name
+
+
+def cloud_keys(config, environ):
+    """``(access_key_id, secret, sts_token)`` for the cloud API, or None: the pair in
+    user_config.json, else the pair in the environment (never one of each). The one
+    order for ``go2aliyun`` and ``go2aliyun-cloud``."""
+    if config is not None and config.access_id and config.secret_key:
+        return config.access_id, config.secret_key, None
+    key_id, secret = environ.get(KEY_ID_ENV), environ.get(KEY_SECRET_ENV)
+    if key_id and secret:
+        return key_id, secret, environ.get(STS_TOKEN_ENV) or None
+    return None
+
+
 class Config(object):
     """A validated ``user_config.json`` (after flag overrides)."""
 

@@ -227,6 +227,23 @@ class AliyunCloud(Cloud):
         return [{"id": i["ImageId"], "status": i.get("Status")}
                 for i in body.get("Images", {}).get("Image", []) if i.get("ImageName") == name]
 
+    def system_images(self, os_type="linux", architecture="x86_64"):
+        m = self._models()
+        out, page = [], 1
+        while True:
+            body = self._call(self.ecs, "describe_images", m.DescribeImagesRequest(
+                region_id=self.region_id, image_owner_alias="system", ostype=os_type,
+                architecture=architecture, status="Available", page_size=100,
+                page_number=page))
+            images = body.get("Images", {}).get("Image", [])
+            out += [{"id": i["ImageId"], "name": i.get("ImageName"),
+                     "os_name": i.get("OSNameEn") or i.get("OSName"),
+                     "platform": i.get("Platform"), "architecture": i.get("Architecture"),
+                     "creation_time": i.get("CreationTime") or ""} for i in images]
+            if not images or len(out) >= int(body.get("TotalCount") or 0):
+                return out
+            page += 1
+
     def image(self, image_id):
         m = self._models()
         body = self._call(self.ecs, "describe_images", m.DescribeImagesRequest(

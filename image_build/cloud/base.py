@@ -183,6 +183,14 @@ class Cloud(abc.ABC):
         images, snapshots), ``instance_id`` (disks), ``disk_id`` (snapshots),
         ``snapshot_ids`` (images), ``vpc_id`` (security groups, vSwitches)."""
 
+    def system_images(self, os_type="linux", architecture="x86_64"):
+        """The region's public (system) images: list of ``{"id", "name", "os_name",
+        "platform", "architecture", "creation_time"}``; for the one-step launch."""
+        raise CloudError("the %s provider has no public images" % self.name,
+                         code="cloud.unsupported",
+                         hint="pass --receiver-image (with the local provider: the path "
+                              "`go2aliyun-cloud --provider local build-image` prints)")
+
     def receiver_config(self, config, instance_token):
         """The cloud.json the receiver of the instance made with ``instance_token`` gets
         (launch renders it into the user-data before RunInstances). A provider that knows

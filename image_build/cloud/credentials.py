@@ -24,8 +24,10 @@ def from_access_key(access_key_id, access_key_secret, security_token=None):
     if not access_key_id or not access_key_secret:
         raise ConfigError("access_id and secret_key are both needed for the cloud API",
                           code="config.missing_keys",
-                          hint="put them in user_config.json, or run on an instance with a "
-                               "RAM role and pass --ram-role")
+                          hint="put them in user_config.json, or set "
+                               "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET "
+                               "(and ALIBABA_CLOUD_SECURITY_TOKEN for an STS token), or, on "
+                               "an ECS instance with a RAM role, pass --use-ram-role")
     register_secret(access_key_secret)
     if security_token:
         register_secret(security_token)

@@ -21,9 +21,9 @@ import shutil
 import sys
 import tempfile
 
-from image_build.buildimage import BOOT_PACKAGES, RECEIVER_PACKAGES
 from image_build.dev import sample_server
 from image_build.dev.docker import source_tree_hash
+from image_build.userdata import BOOT_PACKAGES, RECEIVER_PACKAGES
 from receiver import blockdev
 from wire import runner
 from wire.errors import CommandError

@@ -58,6 +58,7 @@ class Instances(object):
         self._run = fake.world.run_instances
         fake.world.run_instances = self.run_instances
         fake.world.public_ip = net.ecs_ip
+        fake.world.private_ip = net.ecs_ip  # the VPC intranet way (--private) reaches it too
 
     def run_instances(self, params):
         result = self._run(params)

@@ -5,10 +5,12 @@ real ECS and VPC APIs."""
 
 import base64
 import copy
+import hashlib
 import itertools
 import json
 import secrets
 import shlex
+import ssl
 import threading
 import time
 import uuid
@@ -87,6 +89,11 @@ DEFAULT_TICKS = {"vpc": 1, "vswitch": 1, "instance_pending": 2, "instance_starti
 # appliance-build.sh) and the command its user-data runs.
 BUILD_MARKER = "go2aliyun-appliance: "
 BUILD_COMMAND = "/usr/local/sbin/go2aliyun-appliance-build"
+# Where a launch user-data puts the receiver's certificate, and the line the receiver
+# prints on the console when it serves (receiver/cli.py serve).
+RECEIVER_CERT = "/var/lib/go2aliyun/tls/receiver.crt"
+RECEIVER_BANNER = ("go2aliyun-receiver: migration %s, address %s, fingerprint %s, "
+                   "ports 8080/8703; the token is in /var/lib/go2aliyun/status.json")
 
 
 class ApiError(Exception):
@@ -230,6 +237,8 @@ class World(object):
         self.crashed_at = None
         self.crash_event = threading.Event()  # set when a simulated crash happened
         self.public_ip = None    # give new instances this public address (e.g. 127.0.0.1)
+        self.private_ip = None   # and this private one (default 172.16.0.N)
+        self.receiver_starts = True  # a launched receiver prints its start line on the console
         self.appliance_failure = None  # a build user-data's self-check fails with this
         self._ips = itertools.count(10)
         self.holds = []          # Hold: calls answered late (see hold())
@@ -239,13 +248,17 @@ class World(object):
         return "%s-%s" % (prefix, secrets.token_hex(10))
 
     def add_image(self, name, owner="self", status="Available", platform="Debian",
-                  architecture="x86_64", size=20):
+                  architecture="x86_64", size=20, os_type="linux", created=None,
+                  image_id=None):
+        """``image_id``: a public image's id is its file name (``debian_12_8_x64_20G_
+        alibase_20241210.vhd``); ``created``: its CreationTime (ISO 8601, UTC)."""
         with self.lock:
-            image_id = "m-" + secrets.token_hex(10)
+            image_id = image_id or "m-" + secrets.token_hex(10)
             self.images[image_id] = {
                 "ImageId": image_id, "ImageName": name, "Status": status,
                 "ImageOwnerAlias": owner, "Platform": platform, "Architecture": architecture,
-                "BootMode": "BIOS", "Progress": "100%", "Size": size,
+                "OSType": os_type, "OSNameEn": name, "BootMode": "BIOS", "Progress": "100%",
+                "Size": size, "CreationTime": created or iso_after(0),
                 "DiskDeviceMappings": {"DiskDeviceMapping": []}, "_ticks": 0,
             }
             return image_id
@@ -539,12 +552,13 @@ class World(object):
             "Status": "Pending", "ZoneId": vsw["ZoneId"], "RegionId": self.region,
             "VSwitchId": vsw["VSwitchId"], "VpcId": vsw["VpcId"],
             "SecurityGroupId": group["SecurityGroupId"],
-            "PrivateIp": "172.16.0.%d" % n,
+            "PrivateIp": self.private_ip or "172.16.0.%d" % n,
             "PublicIp": (self.public_ip or "47.96.0.%d" % n) if bandwidth > 0 else None,
             "RamRoleName": p.get("RamRoleName"), "UserData": raw,
             "_tags": _tags(p), "_ticks": 0,
             "_console": "[    0.000000] Linux version 6.1.0-28-amd64 (fake)\n",
             "_build": appliance_build_version(raw), "_build_ticks": 0,
+            "_receiver": launched_receiver(raw, image),
         }
         devices = iter("bcdefghijklmnopqrstuvwxyz")
         # as ECS: RunInstances' Tag.N go on the instance, its disks and its primary ENI
@@ -573,6 +587,20 @@ class World(object):
             if inst["_ticks"] > self.ticks["instance_starting"]:
                 inst["Status"] = "Running"
                 inst["_console"] += "Debian GNU/Linux 12 %s ttyS0\n" % inst["InstanceId"]
+                receiver = inst["_receiver"]
+                if receiver and not receiver["install"]:
+                    self._receiver_starts(inst)
+        elif inst["Status"] == "Running" and (inst["_receiver"] or {}).get("install"):
+            # "runs" the install steps of a one-step launch: the marker, then the receiver
+            inst["_build_ticks"] += 1
+            if inst["_build_ticks"] > self.ticks["appliance_build"]:
+                failure = self.appliance_failure
+                inst["_console"] += "cloud-init: running %s\n%s%s\n" % (
+                    BUILD_COMMAND, BUILD_MARKER, "failed: " + failure if failure
+                    else "ready " + inst["_receiver"]["install"])
+                inst["_receiver"] = None if failure else dict(inst["_receiver"], install=None)
+                if not failure:
+                    self._receiver_starts(inst)
         elif inst["Status"] == "Running" and inst["_build"]:
             # "runs" the appliance build user-data: its marker line, then power_state off
             inst["_build_ticks"] += 1
@@ -583,6 +611,12 @@ class World(object):
                     BUILD_COMMAND, BUILD_MARKER, result)
                 inst["Status"], inst["_build"] = "Stopped", None
         return True
+
+    def _receiver_starts(self, inst):
+        if self.receiver_starts:
+            inst["_console"] += RECEIVER_BANNER % (
+                "m-fake", inst["PublicIp"] or inst["PrivateIp"],
+                inst["_receiver"]["fingerprint"]) + "\n"
 
     def _tick_deletions(self):
         """A released instance goes away with time, whether anyone looks or not: each API
@@ -643,6 +677,8 @@ class World(object):
         inst = self.instances.get(_need(p, "InstanceId"))
         if inst is None or inst["Status"] == "Deleting":
             raise ApiError("InvalidInstanceId.NotFound")
+        if inst["_receiver"]:  # a launched instance boots on, watched or not
+            self._tick_instance(inst)
         text = inst["_console"].encode("utf-8")
         return {"InstanceId": inst["InstanceId"], "LastUpdateTime": iso_after(0),
                 "ConsoleOutput": base64.b64encode(text).decode("ascii")}
@@ -755,6 +791,10 @@ class World(object):
         ids = p.get("ImageId", "").split(",") if p.get("ImageId") else None
         out = []
         for img in self.images.values():
+            if p.get("OSType") and img["OSType"] != p["OSType"]:
+                continue
+            if p.get("Architecture") and img["Architecture"] != p["Architecture"]:
+                continue
             if ids is not None and img["ImageId"] not in ids:
                 continue
             if p.get("ImageName") and img["ImageName"] != p["ImageName"]:
@@ -772,8 +812,10 @@ class World(object):
             if img["Status"] not in statuses:
                 continue
             out.append(dict(_public(img), Tags=_ecs_tags(img)))
-        return {"Images": {"Image": out}, "TotalCount": len(out), "PageNumber": 1,
-                "PageSize": 10, "RegionId": self.region}
+        size, number = int(p.get("PageSize") or 10), int(p.get("PageNumber") or 1)
+        return {"Images": {"Image": out[(number - 1) * size:number * size]},
+                "TotalCount": len(out), "PageNumber": number, "PageSize": size,
+                "RegionId": self.region}
 
     def delete_image(self, p):
         img = self.images.get(_need(p, "ImageId"))
@@ -830,6 +872,37 @@ def appliance_build_version(user_data):
         if sep:
             settings[key.strip()] = " ".join(shlex.split(value))
     return settings.get("G2A_VERSION") or None
+
+
+def launched_receiver(user_data, image):
+    """What a launch user-data starts on an instance of ``image``: ``{"fingerprint",
+    "install"}`` (``install``: the go2aliyun version its install steps put on a stock
+    image first, else None), or None when no receiver would start (no receiver identity
+    in it, or a public image without the install steps)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(user_data)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(doc, dict) or (doc.get("power_state") or {}).get("mode"):
+        return None
+    files = {f.get("path"): base64.b64decode(f.get("content", "")).decode("utf-8")
+             for f in doc.get("write_files") or [] if f.get("encoding") == "b64"}
+    if RECEIVER_CERT not in files:
+        return None
+    der = ssl.PEM_cert_to_DER_cert(files[RECEIVER_CERT])
+    digest = hashlib.sha256(der).hexdigest().upper()
+    fingerprint = ":".join(digest[i:i + 2] for i in range(0, 64, 2))
+    install = None
+    if [BUILD_COMMAND] in (doc.get("runcmd") or []):
+        for line in files.get("/etc/go2aliyun/appliance-build.env", "").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "G2A_VERSION":
+                install = " ".join(shlex.split(value))
+    if image["ImageOwnerAlias"] == "system" and not install:
+        return None
+    return {"fingerprint": fingerprint, "install": install}
 
 
 def _public(res):

@@ -1,6 +1,7 @@
 """``go2aliyun-cloud``: launch and cleanup against the fake cloud, the exit codes, and a
 real process killed with SIGKILL in the middle of a launch, then run again."""
 
+import base64
 import json
 import os
 import signal
@@ -120,3 +121,78 @@ def test_process_killed_mid_launch_then_rerun_makes_no_duplicates(fake, workdir,
             summary["instances"]) == (1, 1, 1, 1)
     assert main(args(fake, workdir, "cleanup", "--yes")) == 0
     assert fake.world.summary()["vpcs"] == 0 and fake.world.summary()["instances"] == 0
+
+
+# ---------------------------------------------------------------- issue 15, part 6
+
+def test_errors_name_their_log_file(fake, workdir, capsys):
+    log = str(workdir / "logs" / "go2aliyun-cloud.log")
+    # a config error, before any cloud call
+    (workdir / "user_config.json").write_text(json.dumps({"image_name": "1bad"}))
+    assert main(args(fake, workdir, *launch_args(fake))) == 3
+    assert "log: %s" % log in capsys.readouterr().err
+    # a cloud error
+    (workdir / "user_config.json").unlink()
+    workdir_ok = workdir / "ok"
+    workdir_ok.mkdir()
+    fake.world.add_image("web01-migrated")
+    (workdir_ok / "user_config.json").write_text(json.dumps({
+        "access_id": OPERATOR_KEY[0], "secret_key": OPERATOR_KEY[1],
+        "region_id": "cn-hangzhou", "image_name": "web01-migrated", "system_disk_size": 40,
+        "platform": "Debian", "architecture": "x86_64", "bandwidth_limit": 0,
+        "data_disks": []}))
+    assert main(args(fake, workdir_ok, *launch_args(fake))) == 10
+    err = capsys.readouterr().err
+    assert "log: %s" % (workdir_ok / "logs" / "go2aliyun-cloud.log") in err
+    assert "cloud.InvalidImageName.Duplicated" in (
+        workdir_ok / "logs" / "go2aliyun-cloud.log").read_text()
+    # --help starts no log and names none
+    assert main(["--workdir", str(workdir / "h"), "launch", "--help"]) == 0
+    assert "log:" not in capsys.readouterr().err
+    assert not (workdir / "h").exists()
+
+
+def test_missing_keys_name_the_ram_role_flag_and_the_variables(fake, workdir, capsys):
+    (workdir / "user_config.json").write_text(json.dumps({
+        "region_id": "cn-hangzhou", "image_name": "web01-migrated", "system_disk_size": 40,
+        "platform": "Debian", "architecture": "x86_64", "bandwidth_limit": 0,
+        "data_disks": []}))
+    assert main(args(fake, workdir, *launch_args(fake))) == 3
+    err = capsys.readouterr().err
+    assert "config.missing_keys" in err and "--use-ram-role" in err
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in err and "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in err
+    assert "--ram-role " not in err and "--ram-role," not in err
+    assert main(["--help"]) == 0 and "--use-ram-role" in capsys.readouterr().out
+    assert fake.world.actions() == []
+
+
+def test_keys_in_user_config_come_before_the_environment(fake, workdir, monkeypatch, capsys):
+    """The order go2aliyun migrate uses (wire.config.cloud_keys): the pair in
+    user_config.json wins over the pair in the environment."""
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIfromtheenvironment")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "not-the-operators-secret")
+    assert main(args(fake, workdir, *launch_args(fake))) == 0, capsys.readouterr().err
+    assert set(fake.world.callers) == {OPERATOR_KEY[0]}
+    # and the source's all-in-one mode takes them in the same order, by the same function
+    from source_script import allinone
+    from wire import config
+
+    assert allinone.keys_from is config.cloud_keys
+    # without keys in user_config.json, the environment's pair (never one of each)
+    cfg = config.Config(access_id=OPERATOR_KEY[0])
+    env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIenv", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s"}
+    assert config.cloud_keys(cfg, env) == ("LTAIenv", "s", None)
+
+
+def test_launch_without_a_receiver_image_starts_debian12_and_installs(fake, workdir, capsys):
+    from tests.image_build.test_launch_onestep import NEWEST, stock_images
+
+    stock_images(fake.world)
+    assert main(args(fake, workdir, "launch", "--source-cidr", "198.51.100.4",
+                     "--no-wait-receiver", "--pip-index", "https://pypi.example/simple/",
+                     "--json")) == 0, capsys.readouterr().err
+    run = [p for a, p in fake.world.calls if a == "RunInstances"]
+    assert len(run) == 1 and run[0]["ImageId"] == NEWEST
+    user_data = base64.b64decode(run[0]["UserData"]).decode()
+    assert "go2aliyun-appliance-build" in user_data
+    assert json.loads(capsys.readouterr().out)["token"]

@@ -82,6 +82,7 @@ def test_launch_waits_for_the_receiver(fake, clock, tmp_path, receiver):
 def test_launch_gives_up_when_the_receiver_never_answers(fake, clock, tmp_path, receiver):
     free = free_port()
     fake.world.public_ip = "127.0.0.1"
+    fake.world.receiver_starts = False  # nor does its start line reach the console
     state = StateFile.in_workdir(str(tmp_path / "w"))
     with pytest.raises(CloudError) as e:
         launch.launch(aliyun_cloud(fake, clock), state, settings_for(
