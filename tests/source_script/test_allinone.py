@@ -25,6 +25,7 @@ from source_script import allinone
 from tests.fakecloud.instances import fake_aliyun
 from tests.fakecloud.server import OPERATOR_KEY
 from tests.helpers.e2e import show
+from tests.helpers.oldpython import needs_python36, python36
 from tests.helpers.sourcetree import build as build_tree
 from wire import clientdata
 from wire.errors import ConfigError, UsageError
@@ -477,23 +478,22 @@ def test_clear_refuses_while_launched_resources_are_not_released(tmp_path, capsy
 
 
 @pytest.mark.commands
+@needs_python36
 def test_on_python36_all_in_one_stops_before_any_cloud_call_and_says_what_to_run(tmp_path):
     """The source as shipped for old servers (go2aliyun.pyz) on a real Python 3.6: the
     all-in-one mode cannot run there (the SDK needs 3.8+); it says so at once, with the
     commands to run instead and where, and makes no cloud call; `check` runs."""
     from tests.fakecloud.server import FakeCloud
-    from tests.source_script.test_migrate_e2e import _python36
     from wire import runner
 
-    python36 = _python36()
-    assert python36, "a Python 3.6 is needed (pyenv 3.6.15 on the CI machine)"
+    py36 = python36()
     work, source = _aio_workdir(str(tmp_path))
     pyz = os.path.join(str(tmp_path), "go2aliyun.pyz")
     runner.run([sys.executable, "-m", "image_build.dev.pyz", "-o", pyz], cwd=REPO,
                timeout=300)
     with FakeCloud() as fake:
         r = subprocess.run(
-            [python36, pyz, "migrate", "--workdir", work, "--root", source, "--yes",
+            [py36, pyz, "migrate", "--workdir", work, "--root", source, "--yes",
              "--no-check", "--cloud-endpoint", fake.endpoint, "--cloud-protocol", "http"],
             cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             universal_newlines=True, timeout=120)
@@ -505,7 +505,7 @@ def test_on_python36_all_in_one_stops_before_any_cloud_call_and_says_what_to_run
     assert "--receiver ADDRESS --fingerprint FP" in r.stdout
     assert not os.path.exists(os.path.join(work, "cloud_state.json"))
     assert OPERATOR_KEY[1] not in r.stdout + r.stderr
-    c = subprocess.run([python36, pyz, "check", "--workdir", work, "--root", source],
+    c = subprocess.run([py36, pyz, "check", "--workdir", work, "--root", source],
                        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, timeout=120)
     assert c.returncode == 4 and "check.blocked" in c.stderr, c.stdout + c.stderr

@@ -7,7 +7,6 @@ source tree, and removes them in finally (fixtures), even when it fails.
 """
 
 import contextlib
-import glob
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import pytest
 from image_build.dev.netns import REPO, ReceiverProcess, netns_pair
 from tests.helpers import fidelity, sourcetree
 from tests.helpers.e2e import show
+from tests.helpers.oldpython import needs_python36, python36
 from wire import clientdata, runner
 
 pytestmark = pytest.mark.root
@@ -180,19 +180,13 @@ def test_full_push_is_faithful(world_with_data_disk):
     assert not os.path.exists(os.path.join(world.target, "var", "cache", "skipme", "big"))
 
 
-def _python36():
-    found = sorted(glob.glob("/root/.pyenv/versions/3.6*/bin/python3.6")) + [
-        p for p in ("/usr/bin/python3.6", "/usr/local/bin/python3.6") if os.path.exists(p)]
-    return found[0] if found else None
-
-
-@pytest.mark.skipif(_python36() is None, reason="no python3.6 on this machine")
+@needs_python36
 def test_zipapp_on_python36_pushes_faithfully(world):
     """The source side as shipped: go2aliyun.pyz (click 7.1.2) on Python 3.6, the TLS
     bridge included, under rsync's LC_ALL=C."""
     pyz = os.path.join(world.base, "go2aliyun.pyz")
     runner.run([sys.executable, "-m", "image_build.dev.pyz", "-o", pyz], cwd=REPO, timeout=300)
-    world.prefix = (_python36(), pyz)
+    world.prefix = (python36(), pyz)
     world.pythonpath = None  # and the cwd is the work folder: only the zipapp has the code
     r = world.migrate("--sync-only")
     assert r.returncode == 0, show(r)

@@ -2,7 +2,6 @@
 and runs the source script (``--help``, ``inventory --json --root TREE``), also on the
 oldest Python the source side supports when that interpreter is on this machine."""
 
-import glob
 import json
 import os
 import sys
@@ -11,6 +10,7 @@ import zipfile
 import pytest
 
 from image_build.dev import pyz
+from tests.helpers.oldpython import python36
 from wire import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -24,12 +24,6 @@ def app(tmp_path_factory):
     r = runner.run([sys.executable, "-m", "image_build.dev.pyz", "-o", out], cwd=REPO, timeout=300)
     assert r.stdout.strip() == out
     return out
-
-
-def python36():
-    found = sorted(glob.glob("/root/.pyenv/versions/3.6*/bin/python3.6")) + [
-        p for p in ("/usr/bin/python3.6", "/usr/local/bin/python3.6") if os.path.exists(p)]
-    return found[0] if found else None
 
 
 def interpreters():
