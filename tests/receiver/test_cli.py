@@ -103,3 +103,30 @@ def test_token_new_and_status_commands(tmp_path):
 
 def test_token_new_without_receiver_is_a_config_error(tmp_path):
     assert cli.main(["token", "new", "--state", str(tmp_path / "none")]) == 3
+
+
+def test_console_text_of_a_receiver_launched_by_hand():
+    """What the serial console shows (ECS "Get Instance Console Output"): token, address,
+    fingerprint and the blank disks it found, or that there are none yet."""
+    status = {"migration_id": "m-1", "token": "T0k", "address": "10.0.0.5",
+              "fingerprint": "AB:CD", "control_port": 8080, "data_port": 8703,
+              "blank_disks": [{"path": "/dev/vdb", "size": 20 << 30},
+                              {"path": "/dev/vdc", "size": 5 << 29}]}
+    text = cli.render_status(status)
+    assert text.splitlines() == [
+        "go2aliyun receiver for migration m-1", "token: T0k", "address: 10.0.0.5",
+        "fingerprint: AB:CD", "ports: control 8080, data 8703",
+        "blank target disks: /dev/vdb (20.0 GiB), /dev/vdc (2.5 GiB)"]
+    status["blank_disks"] = []
+    assert cli.render_status(status).splitlines()[-1] == \
+        "blank target disks: none yet: attach empty disks"
+    del status["blank_disks"]  # named disks (launch, --disk): no such line
+    assert "blank" not in cli.render_status(status)
+
+
+def test_platform_settings_from_the_firmware_name():
+    # the local provider's qemu names its instances so: the host verifies and images
+    assert cli.platform_settings("go2aliyun local instance\n") == {
+        "provider": "local", "verify_boot": "provider"}
+    assert cli.platform_settings("Alibaba Cloud ECS") == {}
+    assert cli.platform_settings("") == {}

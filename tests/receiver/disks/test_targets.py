@@ -9,10 +9,11 @@ import os
 
 import pytest
 
+from receiver import blockdev
 from receiver.disks import targets
 from receiver.disks.plan import plan_layout
 from tests.receiver.disks import layouts as L
-from wire import parsers
+from wire import parsers, runner
 from wire.errors import DiskError
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -139,3 +140,39 @@ def test_a_clear_refusal_when_the_blank_disks_do_not_fit(blank, needs):
     if blank:
         assert "/dev/vdb %.1f GiB" % blank[0] in err.message
     assert "attach empty disks" in err.hint and "--disk" in err.hint
+
+
+# ------------------------------------------------------- real loop devices (root)
+
+@pytest.mark.root
+def test_real_loop_devices_blank_partitioned_filesystem_and_mounted(tmp_path):
+    """The probe (lsblk + blkid -p, no udev) on loop devices made here: only the blank
+    one is taken; --force-wipe lets the partitioned one and the ext4 one in, never the
+    mounted one. Detached and unmounted even on failure."""
+    mib = 1 << 20
+    sizes = {"a-blank": 64 * mib, "b-table": 64 * mib, "c-ext4": 64 * mib, "d-mounted": 64 * mib}
+    mnt = str(tmp_path / "mnt")
+    os.makedirs(mnt)
+    with blockdev.blank_disks(str(tmp_path), sizes) as devs:
+        runner.run(["sfdisk", "-q", devs["b-table"]], input="label: dos\n,,83\n")
+        runner.run(["mkfs.ext4", "-q", "-F", devs["c-ext4"]])
+        runner.run(["mkfs.ext4", "-q", "-F", devs["d-mounted"]])
+        runner.run(["mount", devs["d-mounted"], mnt])
+        try:
+            only = list(devs.values())
+            found, refused = targets.probe_blank_disks(types=("loop",), only=only)
+            assert found == [{"path": devs["a-blank"], "size": 64 * mib, "forced": False}]
+            why = {r["path"]: r["reason"] for r in refused}
+            assert why[devs["b-table"]].startswith("not blank: holds a dos partition table")
+            assert why[devs["c-ext4"]].startswith("not blank: holds a ext4 signature")
+            assert why[devs["d-mounted"]] == "in use by this machine (%s at %s)" % (
+                devs["d-mounted"], mnt)
+            found, refused = targets.probe_blank_disks(
+                types=("loop",), only=only,
+                force_wipe=[devs["b-table"], os.path.basename(devs["c-ext4"]),
+                            devs["d-mounted"]])
+            assert sorted((d["path"], d["forced"]) for d in found) == sorted([
+                (devs["a-blank"], False), (devs["b-table"], True), (devs["c-ext4"], True)])
+            assert [r["path"] for r in refused] == [devs["d-mounted"]]
+        finally:
+            runner.run(["umount", mnt])
