@@ -5,7 +5,8 @@ Launched by ``go2aliyun-cloud launch``, the receiver is told its disks by id
 (``/etc/go2aliyun/cloud.json``, :mod:`receiver.clouddisks`); ``serve --disk`` names them.
 Launched from the console it is told nothing, so it takes the disks that are blank:
 
-* :func:`blank_disks` (pure): a whole disk is a target when nothing on this machine uses
+* :func:`blank_disks` (pure): a whole disk (not removable: qemu's machine has a floppy
+  drive, which lsblk calls a disk) is a target when nothing on this machine uses
   it (nothing mounted from it or from a partition or volume on it, no swap) and it is
   blank: no partition table, no filesystem or other signature (an LVM PV, RAID member),
   no partitions or holders. A disk that is not blank becomes a target only when named
@@ -30,7 +31,7 @@ from wire.errors import DiskError
 
 log = logging.getLogger(__name__)
 
-LSBLK_COLUMNS = "NAME,TYPE,SIZE,RO,PKNAME,MOUNTPOINT"
+LSBLK_COLUMNS = "NAME,TYPE,SIZE,RO,RM,PKNAME,MOUNTPOINT"
 GiB = 1 << 30
 HUGE = 1 << 60
 
@@ -47,7 +48,7 @@ def _named(path, names):
 def blank_disks(rows, signatures, swaps=(), force_wipe=(), types=("disk",)):
     """(targets, refused) (pure).
 
-    ``rows``: :func:`wire.parsers.parse_lsblk` of ``lsblk -P -b -p -o NAME,TYPE,SIZE,RO,
+    ``rows``: :func:`wire.parsers.parse_lsblk` of ``lsblk -P -b -p -o NAME,TYPE,SIZE,RO,RM,
     PKNAME,MOUNTPOINT``; ``signatures``: {disk path: ``blkid -p -o export`` tags of the
     whole disk} ({} when blkid found nothing); ``swaps``: active swap devices;
     ``force_wipe``: device paths or kernel names the operator allows to be wiped;
@@ -78,6 +79,9 @@ def blank_disks(rows, signatures, swaps=(), force_wipe=(), types=("disk",)):
             continue
         if str(disk.get("ro") or "0") != "0":
             refused.append({"path": path, "reason": "read-only"})
+            continue
+        if str(disk.get("rm") or "0") != "0":  # a floppy drive (qemu has one), USB stick
+            refused.append({"path": path, "reason": "removable"})
             continue
         size = int(disk.get("size") or 0)
         if size <= 0:

@@ -1,9 +1,9 @@
 """Which disks a receiver launched by hand takes (receiver.disks.targets), on lsblk and
-``blkid -p`` output of an ECS-like instance (tests/data/disks/lsblk-receiver.txt,
-blkid-p-receiver.txt): its own disk, the NoCloud/cidata CD, a blank disk of 20 and one
-of 100 GiB, a disk holding an LVM PV with an active LV, an ext4 on a whole disk, a
-partitioned disk, a read-only disk, a small blank disk, a zram swap; then the
-plan's modules matched to the blank ones by size."""
+``blkid -p`` output of an ECS-like instance (tests/data/disks/lsblk-receiver.txt, blkid-
+p-receiver.txt): its own disk, the NoCloud/cidata CD, a floppy drive (qemu), a blank
+disk of 20 and one of 100 GiB, a disk holding an LVM PV with an active LV, an ext4 on a
+whole disk, a partitioned disk, a read-only disk, a small blank disk, a zram swap; then
+the plan's modules matched to the blank ones by size."""
 
 import os
 
@@ -45,8 +45,9 @@ def test_only_blank_disks_nothing_uses_are_targets():
         {"path": "/dev/vdaa", "size": 20 * GiB, "forced": False},  # after vdh: kernel order
     ]
     why = {r["path"]: r["reason"] for r in refused}
-    assert set(why) == {"/dev/vda", "/dev/vdd", "/dev/vde", "/dev/vdf", "/dev/vdg",
-                        "/dev/zram0"}  # sr0 is no disk
+    assert set(why) == {"/dev/fd0", "/dev/vda", "/dev/vdd", "/dev/vde", "/dev/vdf",
+                        "/dev/vdg", "/dev/zram0"}  # sr0 is no disk
+    assert why["/dev/fd0"] == "removable"  # qemu's floppy drive, seen in the appliance VM
     assert why["/dev/vda"] == "in use by this machine (/dev/vda1 at /)"
     assert why["/dev/vdd"].startswith("not blank: holds a LVM2_member signature, "
                                       "/dev/mapper/held-lv on it; name it with "
