@@ -1,6 +1,6 @@
 """Which disks a receiver launched by hand takes (receiver.disks.targets), on lsblk and
-``blkid -p`` output of an ECS-like instance (tests/data/disks/lsblk-receiver.txt, blkid-
-p-receiver.txt): its own disk, the NoCloud/cidata CD, a floppy drive (qemu), a blank
+``blkid -p`` output of an ECS-like instance (tests/data/disks/lsblk-receiver.txt,
+blkid-p-receiver.txt): its own disk, the NoCloud/cidata CD, a floppy drive (qemu), a blank
 disk of 20 and one of 100 GiB, a disk holding an LVM PV with an active LV, an ext4 on a
 whole disk, a partitioned disk, a read-only disk, a small blank disk, a zram swap; then
 the plan's modules matched to the blank ones by size."""
