@@ -91,6 +91,22 @@ class Launched(object):
         return runner.run(argv, ok_codes=None, timeout=timeout, cwd=REPO, env=env)
 
 
+WAIT_HEALTHZ = r"""
+import sys, time
+from source_script import session
+from wire.errors import Go2AliyunError
+address, fingerprint, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+deadline = time.time() + timeout
+while True:
+    try:
+        session.Client(address, fingerprint, timeout=10).healthz()
+        break
+    except Go2AliyunError:
+        if time.time() > deadline:
+            raise
+        time.sleep(2)
+"""
+
 # What the receiver prints on the serial console (receiver/cli.py render_status).
 CONSOLE_TOKEN = re.compile(r"^token: (\S+)\s*$", re.M)
 CONSOLE_FINGERPRINT = re.compile(r"^fingerprint: ([0-9A-F:]{95})\s*$", re.M)
@@ -139,6 +155,11 @@ def console_launched(base, config, appliance_image, data_disks_gib, timeout=900)
                 time.sleep(3)
             vm.launched = {"instance_id": inst_id, "address": net.ecs_ip, "token": seen[0],
                            "console_fingerprint": seen[1], "blank_disks": seen[2]}
+            # serve prints before its API listens (launch waits for /healthz likewise)
+            r = net.run(net.src, [sys.executable, "-c", WAIT_HEALTHZ, net.ecs_ip, seen[1],
+                                  str(timeout)], ok_codes=None, timeout=timeout + 30,
+                        cwd=REPO, env={"PYTHONPATH": REPO})
+            assert r.returncode == 0, show(r) + "\nconsole:\n" + vm.console()
             yield vm
         finally:
             release_local_instances(local_dir)
