@@ -127,7 +127,9 @@ def probe_blank_disks(force_wipe=(), types=("disk",), only=None):
         rows = [x for x in rows if x["name"] in names]
     signatures = {}
     for row in rows:
-        if not row.get("pkname") and row.get("type") in types:
+        # not removable ones: blkid on qemu's empty floppy drive only makes I/O errors
+        if not row.get("pkname") and row.get("type") in types \
+                and str(row.get("rm") or "0") == "0":
             got = runner.run(["blkid", "-p", "-o", "export", row["name"]], ok_codes=(0, 2))
             found = parsers.parse_blkid(got.stdout)
             signatures[row["name"]] = found[0] if found else {}
