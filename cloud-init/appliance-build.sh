@@ -41,7 +41,8 @@ esac
     "$spec" || fail "pip install $spec from $G2A_PIP_INDEX"
 ln -sf "$VENV/bin/go2aliyun-receiver" /usr/local/bin/go2aliyun-receiver
 systemctl daemon-reload || fail "systemctl daemon-reload"
-# enabled, not started: it starts on the launched instance's boot (it waits for tokens.json)
+# enabled, not started: it starts on every boot of an instance of the image (with a
+# launch's user-data, or launched by hand from the console with none)
 systemctl enable go2aliyun-receiver.service || fail "systemctl enable go2aliyun-receiver"
 
 # self-check

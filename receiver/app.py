@@ -4,14 +4,16 @@
 The long work never runs here: the API only moves the persisted state, which is the
 worker's job queue (``receiver.worker``).
 
-Authentication: ``POST /v1/session`` (token) is the only ``/v1`` call without a client
-certificate. gunicorn runs with ``cert_reqs`` optional and our certificate as the only
+Authentication: ``POST /v1/session`` (token) and ``POST /v1/session/proof`` (the
+receiver proves it knows the token, wire/proof.py) are the only ``/v1`` calls without a
+client certificate. gunicorn runs with ``cert_reqs`` optional and our certificate as the only
 CA, so OpenSSL already refuses foreign certificates in the handshake; here the app reads
 the peer certificate from the gunicorn socket and also checks that this receiver
 issued it (signature and serial) for this migration.
 """
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -19,12 +21,13 @@ import os
 import jsonschema
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from receiver import migration, tls, tokens
 from receiver import state as st
-from wire import logs, manifest
+from wire import logs, manifest, proof
 from wire.errors import ConfigError, Go2AliyunError, TrustError, UsageError
 from wire.logs import redact
 
@@ -128,7 +131,7 @@ def on_http(e):
     code = HTTP_CODES.get(e.code, "request.invalid" if e.code < 500 else "internal")
     msg = e.description or e.name
     if e.code == 413:
-        limit = (MAX_SESSION_BODY if request.path == "/v1/session"
+        limit = (MAX_SESSION_BODY if request.path in ANONYMOUS
                  else current_app.config["MAX_CONTENT_LENGTH"])
         return error_response(TooLarge("the request body is larger than %d bytes" % limit))
     if e.code == 404:
@@ -179,9 +182,12 @@ def check_client(store, der):
                                  "issued for migration %s" % doc["id"])
 
 
+ANONYMOUS = ("/v1/session", "/v1/session/proof")
+
+
 @api.before_app_request
 def limits_and_auth():
-    if request.path == "/v1/session":
+    if request.path in ANONYMOUS:
         n = request.content_length
         if n is not None and n > MAX_SESSION_BODY:
             _too_large(MAX_SESSION_BODY)
@@ -280,6 +286,22 @@ def session():
         "data_port": int(config.get("data_port") or 8703),
         "modules": migration.target_modules(config),
     }), 201
+
+
+@api.post("/v1/session/proof")
+def session_proof():
+    """Show the source that we know its token, before it sends it (wire/proof.py):
+    the proofs of our tokens for its fresh nonce over our certificate."""
+    data = body(allow_empty=False, limit=MAX_SESSION_BODY)
+    nonce = data.get("nonce")
+    if not isinstance(nonce, str) or not proof.NONCE_RE.match(nonce):
+        raise RequestInvalid("field 'nonce' must be 64 lower-case hex digits, fresh for "
+                             "each attempt")
+    store = _store()
+    with open(tls.cert_path(store.dir), "rb") as f:
+        cert_sha256 = hashlib.sha256(tls.load_cert(f.read()).public_bytes(
+            serialization.Encoding.DER)).hexdigest()
+    return jsonify({"proofs": tokens.prove(store, nonce, cert_sha256)})
 
 
 @api.get("/v1/migration")

@@ -40,6 +40,7 @@ from gunicorn.config import KNOWN_SETTINGS
 from receiver import clouddisks, cloudimage, datachannel, steps, tls, tokens, worker
 from receiver import state as st
 from receiver.disks import apply as disks_apply
+from receiver.disks import targets
 from wire import CONTROL_PORT, DATA_PORT, logs, runner
 from wire.climain import run_click
 from wire.errors import ConfigError, Go2AliyunError, UsageError
@@ -125,7 +126,31 @@ def render_status(status):
         "fingerprint: %s" % status.get("fingerprint"),
         "ports: control %s, data %s" % (status.get("control_port"), status.get("data_port")),
     ]
+    if status.get("blank_disks") is not None:
+        lines.append("blank target disks: %s" % (", ".join(
+            "%s (%.1f GiB)" % (d["path"], d["size"] / float(1 << 30))
+            for d in status["blank_disks"]) or "none yet: attach empty disks"))
     return "\n".join(lines) + "\n"
+
+
+PLATFORM_FILE = "/sys/class/dmi/id/product_name"
+# What the machine's firmware calls it -> the settings a launch's cloud.json would carry.
+# The local provider's qemu names its instances so (image_build/cloud/local.py): their
+# disks go back to the host, which verifies the boot and makes the image.
+PLATFORMS = {"go2aliyun local instance": {"provider": "local", "verify_boot": "provider"}}
+
+
+def platform_settings(product_name):
+    """Settings for a receiver launched by hand, from the DMI product name (pure)."""
+    return dict(PLATFORMS.get((product_name or "").strip(), {}))
+
+
+def read_platform(path=PLATFORM_FILE):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 # --- effects ---------------------------------------------------------------------
@@ -289,7 +314,7 @@ def supervise(children, logdir, stop_flag, poll=0.3):
 
 
 def prepare_state(state_dir, bind, address, control_port, data_port, target_roots, ttl,
-                  console, extra=None):
+                  console, extra=None, blank=None):
     """First-start work: folder, key/cert, migration, config, first token, status."""
     store = st.Store(state_dir)
     doc = store.ensure()
@@ -303,7 +328,9 @@ def prepare_state(state_dir, bind, address, control_port, data_port, target_root
         **(extra or {}),
     })
     fields = {"migration_id": doc["id"], "address": address, "fingerprint": fp,
-              "control_port": control_port, "data_port": data_port}
+              "control_port": control_port, "data_port": data_port,
+              "blank_disks": None if blank is None else [
+                  {"path": d["path"], "size": d["size"]} for d in blank[0]]}
     if not tokens.has_tokens(store):
         token, expires = issue_token(store, ttl)
         fields.update(token=token, token_expires_at=int(expires))
@@ -350,7 +377,12 @@ def cli():
               help="a block device that becomes disk NAME (system, disk1..disk16); the "
               "source layout is rebuilt on it in PREPARING")
 @click.option("--force-wipe", multiple=True, metavar="NAME",
-              help="allow PREPARING to wipe disk NAME although it holds data")
+              help="allow PREPARING to wipe disk NAME although it holds data (a module "
+              "name of --disk, or with --blank-disks a device such as /dev/vdc)")
+@click.option("--blank-disks", is_flag=True,
+              help="when neither cloud.json, --disk nor --target-root names the targets "
+              "(launched by hand from the console): take this machine's blank disks, "
+              "matched to the source's disks by size")
 @click.option("--no-verify-boot", is_flag=True,
               help="skip the qemu test boot in VERIFYING (for hosts that cannot run qemu)")
 @click.option("--provider", type=click.Choice(["local", "aliyun"]), default=None,
@@ -380,8 +412,8 @@ def cli():
               help="aliyun provider: seconds between two status checks (tests)")
 @click.option("-v", "--verbose", is_flag=True)
 def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_wipe,
-          no_verify_boot, provider, output, skip_mount_types, address, token_ttl, console,
-          no_console, workers, cloud_config_path, cloud_endpoint, cloud_protocol,
+          blank_disks, no_verify_boot, provider, output, skip_mount_types, address, token_ttl,
+          console, no_console, workers, cloud_config_path, cloud_endpoint, cloud_protocol,
           metadata_endpoint, cloud_poll_interval, verbose):
     """Run the control API, the data channel (rsync behind it) and the worker."""
     state_dir = os.path.abspath(state_dir)
@@ -396,25 +428,39 @@ def serve(state_dir, bind, control_port, data_port, target_roots, disks, force_w
         raise UsageError("give target disks (--disk) or target folders (--target-root), not both")
     cloud_config_path = os.path.abspath(cloud_config_path)
     cloud = read_cloud_config(cloud_config_path)
+    settings = cloud or platform_settings(read_platform())
     if provider is None:
-        provider = (cloud.get("provider") or "aliyun") if cloud else "local"
+        provider = (settings.get("provider") or "aliyun") if settings else "local"
     if cloud and not roots and not disk_map:
         disk_map = clouddisks.resolve(clouddisks.disks_from_cloud_config(cloud))
         log.info("target disks from %s: %s", cloud_config_path, disk_map)
-    if "system" not in roots and "system" not in disk_map:
+    auto_disks = bool(blank_disks and not roots and not disk_map)
+    wipe_modules = [v for v in force_wipe if MODULE_RE.match(v)]
+    wipe_devices = [v for v in force_wipe if not MODULE_RE.match(v)]
+    if wipe_devices and not auto_disks:
+        raise UsageError("--force-wipe %s: a device is named only with --blank-disks; with "
+                         "--disk name the module (system, disk1..)" % wipe_devices[0])
+    blank = None
+    if auto_disks:
+        blank = targets.probe_blank_disks(force_wipe=wipe_devices)
+        for r in blank[1]:
+            log.info("not a target disk: %s: %s", r["path"], r["reason"])
+    elif "system" not in roots and "system" not in disk_map:
         log.warning("no --disk system=/dev/X nor --target-root system=DIR: PREPARING will "
                     "fail until they are given")
-    extra = {"disks": disk_map, "force_wipe": list(force_wipe), "provider": provider,
+    extra = {"disks": disk_map, "force_wipe": wipe_modules, "provider": provider,
+             "auto_disks": auto_disks, "force_wipe_devices": wipe_devices,
              "output": os.path.abspath(output) if output else None,
              "no_verify_boot": no_verify_boot, "skip_mount_types": list(skip_mount_types),
-             "verify_boot": cloud.get("verify_boot"), "cloud_config": cloud_config_path,
+             "verify_boot": settings.get("verify_boot"), "cloud_config": cloud_config_path,
              "cloud_api": {"endpoint": cloud_endpoint, "protocol": cloud_protocol,
                            "metadata_endpoint": metadata_endpoint,
                            "poll_interval": cloud_poll_interval}}
     ttl = parse_duration(token_ttl)
     address = address or guess_address(bind)
     store, status = prepare_state(state_dir, bind, address, control_port, data_port, roots,
-                                  ttl, None if no_console else console, extra=extra)
+                                  ttl, None if no_console else console, extra=extra,
+                                  blank=blank)
     if provider == "aliyun":  # a too-narrow RAM role stops here, not after the copy
         cloudimage.check_role_at_start(store.dir, extra)
     steps.restore_mounts(store)  # disks waiting for data are mounted before the relay starts
@@ -469,13 +515,14 @@ def token_new(state_dir, token_ttl, console):
 @state_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def status(state_dir, as_json):
-    """Show the migration's state and how to reach this receiver (not the token)."""
+    """Show the migration's state and how to reach this receiver: address, fingerprint and
+    the token this receiver made itself (none when the launcher made it: it printed it)."""
     store = st.Store(os.path.abspath(state_dir))
     doc = st.public(store.load())
     info = store.read(STATUS_FILE, {}) or {}
     out = {"migration": doc,
            "receiver": {k: info.get(k) for k in ("address", "fingerprint", "control_port",
-                                                 "data_port")}}
+                                                 "data_port", "token", "blank_disks")}}
     if as_json:
         click.echo(json.dumps(out, indent=2, sort_keys=True))
         return
@@ -487,6 +534,9 @@ def status(state_dir, as_json):
         click.echo("error in %s: %s (%s)" % (e.get("step"), e.get("message"), e.get("code")))
     r = out["receiver"]
     click.echo("address: %s  fingerprint: %s" % (r["address"], r["fingerprint"]))
+    if r.get("token"):
+        click.echo("token: %s (one-time; 'go2aliyun-receiver token new' makes another)"
+                   % r["token"])
 
 
 @cli.command("_worker", hidden=True)

@@ -19,6 +19,7 @@ import shutil
 from receiver import cloudimage
 from receiver.convert import convert
 from receiver.disks import apply as disks
+from receiver.disks import targets
 from receiver.state import write_json_atomic
 from wire import bootcheck, runner
 from wire.errors import DiskError
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PREPARE_FILE = "prepare.json"
 LAYOUT_FILE = "prepare-layout.json"  # the planned layout, saved before PREPARING writes
+TARGETS_FILE = "target-disks.json"  # the blank disks PREPARING chose, saved likewise
 VERIFY_FILE = "verify.json"
 
 
@@ -36,17 +38,57 @@ def mount_root(store):
     return os.path.join(store.dir, "mnt")
 
 
+def uses_disks(cfg):
+    """Block devices as targets: named (``--disk``, cloud.json) or found blank
+    (``auto_disks``: launched by hand, receiver.disks.targets)."""
+    return bool(cfg.get("disks") or cfg.get("auto_disks"))
+
+
+def target_disks(store, cfg=None):
+    """{module: device}: the named ones, or those PREPARING chose among the blank disks
+    (saved in TARGETS_FILE before anything was written: afterwards they are not blank)."""
+    cfg = store.config() if cfg is None else cfg
+    if cfg.get("disks"):
+        return dict(cfg["disks"])
+    return dict((store.read(TARGETS_FILE) or {}).get("disks") or {})
+
+
+def choose_blank_disks(manifest, plan, cfg):
+    """The blank disks of this machine matched to the plan's modules by size:
+    {"disks": {module: device}, "force_wipe": [modules on disks named --force-wipe]}."""
+    found, refused = targets.probe_blank_disks(
+        force_wipe=tuple(cfg.get("force_wipe_devices") or ()))
+    for r in refused:
+        log.info("not a target disk: %s: %s", r["path"], r["reason"])
+    chosen = targets.match_disks(targets.min_bytes(manifest, plan), found)
+    forced = {d["path"] for d in found if d["forced"]}
+    log.info("target disks chosen by size: %s", chosen)
+    return {"disks": chosen, "force_wipe": sorted(m for m, p in chosen.items() if p in forced)}
+
+
 def prepare_disks(ctx):
-    """PREPARING on block devices (``serve --disk system=/dev/vdb ...``)."""
+    """PREPARING on block devices (``serve --disk system=/dev/vdb ...``, or the blank
+    disks of a receiver launched by hand)."""
     cfg = ctx.config
     ctx.progress(5, "checking the target disks")
+    force_wipe = tuple(cfg.get("force_wipe") or ())
+    chosen = None
+    disk_map = target_disks(ctx.store, cfg)
+    if not disk_map:
+        chosen = choose_blank_disks(ctx.manifest, ctx.plan, cfg)
+        disk_map, force_wipe = chosen["disks"], tuple(chosen["force_wipe"])
+
+    def keep(layout):
+        if chosen is not None:
+            ctx.store.write(TARGETS_FILE, chosen)
+        ctx.store.write(LAYOUT_FILE, layout)
+
     # The layout is kept before anything is written: a PREPARING interrupted by a
     # restart runs again on the same identifiers, so it recognises what it wrote.
-    result = disks.prepare(ctx.manifest, ctx.plan, cfg["disks"], mount_root(ctx.store),
-                           force_wipe=tuple(cfg.get("force_wipe") or ()),
+    result = disks.prepare(ctx.manifest, ctx.plan, disk_map, mount_root(ctx.store),
+                           force_wipe=force_wipe,
                            skip_mount_types=tuple(cfg.get("skip_mount_types") or ()),
-                           layout=ctx.store.read(LAYOUT_FILE),
-                           on_layout=lambda layout: ctx.store.write(LAYOUT_FILE, layout))
+                           layout=ctx.store.read(LAYOUT_FILE), on_layout=keep)
     ctx.store.write(PREPARE_FILE, result)
     modules = {name: {"module": name, "path": path}
                for name, path in sorted(result["modules"].items())}
@@ -62,8 +104,8 @@ def ensure_prepared(ctx):
     preparing again on disks that hold the layout only mounts them, data kept."""
     cfg = ctx.config
     before = ctx.store.read(PREPARE_FILE) or {}
-    result = disks.prepare(ctx.manifest, ctx.plan, cfg["disks"], mount_root(ctx.store),
-                           force_wipe=(),
+    result = disks.prepare(ctx.manifest, ctx.plan, target_disks(ctx.store, cfg),
+                           mount_root(ctx.store), force_wipe=(),
                            skip_mount_types=tuple(cfg.get("skip_mount_types") or ()),
                            layout=before.get("layout"))
     ctx.store.write(PREPARE_FILE, result)
@@ -81,11 +123,11 @@ def restore_mounts(store):
     into the empty mount folders, not onto the disks. Returns the result or None."""
     cfg = store.config()
     doc = store.load()
-    if not cfg.get("disks") or doc.get("state") not in OPEN_FOR_DATA:
+    if not target_disks(store, cfg) or doc.get("state") not in OPEN_FOR_DATA:
         return None
     before = store.read(PREPARE_FILE) or {}
     result = disks.prepare(store.read("manifest.json", {}), store.read("plan.json", {}),
-                           cfg["disks"], mount_root(store), force_wipe=(),
+                           target_disks(store, cfg), mount_root(store), force_wipe=(),
                            skip_mount_types=tuple(cfg.get("skip_mount_types") or ()),
                            layout=before.get("layout"))
     store.write(PREPARE_FILE, result)

@@ -1,14 +1,16 @@
 """One-time tokens that a source trades for its client certificate.
 
 Tokens are random (192 bits), stored only as salted SHA-256 hashes in
-``STATE/tokens.json``, compared in constant time, expire after a TTL and can be
-spent once. Repeated failures slow attempts down, counted per peer address (the
-address the API sees): after ``FREE_FAILURES`` wrong tokens from one address, each
-further attempt from it must wait ``2 ** (n - FREE_FAILURES)`` seconds (at most
-``MAX_DELAY``) after its last failure, or it is refused with ``auth.throttled`` without
-even being checked. A correct token resets that address's count. Per address, so that
-someone guessing elsewhere does not keep the real source out; the count of at most
-``MAX_PEERS`` addresses is kept, each for ``PEER_MEMORY`` seconds after its last failure.
+``STATE/tokens.json``, compared in constant time, expire after a TTL and can be spent
+once; with each its proof key (:mod:`wire.proof`), so the receiver can show a source it
+knows the token before the source sends it. Repeated failures slow attempts down,
+counted per peer address (the address the API sees): after ``FREE_FAILURES`` wrong
+tokens from one address, each further attempt from it must wait ``2 ** (n -
+FREE_FAILURES)`` seconds (at most ``MAX_DELAY``) after its last failure, or it is
+refused with ``auth.throttled`` without even being checked. A correct token resets that
+address's count. Per address, so that someone guessing elsewhere does not keep the real
+source out; the count of at most ``MAX_PEERS`` addresses is kept, each for
+``PEER_MEMORY`` seconds after its last failure.
 """
 
 import hashlib
@@ -18,6 +20,7 @@ import secrets
 import time
 
 from receiver import state as st
+from wire import proof
 from wire.errors import TrustError
 from wire.logs import register_secret
 
@@ -90,6 +93,8 @@ def new_token(store, ttl=DEFAULT_TTL, now=None):
             "id": secrets.token_hex(4),
             "salt": salt,
             "hash": _hash(salt, token),
+            # what the receiver proves the token with (wire/proof.py); not the token
+            "proof_key": proof.proof_key(token),
             "created_at": now,
             "expires_at": now + ttl,
             "used_at": None,
@@ -167,6 +172,16 @@ def redeem(store, token, now=None, spend=True, peer=None):
             entry["used_at"] = now
         store.write(TOKEN_FILE, data)
         return entry["id"]
+
+
+def prove(store, nonce, cert_sha256):
+    """``POST /v1/session/proof``: the proofs (wire/proof.py) of every token this receiver
+    issued (used or expired too, so that the source then hears why the token itself is
+    refused) for ``nonce`` over our certificate. Tokens made before proofs existed have
+    no key and prove nothing."""
+    data = _load(store)
+    return [proof.render_proof(t["proof_key"], nonce, cert_sha256)
+            for t in data["tokens"] if t.get("proof_key")]
 
 
 def has_tokens(store):

@@ -132,14 +132,14 @@ def conversion_unavailable(ctx):
 
 def prepare_targets(ctx):
     """PREPARING: real disks when the receiver was given ``--disk``, else folders."""
-    if ctx.config.get("disks"):
+    if steps.uses_disks(ctx.config):
         return steps.prepare_disks(ctx)
     return prepare_folders(ctx)
 
 
 def convert(ctx):
     """CONVERTING on real disks; folder targets cannot be made bootable."""
-    if ctx.config.get("disks"):
+    if steps.uses_disks(ctx.config):
         return steps.convert_disks(ctx)
     return conversion_unavailable(ctx)
 

@@ -74,7 +74,8 @@ def cli(ctx, verbose):
     """Move this Linux server into a bootable Alibaba Cloud ECS custom image.
 
     Typical use: start a receiver (intermediate instance), then run
-    `go2aliyun migrate --receiver ADDR --token T --fingerprint FP` as root.
+    `GO2ALIYUN_TOKEN=T go2aliyun migrate --receiver ADDR` as root (the receiver proves it
+    knows the token before it is sent; --fingerprint FP pins its certificate too).
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
@@ -149,7 +150,8 @@ TOKEN_HELP = " ".join([
 @click.option("--token", metavar="T", envvar="GO2ALIYUN_TOKEN", show_envvar=True,
               help=TOKEN_HELP)
 @click.option("--fingerprint", metavar="FP",
-              help="SHA-256 fingerprint of the receiver's certificate (as it printed it)")
+              help="SHA-256 fingerprint of the receiver's certificate (as it printed it); "
+              "optional: the receiver proves it knows the token before it is sent")
 @click.option("--sync-only", "sync_only", is_flag=True,
               help="run one delta pass and stop; repeat while the server keeps working")
 @click.option("--cutover", is_flag=True,
@@ -274,7 +276,8 @@ def status(workdir, as_json, offline):
     cert = os.path.join(sdir, sess.CERT_FILE)
     if not offline and data.get("migration_id") and os.path.exists(cert):
         try:
-            client = sess.Client(recv.get("address"), recv.get("fingerprint"), cert=cert,
+            client = sess.Client(recv.get("address"),
+                                 recv.get("fingerprint") or sess.ca_fingerprint(sdir), cert=cert,
                                  key=os.path.join(sdir, sess.KEY_FILE), timeout=10)
             doc = client.migration()
         except Go2AliyunError as e:

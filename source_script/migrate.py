@@ -144,11 +144,10 @@ def _receiver_settings(opts, data):
                                "or put access_id and secret_key in user_config.json and "
                                "pass --receiver-image to launch one (all-in-one mode)")
     sess.parse_address(address)
-    if not fingerprint:
-        raise ConfigError("no receiver fingerprint", code="config.fingerprint_missing",
-                          hint="pass --fingerprint FP (printed by the receiver with the token)")
-    fingerprint = sess.normalize_fingerprint(fingerprint)
-    if data.get("migration_id") and (
+    # No fingerprint: the receiver proves it knows the token before the token is sent
+    # (session.Client.prove), and the certificate it proved with becomes the pin.
+    fingerprint = sess.normalize_fingerprint(fingerprint) if fingerprint else None
+    if data.get("migration_id") and fingerprint and (
             (recv.get("address") and recv["address"] != address)
             or (recv.get("fingerprint") and
                 sess.normalize_fingerprint(recv["fingerprint"]) != fingerprint)):
@@ -194,6 +193,9 @@ class Migration(object):
             # a session was opened before (also when the run died right after the
             # trade, before client_data learnt the migration id)
             recv.pop("token", None)
+            if not fingerprint:  # the receiver's certificate came with the session
+                fingerprint = sess.ca_fingerprint(sdir)
+                recv["fingerprint"] = fingerprint
             self.client = sess.Client(address, fingerprint, cert=cert, key=key)
             self.session = data.get("session") or {"dir": clientdata.SESSION_DIR,
                                                    "data_port": DATA_PORT}
@@ -205,6 +207,7 @@ class Migration(object):
         self.say("Opening a session with the receiver %s ..." % address)
         client, answer = sess.open_session(address, fingerprint, token, sdir, say=self.say)
         recv.pop("token", None)
+        recv["fingerprint"] = client.fingerprint  # proven: the pin of every later run
         self.session = {"dir": clientdata.SESSION_DIR,
                         "data_port": int(answer.get("data_port") or DATA_PORT),
                         "modules": answer.get("modules") or {}}

@@ -2,9 +2,14 @@
 
 Trust model (docs/API.md):
 
-* the receiver's certificate is pinned by its SHA-256 fingerprint; the pin is
-  checked right after the TLS handshake and BEFORE a single byte of the request
-  (the token included) is sent; no hostname or CA check;
+* before the token leaves the source, the receiver proves it knows it
+  (``POST /v1/session/proof``, wire/proof.py): an HMAC keyed from the token over our
+  fresh nonce and the certificate we see on that connection. A receiver that cannot is
+  refused as a possible interception and the token is never sent. That certificate's
+  SHA-256 fingerprint is then the pin of every later connection (also the data
+  channel's); a ``--fingerprint`` given by the operator is checked as well, right after
+  the TLS handshake and BEFORE a single byte of the request is sent; no hostname or
+  CA check;
 * the one-time token is traded once (``POST /v1/session``) for a client
   certificate made from our CSR; the key and CSR are made with the ``openssl``
   command (the source has no ``cryptography``), the key file is 0600;
@@ -21,7 +26,7 @@ import socket
 import ssl
 import time
 
-from wire import API_PREFIX, CONTROL_PORT, DATA_PORT, runner
+from wire import API_PREFIX, CONTROL_PORT, DATA_PORT, proof, runner
 from wire.errors import (
     ConfigError,
     DiskError,
@@ -45,6 +50,7 @@ CA_FILE = "ca.crt"
 THROTTLE_RETRIES = 3
 MAX_THROTTLE_WAIT = 301
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+PROOF_PATH = API_PREFIX + "/session/proof"
 _HOST = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -203,16 +209,22 @@ def make_key_and_csr(session_dir, common_name="go2aliyun-source"):
 # ------------------------------------------------------------------ transport
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS connection that checks the pinned fingerprint right after the handshake."""
+    """HTTPS connection that checks the pinned fingerprint right after the handshake
+    (``pin`` None: only the proof call, which records the certificate in ``seen``)."""
 
-    def __init__(self, host, port, pin, context, timeout):
+    def __init__(self, host, port, pin, context, timeout, seen=None):
         http.client.HTTPSConnection.__init__(self, host, port, timeout=timeout,
                                              context=context)
         self._pin = pin
+        self._seen = seen
 
     def connect(self):
         http.client.HTTPSConnection.connect(self)
         der = self.sock.getpeercert(binary_form=True)
+        if self._seen is not None:
+            self._seen.append(der)
+        if self._pin is None:
+            return
         try:
             check_fingerprint(der, self._pin, "receiver %s:%s" % (self.host, self.port))
         except TrustError:
@@ -226,10 +238,12 @@ class Client(object):
 
     def __init__(self, address, fingerprint, cert=None, key=None, timeout=30):
         self.host, self.port = parse_address(address)
-        self.fingerprint = normalize_fingerprint(fingerprint)
+        # None: not proven yet; only PROOF_PATH may be asked then (it sends no secret)
+        self.fingerprint = normalize_fingerprint(fingerprint) if fingerprint else None
         self.cert = cert
         self.key = key
         self.timeout = timeout
+        self.seen = []  # the certificates the receiver showed (DER), newest last
 
     @property
     def where(self):
@@ -237,11 +251,14 @@ class Client(object):
 
     def _connection(self):
         ctx = client_context(self.cert, self.key)
-        return _PinnedHTTPSConnection(self.host, self.port, self.fingerprint, ctx, self.timeout)
+        return _PinnedHTTPSConnection(self.host, self.port, self.fingerprint, ctx, self.timeout,
+                                      seen=self.seen)
 
     def request(self, method, path, body=None):
         """Send one JSON request; return (status, decoded JSON). Raises typed errors."""
         what = "%s %s" % (method, path)
+        if self.fingerprint is None and path != PROOF_PATH:
+            raise AssertionError("%s before the receiver was proven" % what)
         payload = None
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -297,6 +314,26 @@ class Client(object):
     def healthz(self):
         return self.request("GET", "/healthz")[1]
 
+    def prove(self, token):
+        """Have the receiver prove it knows ``token`` over the certificate we see
+        (wire/proof.py); the token is not sent. Returns the proven fingerprint (hex);
+        raises :class:`TrustError` ``auth.receiver_unproven`` when it cannot."""
+        nonce = proof.new_nonce()
+        del self.seen[:]
+        answer = self.request("POST", PROOF_PATH, {"nonce": nonce})[1]
+        der = self.seen[-1] if self.seen else b""
+        got = der_fingerprint(der)
+        if not proof.check_proofs(token, nonce, der, answer.get("proofs")):
+            raise TrustError(
+                "the receiver %s (certificate fingerprint %s) could not prove it knows the "
+                "token: possible interception; the token was not sent"
+                % (self.where, format_fingerprint(got)),
+                code="auth.receiver_unproven",
+                hint="check the address and the token (the receiver's console output or "
+                     "`go2aliyun-receiver status`); if both are right, something between "
+                     "this server and the receiver answers in its place")
+        return got
+
     def open_session(self, token, csr_pem, say=None, sleep=time.sleep):
         """Trade the token. A ``429 auth.throttled`` (wrong tokens came from this address)
         is waited out as its ``Retry-After`` says, ``THROTTLE_RETRIES`` times at most,
@@ -343,7 +380,9 @@ class Client(object):
 
 
 def open_session(address, fingerprint, token, session_dir, timeout=30, say=None):
-    """Trade the one-time token for a client certificate. Returns (client, answer).
+    """Have the receiver prove it knows the token, then trade the token for a client
+    certificate. ``fingerprint``: the operator's pin, or None. Returns (client, answer);
+    ``client.fingerprint`` is the proven receiver's.
 
     Writes ``client.key`` (0600), ``client.crt`` and ``ca.crt`` in ``session_dir``.
     """
@@ -352,6 +391,9 @@ def open_session(address, fingerprint, token, session_dir, timeout=30, say=None)
                          code="auth.token_missing",
                          hint="pass --token T, set GO2ALIYUN_TOKEN, or put it in client_data")
     register_secret(token)
+    # the receiver proves it knows the token first (on a connection pinned to
+    # ``fingerprint`` when one was given); its certificate is the pin from then on
+    fingerprint = Client(address, fingerprint, timeout=timeout).prove(token)
     anon = Client(address, fingerprint, timeout=timeout)
     key, csr = make_key_and_csr(session_dir)
     answer = anon.open_session(token, csr, say=say)
@@ -365,6 +407,20 @@ def open_session(address, fingerprint, token, session_dir, timeout=30, say=None)
         _write(os.path.join(session_dir, CA_FILE), answer["ca_certificate"])
     answer.setdefault("data_port", DATA_PORT)
     return Client(address, fingerprint, cert=cert, key=key, timeout=timeout), answer
+
+
+def ca_fingerprint(session_dir):
+    """The fingerprint of the receiver certificate its session answer carried
+    (``ca.crt``), for a session resumed without one recorded."""
+    path = os.path.join(session_dir, CA_FILE)
+    try:
+        with open(path) as f:
+            return der_fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
+    except (OSError, ValueError) as e:
+        raise ConfigError("the session in %s has no receiver certificate (%s)"
+                          % (session_dir, e), code="config.fingerprint_missing",
+                          hint="run `go2aliyun clear` and start again with a fresh token") \
+            from e
 
 
 def _write(path, text):

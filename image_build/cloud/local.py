@@ -51,6 +51,7 @@ GUEST_ADDRESS = "10.0.2.15"  # qemu user networking gives the guest this address
 RECEIVER_PORTS = (8080, 8703)
 VERIFY_CONSOLE = "verification-console.log"
 QMP_SOCKET = "qmp"  # in the instance folder; qemu binds it relative to there
+PRODUCT = "go2aliyun local instance"  # the DMI product name of an instance
 
 
 def disk_id_for(instance_token, name):
@@ -66,7 +67,11 @@ def render_meta_data(instance_id, hostname="go2aliyun-receiver"):
 def render_instance_argv(instance_dir, disks, seed, address, ports, memory_mib=2048, smp=1,
                          accel="tcg", start_paused=False):
     """qemu argv for an instance (pure). ``disks``: [(file, serial)], the instance's own
-    system disk first; ``ports``: {guest port: host port} forwarded on ``address``."""
+    system disk first; ``seed``: the NoCloud ISO, or None (launched with no user-data, as
+    from the ECS console); ``ports``: {guest port: host port} forwarded on ``address``.
+    The firmware names the machine ``PRODUCT`` (as ECS's says "Alibaba Cloud ECS"): a
+    receiver launched with no user-data learns from it that the host verifies the boot
+    and makes the image (receiver/cli.py ``PLATFORMS``)."""
     fwd = ",".join("hostfwd=tcp:%s:%d-:%d" % (address, host, guest)
                    for guest, host in sorted(ports.items()))
     return bootcheck.render_qemu_argv(
@@ -75,7 +80,9 @@ def render_instance_argv(instance_dir, disks, seed, address, ports, memory_mib=2
         extra=["-daemonize", "-pidfile", os.path.join(instance_dir, "qemu.pid"),
                # relative: qemu starts in the instance folder (a socket holds 107 bytes)
                "-qmp", "unix:%s,server=on,wait=off" % QMP_SOCKET,
-               "-drive", "file=%s,if=ide,media=cdrom,format=raw,readonly=on" % seed]
+               "-smbios", "type=1,manufacturer=go2aliyun,product=%s" % PRODUCT]
+        + (["-drive", "file=%s,if=ide,media=cdrom,format=raw,readonly=on" % seed]
+           if seed else [])
         + (["-S"] if start_paused else []))
 
 
@@ -373,26 +380,12 @@ class LocalCloud(Cloud):
         for d in disks[1:]:
             runner.run(["qemu-img", "create", "-q", "-f", "qcow2", d["file"],
                         "%dG" % d["size_gib"]])
-        seed_dir = os.path.join(idir, "seed")
-        os.makedirs(seed_dir, exist_ok=True)
-        with open(os.path.join(seed_dir, "user-data"), "w") as f:
-            f.write(spec.user_data)
-        os.chmod(os.path.join(seed_dir, "user-data"), 0o600)
-        with open(os.path.join(seed_dir, "meta-data"), "w") as f:
-            f.write(render_meta_data(inst_id))
-        seed = os.path.join(idir, "seed.iso")
-        tool = runner.which("genisoimage") or runner.which("xorrisofs")
-        if not tool:
-            raise CommandError("neither genisoimage nor xorriso is installed",
-                               hint="apt-get install genisoimage")
-        runner.run([tool, "-quiet", "-output", seed, "-volid", "cidata", "-joliet", "-rock",
-                    os.path.join(seed_dir, "user-data"), os.path.join(seed_dir, "meta-data")])
-        shutil.rmtree(seed_dir)  # the user-data carries the receiver's key: keep it in the ISO only
-        os.chmod(seed, 0o600)
+        seed = self._seed(idir, inst_id, spec.user_data) if spec.user_data is not None \
+            else None
         argv = render_instance_argv(idir, [(d["file"], d["id"]) for d in disks], seed,
-                                self.address, self.ports, memory_mib=self.memory_mib,
-                                smp=self.smp, accel=self.accel,
-                                start_paused=not self.autostart)
+                                    self.address, self.ports, memory_mib=self.memory_mib,
+                                    smp=self.smp, accel=self.accel,
+                                    start_paused=not self.autostart)
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns] + argv
         log.info("starting %s: %s", inst_id, " ".join(argv))
@@ -409,6 +402,26 @@ class LocalCloud(Cloud):
         pid = _read_pid(os.path.join(idir, "qemu.pid"))
         with self._locked() as data:
             data["instances"][inst_id]["pid"] = pid
+
+    def _seed(self, idir, inst_id, user_data):
+        """The NoCloud seed ISO holding ``user_data`` and a meta-data."""
+        seed_dir = os.path.join(idir, "seed")
+        os.makedirs(seed_dir, exist_ok=True)
+        with open(os.path.join(seed_dir, "user-data"), "w") as f:
+            f.write(user_data)
+        os.chmod(os.path.join(seed_dir, "user-data"), 0o600)
+        with open(os.path.join(seed_dir, "meta-data"), "w") as f:
+            f.write(render_meta_data(inst_id))
+        seed = os.path.join(idir, "seed.iso")
+        tool = runner.which("genisoimage") or runner.which("xorrisofs")
+        if not tool:
+            raise CommandError("neither genisoimage nor xorriso is installed",
+                               hint="apt-get install genisoimage")
+        runner.run([tool, "-quiet", "-output", seed, "-volid", "cidata", "-joliet", "-rock",
+                    os.path.join(seed_dir, "user-data"), os.path.join(seed_dir, "meta-data")])
+        shutil.rmtree(seed_dir)  # the user-data carries the receiver's key: keep it in the ISO only
+        os.chmod(seed, 0o600)
+        return seed
 
     def _status(self, rec):
         if not rec.get("pid") or not _alive(rec["pid"]):

@@ -32,6 +32,7 @@ from wire.paths import target_path
 log = logging.getLogger(__name__)
 
 PACKAGES = BOOT_PACKAGES + RECEIVER_PACKAGES
+UNIT = "go2aliyun-receiver.service"
 DISK_MIB = 4096
 VENV = "/opt/go2aliyun"
 # The files that make the project; their content is part of the cache key.
@@ -81,7 +82,8 @@ def render_grub_default():
 # NoCloud only (no network probing of other clouds); DHCP on the first NIC comes from
 # cloud-init's fallback network config, rendered for ifupdown.
 CLOUD_CFG = """\
-# go2aliyun receiver appliance: identity from a NoCloud seed (volume label cidata)
+# go2aliyun receiver appliance: identity from a NoCloud seed (volume label cidata), or
+# none (launched by hand: the receiver makes its own)
 datasource_list: [NoCloud, None]
 locale: C.UTF-8
 """
@@ -125,6 +127,16 @@ def _configure(mnt, root_uuid):
     link = os.path.join(wants, "serial-getty@ttyS0.service")
     if not os.path.lexists(link):
         os.symlink("/lib/systemd/system/serial-getty@.service", link)
+    # The receiver starts on every boot, as on an appliance made by build-image: with a
+    # launch's user-data it takes the identity and disks it names; launched by hand (no
+    # user-data) it makes its own token and takes the blank disks.
+    with open(os.path.join(PROJECT_DIR, "cloud-init", UNIT)) as f:
+        write("/etc/systemd/system/" + UNIT, f.read())
+    wants = target_path(mnt, "/etc/systemd/system/multi-user.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    link = os.path.join(wants, UNIT)
+    if not os.path.lexists(link):
+        os.symlink("/etc/systemd/system/" + UNIT, link)
 
 
 def _install_receiver(mnt, wheels_dir):

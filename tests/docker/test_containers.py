@@ -101,6 +101,7 @@ def test_receiver_container_is_healthy_and_answers_the_source(stack):
     assert r.returncode == 0, show(r, 5000)
     assert json.loads(r.stdout) == {"healthz": {"status": "ok"},
                                     "wrong_token": "auth.token_invalid",
+                                    "unproven": "auth.receiver_unproven",
                                     "other_pin": "auth.fingerprint_mismatch"}
     # the token went to the container's log (docker logs), as to an ECS console
     logs = stack.compose("logs", "receiver").stdout

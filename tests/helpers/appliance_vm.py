@@ -9,7 +9,9 @@ import json
 import os
 import re
 import sys
+import time
 
+from image_build.cloud.base import InstanceSpec
 from image_build.cloud.local import QMP_SOCKET, LocalCloud
 from image_build.dev.demo import release_local_instances
 from image_build.dev.netns import netns_pair
@@ -87,6 +89,80 @@ class Launched(object):
         if ns:
             return self.net.run(ns, argv, ok_codes=None, timeout=timeout, cwd=REPO, env=env)
         return runner.run(argv, ok_codes=None, timeout=timeout, cwd=REPO, env=env)
+
+
+WAIT_HEALTHZ = r"""
+import sys, time
+from source_script import session
+from wire.errors import Go2AliyunError
+address, fingerprint, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+deadline = time.time() + timeout
+while True:
+    try:
+        session.Client(address, fingerprint, timeout=10).healthz()
+        break
+    except Go2AliyunError:
+        if time.time() > deadline:
+            raise
+        time.sleep(2)
+"""
+
+# What the receiver prints on the serial console (receiver/cli.py render_status).
+CONSOLE_TOKEN = re.compile(r"^token: (\S+)\s*$", re.M)
+CONSOLE_FINGERPRINT = re.compile(r"^fingerprint: ([0-9A-F:]{95})\s*$", re.M)
+CONSOLE_BLANK = re.compile(r"^blank target disks: (.*?)\s*$", re.M)
+
+
+def read_console_token(console):
+    """(token, fingerprint, blank disks line) the receiver printed last on the serial
+    console, or None before it did (pure)."""
+    tok, fp = CONSOLE_TOKEN.findall(console), CONSOLE_FINGERPRINT.findall(console)
+    blank = CONSOLE_BLANK.findall(console)
+    if not tok or not fp:
+        return None
+    return tok[-1], fp[-1], blank[-1] if blank else None
+
+
+@contextlib.contextmanager
+def console_launched(base, config, appliance_image, data_disks_gib, timeout=900):
+    """The appliance started as from the ECS console: NO user-data (no NoCloud seed), its
+    own disk and blank data disks of ``data_disks_gib`` sizes, nothing else told. Waits
+    until the receiver printed its token on the serial console; yields a
+    :class:`Launched` whose ``launched`` holds what an operator reads there (address is
+    the one the source dials: the ``ecs`` address, forwarded by qemu). Whatever happens,
+    no qemu of ours outlives it and the namespaces go."""
+    work = os.path.join(base, "work")
+    os.makedirs(os.path.join(work, "Excludes"))
+    with open(os.path.join(work, "user_config.json"), "w") as f:
+        json.dump(config, f)
+    local_dir = os.path.join(base, "local")
+    with netns_pair() as net:
+        try:
+            vm = Launched(net, work, local_dir)
+            vm.cloud = LocalCloud(local_dir, address=net.ecs_ip, netns=net.ecs)
+            spec = InstanceSpec(appliance_image, "local", "", "", None, system_disk_gib=20,
+                                data_disks=[("disk-%d" % n, size)
+                                            for n, size in enumerate(data_disks_gib, 1)],
+                                name="go2aliyun-receiver-by-hand")
+            inst_id = vm.cloud.run_instance(spec, "console-%s" % os.path.basename(base))
+            deadline = time.time() + timeout
+            while True:
+                seen = read_console_token(vm.cloud.console(inst_id))
+                if seen:
+                    break
+                assert time.time() < deadline, "no token on the console in %ds:\n%s" % (
+                    timeout, vm.cloud.console(inst_id)[-4000:])
+                time.sleep(3)
+            vm.launched = {"instance_id": inst_id, "address": net.ecs_ip, "token": seen[0],
+                           "console_fingerprint": seen[1], "blank_disks": seen[2]}
+            # serve prints before its API listens (launch waits for /healthz likewise)
+            r = net.run(net.src, [sys.executable, "-c", WAIT_HEALTHZ, net.ecs_ip, seen[1],
+                                  str(timeout)], ok_codes=None, timeout=timeout + 30,
+                        cwd=REPO, env={"PYTHONPATH": REPO})
+            assert r.returncode == 0, show(r) + "\nconsole:\n" + vm.console()
+            yield vm
+        finally:
+            release_local_instances(local_dir)
 
 
 @contextlib.contextmanager

@@ -60,8 +60,14 @@ from source_script import session
 from wire.errors import Go2AliyunError
 address, fingerprint = sys.argv[1], sys.argv[2]
 out = {"healthz": session.Client(address, fingerprint).healthz()}
-try:
+try:  # the source: the receiver cannot prove a token it did not make; nothing is sent
     session.open_session(address, fingerprint, "not-the-token", tempfile.mkdtemp())
+    out["unproven"] = "accepted"
+except Go2AliyunError as e:
+    out["unproven"] = e.code
+try:  # the receiver, asked directly: refuses the wrong token
+    _, csr = session.make_key_and_csr(tempfile.mkdtemp())
+    session.Client(address, fingerprint).open_session("not-the-token", csr)
     out["wrong_token"] = "accepted"
 except Go2AliyunError as e:
     out["wrong_token"] = e.code

@@ -103,6 +103,7 @@ def test_demo_default_mode_migrates_into_the_appliance_vm_and_the_image_boots(
     assert rc == 0, stderr
     assert json.loads(stdout) == {"healthz": {"status": "ok"},
                                   "wrong_token": "auth.token_invalid",
+                                  "unproven": "auth.receiver_unproven",
                                   "other_pin": "auth.fingerprint_mismatch"}
     (console_log,) = glob.glob(os.path.join(result["local_dir"], "logs",
                                             result["instance_id"] + "*console*"))

@@ -64,7 +64,14 @@ def test_rendered_user_data_carries_the_receiver_identity_and_unit(identity, tmp
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read_string(content["/etc/systemd/system/go2aliyun-receiver.service"])
     exec_start = unit["Service"]["ExecStart"]
-    assert exec_start.endswith("go2aliyun-receiver serve --state /var/lib/go2aliyun")
+    # cloud.json names the disks; --blank-disks counts only when nothing names them
+    assert exec_start.endswith("go2aliyun-receiver serve --state /var/lib/go2aliyun "
+                               "--blank-disks")
+    assert "ConditionPathExists" not in unit["Unit"]  # it starts with no user-data too
+    # Debian's cloud-final.service runs After=multi-user.target, which wants this unit:
+    # ordered after cloud-final it would be a cycle systemd breaks by not starting it
+    after = unit["Unit"]["After"].split()
+    assert "cloud-final.service" not in after and "cloud-config.service" in after
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     assert ["systemctl", "enable", "--now", "--no-block",
             "go2aliyun-receiver.service"] in doc["runcmd"]

@@ -9,19 +9,26 @@ and booted from the image set under OVMF to a login prompt. It keeps issue 4's e
    grub-efi-amd64 and lvm2, fstab with / and swap on LVs, the ESP by UUID=, the data
    disk as /dev/sdb1, RESUME= on the swap LV, GRUB's EFI image on the ESP) and its
    manifest (the tree's inventory on a GPT + ESP + LVM PV layout, firmware uefi).
-2. The appliance is launched with ``go2aliyun-cloud --provider local launch`` from
-   ``src`` (qemu in ``ecs``; tests/helpers/appliance_vm.py) for a system and a data
-   disk. One more disk is hot-plugged into the running VM over QMP
-   (tests/helpers/qmp.py): a raw file holding a PV and a volume group of the source's
-   VG name (made on the host with pvcreate/vgcreate, no device-mapper needed), so the
-   receiver must make ours as ``g2a-<name>`` and rename it back at release.
-3. In ``src``, as ``go2aliyun migrate`` does: a session with the launcher's token and
-   fingerprint, the manifest and plan, PREPARING, one pass of the whole tree and the
+2. The appliance is started the way an operator starts it from the ECS console
+   (issue 15): the local provider boots it with NO user-data (no NoCloud seed) and two
+   blank disks (tests/helpers/appliance_vm.console_launched, qemu in ``ecs``); the
+   receiver starts by itself, makes a one-time token and prints address, token and
+   fingerprint on the serial console, where the test reads the token. One more disk is
+   hot-plugged into the running VM over QMP (tests/helpers/qmp.py): a raw file holding
+   a PV and a volume group of the source's VG name (made on the host with
+   pvcreate/vgcreate, no device-mapper needed): not blank, so the receiver must not
+   take it as a target, and must make ours as ``g2a-<name>`` and rename it back at
+   release.
+3. In ``src``, as ``go2aliyun migrate --receiver ADDR`` with ``GO2ALIYUN_TOKEN`` only
+   does: the receiver proves it knows the token (no fingerprint is given), a session,
+   the manifest and plan, PREPARING (the two blank disks matched to system and disk1
+   by size), one pass of the whole tree and the
    data disk through the real TLS data channel (source_script.push), then the final
    pass; the receiver converts in the VM (grub-install x86_64-efi, the fallback
    EFI/BOOT/BOOTX64.EFI, update-initramfs, update-grub), renames the VG back,
    unmounts, syncs and hands the disks to the host (``image.by == "host"``).
-4. On the host, ``go2aliyun-cloud --provider local finish --boot-mode UEFI`` writes the
+4. On the host, ``go2aliyun-cloud --provider local finish --boot-mode UEFI`` (its
+   cloud_state.json written as for an instance started by hand) writes the
    image set and boots it under OVMF: login prompt, no emergency shell; the image is
    read back: GPT and ESP ids, the VG under the SOURCE's name, the root LV's ext4
    (its UUID, features, fstab, grub.cfg, the pushed file), the ESP (the fallback
@@ -42,6 +49,7 @@ import pytest
 
 from image_build.cloud.local import IMAGE_FILE, VERIFY_CONSOLE
 from image_build.dev import appliance
+from image_build.state import StateFile as CloudState
 from receiver import blockdev
 from tests.helpers import appliance_vm, qmp
 from tests.helpers import uefi_lvm_source as S
@@ -83,7 +91,8 @@ with open(request) as f:
 times = {}
 began = time.time()
 sdir = tempfile.mkdtemp()
-client, answer = session.open_session(address, fingerprint, token, sdir)
+client, answer = session.open_session(address, fingerprint or None, token, sdir)
+fingerprint = client.fingerprint  # proven by the receiver: the pin from now on
 client.put_manifest(req["manifest"], req["plan"])
 client.prepare()
 ready = session.wait_for(client, lambda d: d.get("state") == "READY_FOR_DATA",
@@ -109,7 +118,8 @@ began = time.time()
 done = session.wait_for(client, lambda d: d.get("state") in ("IMAGE_READY", "RELEASED"),
                         timeout=2700, interval=5)
 times["conversion"] = time.time() - began
-print(json.dumps({"ready": ready, "done": done, "pushed": pushed, "times": times}))
+print(json.dumps({"ready": ready, "done": done, "pushed": pushed, "times": times,
+                  "migration_id": answer["migration_id"], "fingerprint": fingerprint}))
 """
 
 
@@ -167,14 +177,16 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory, appliance_image, source):
-    """The appliance launched for a blank system and data disk; one more disk with the
-    held VG hot-plugged. Whatever happens, our qemu stops, the namespaces go."""
+    """The appliance started as from the ECS console (no user-data) with two blank
+    disks, its token read from the serial console; one more disk with the held VG
+    hot-plugged. Whatever happens, our qemu stops, the namespaces go."""
     base = str(tmp_path_factory.mktemp("vm-uefi-lvm"))
     held = os.path.join(base, "held-vg.raw")
     make_held_vg(held, source.vg)
     started = time.time()
-    with appliance_vm.launched(base, CONFIG, appliance_image) as r:
-        print("launch %.0f s" % (time.time() - started))
+    with appliance_vm.console_launched(base, CONFIG, appliance_image,
+                                       [SYSTEM_GIB, DATA_GIB]) as r:
+        print("boot to the token on the console %.0f s" % (time.time() - started))
         r.base = base
         r.qmp_sock = r.qmp_socket()
         r.held_serial = qmp.hotplug_disk(r.qmp_sock, held, "g2a-held-vg")
@@ -214,9 +226,9 @@ def migrated(vm, source):
     request = os.path.join(vm.base, "request.json")
     with open(request, "w") as f:
         json.dump({"manifest": source.manifest, "plan": plan}, f)
-    r = vm.net.run(vm.net.src, [sys.executable, "-c", MIGRATE, vm.net.ecs_ip,
-                                vm.launched["fingerprint"], request, source.tree,
-                                source.data],
+    # the operator copied the token only (the console shows the fingerprint too)
+    r = vm.net.run(vm.net.src, [sys.executable, "-c", MIGRATE, vm.launched["address"],
+                                "", request, source.tree, source.data],
                    ok_codes=None, timeout=3600, cwd=REPO,
                    env={"PYTHONPATH": REPO, "GO2ALIYUN_TOKEN": vm.launched["token"]})
     if r.returncode != 0:
@@ -225,7 +237,7 @@ def migrated(vm, source):
                     "\nconsole:\n" + vm.console())
     out = json.loads(r.stdout)
     out["guest"] = guest_files(vm, "migration.json", "prepare.json", "convert.json",
-                               "logs/worker.log")
+                               "target-disks.json", "status.json", "logs/worker.log")
     for phase in ("session_and_preparing", "first_pass", "final_pass", "conversion"):
         print("%s %.0f s" % (phase, out["times"][phase]))
     return out
@@ -234,7 +246,12 @@ def migrated(vm, source):
 @pytest.fixture(scope="module")
 def finished(vm, migrated):
     """``go2aliyun-cloud --provider local finish --boot-mode UEFI`` on the host: the
-    image set, booted under OVMF. Returns (image folder, its description)."""
+    image set, booted under OVMF. Returns (image folder, its description). Started by
+    hand, the instance has no launch record: the operator's cloud_state.json names it
+    and the migration."""
+    state = CloudState.in_workdir(vm.work)
+    state.update(instance_id=vm.instance_id, migration_id=migrated["migration_id"],
+                 image_name=IMAGE_NAME)
     started = time.time()
     r = vm.cli("finish", "--boot-mode", "UEFI", timeout=2400)
     print("finish %.0f s" % (time.time() - started))
@@ -269,6 +286,21 @@ def test_uefi_lvm_server_migrated_in_the_vm_boots_under_ovmf(vm, source, migrate
     src_disk = m["disks"][0]
     esp_src = next(f for f in m["filesystems"] if f["mountpoint"] == "/boot/efi")
     root_src = next(f for f in m["filesystems"] if f["mountpoint"] == "/")
+
+    # started with no user-data: the receiver printed the token (read by the test) and
+    # its fingerprint on the serial console, which is the certificate it proved the
+    # token with; it took the two blank disks by size, in device order, and not the
+    # hot-plugged one that holds a volume group
+    guest = migrated["guest"]
+    assert migrated["fingerprint"] == vm.launched["console_fingerprint"].replace(
+        ":", "").lower(), (migrated["fingerprint"], vm.launched)
+    assert vm.launched["blank_disks"] == "/dev/vdb (%.1f GiB), /dev/vdc (%.1f GiB)" % (
+        SYSTEM_GIB, DATA_GIB), vm.launched
+    assert json.loads(guest["target-disks.json"]) == {
+        "disks": {"system": "/dev/vdb", "disk1": "/dev/vdc"}, "force_wipe": []}
+    assert re.search(r"not a target disk: /dev/vdd: not blank: holds a LVM2_member "
+                     r"signature", guest["logs/worker.log"]), guest["logs/worker.log"][-3000:]
+    assert json.loads(guest["status.json"])["token"] == vm.launched["token"]
 
     # PREPARING in the VM (the status API): what was made and where it is mounted
     doc = migrated["ready"]

@@ -3,9 +3,9 @@ import json
 import pytest
 
 from receiver import app as app_mod
-from receiver import tokens, worker
+from receiver import tls, tokens, worker
 from tests.receiver.conftest import Api, der_of, load_manifest, make_csr, sample_plan
-from wire import logs
+from wire import logs, proof
 
 
 def err(r):
@@ -29,6 +29,32 @@ def test_every_v1_call_but_session_needs_the_client_certificate(anon, method, pa
     r = anon.open(method, path, json={})
     assert r.status_code == 401
     assert err(r)["code"] == "auth.client_certificate_required"
+
+
+def test_proof_shows_the_token_is_known_without_spending_it(app, store):
+    """POST /v1/session/proof: no client certificate; one proof per token over our own
+    certificate for the caller's nonce (wire/proof.py); nothing spent or counted."""
+    tok, other = tokens.new_token(store), tokens.new_token(store)
+    with open(tls.cert_path(store.dir), "rb") as f:
+        der = der_of(f.read().decode("ascii"))
+    c = app.test_client()
+    nonce = proof.new_nonce()
+    r = c.post("/v1/session/proof", json={"nonce": nonce})
+    assert r.status_code == 200, r.get_json()
+    proofs = r.get_json()["proofs"]
+    assert len(proofs) == 2
+    assert proof.check_proofs(tok, nonce, der, proofs)
+    assert proof.check_proofs(other, nonce, der, proofs)
+    assert not proof.check_proofs(tok, proof.new_nonce(), der, proofs)
+    assert not proof.check_proofs("x" * 32, nonce, der, proofs)
+    assert tok not in r.get_data(as_text=True)
+    data = store.read(tokens.TOKEN_FILE)
+    assert all(t["used_at"] is None for t in data["tokens"]) and data["failures"] == {}
+    for bad in ({}, {"nonce": "00"}, {"nonce": "G" * 64}, {"nonce": nonce.upper()},
+                {"nonce": 7}):
+        r = c.post("/v1/session/proof", json=bad)
+        assert r.status_code == 400 and err(r)["code"] == "request.invalid", bad
+        assert "'nonce'" in err(r)["message"]
 
 
 def test_session_trades_token_for_certificate_once(app, store, roots):

@@ -92,10 +92,13 @@ def test_token_new_and_status_commands(tmp_path):
     tokens.redeem(st.Store(state), new)
     r = CliRunner().invoke(cli.cli, ["status", "--state", state])
     assert r.exit_code == 0 and "NEW" in r.output
-    assert new not in r.output and first["token"] not in r.output
+    # a receiver launched by hand shows its token on the console AND in status (root
+    # only: status.json is 0600): the newest one, never one it replaced
+    assert "token: %s (one-time" % new in r.output and first["token"] not in r.output
+    assert "fingerprint: %s" % first["fingerprint"] in r.output
     r = CliRunner().invoke(cli.cli, ["status", "--state", state, "--json"])
     out = json.loads(r.output)
-    assert out["migration"]["state"] == "NEW" and "token" not in json.dumps(out)
+    assert out["migration"]["state"] == "NEW" and out["receiver"]["token"] == new
 
 
 def test_token_new_without_receiver_is_a_config_error(tmp_path):
@@ -129,3 +132,30 @@ def test_supervise_gives_up_on_quick_failures_even_when_each_takes_a_while(
         cli.supervise([child], str(tmp_path), {"now": False})
     assert e.value.code == "receiver.child_failed"
     assert len(loops) == cli.MAX_RESTARTS
+
+
+def test_console_text_of_a_receiver_launched_by_hand():
+    """What the serial console shows (ECS "Get Instance Console Output"): token, address,
+    fingerprint and the blank disks it found, or that there are none yet."""
+    status = {"migration_id": "m-1", "token": "T0k", "address": "10.0.0.5",
+              "fingerprint": "AB:CD", "control_port": 8080, "data_port": 8703,
+              "blank_disks": [{"path": "/dev/vdb", "size": 20 << 30},
+                              {"path": "/dev/vdc", "size": 5 << 29}]}
+    text = cli.render_status(status)
+    assert text.splitlines() == [
+        "go2aliyun receiver for migration m-1", "token: T0k", "address: 10.0.0.5",
+        "fingerprint: AB:CD", "ports: control 8080, data 8703",
+        "blank target disks: /dev/vdb (20.0 GiB), /dev/vdc (2.5 GiB)"]
+    status["blank_disks"] = []
+    assert cli.render_status(status).splitlines()[-1] == \
+        "blank target disks: none yet: attach empty disks"
+    del status["blank_disks"]  # named disks (launch, --disk): no such line
+    assert "blank" not in cli.render_status(status)
+
+
+def test_platform_settings_from_the_firmware_name():
+    # the local provider's qemu names its instances so: the host verifies and images
+    assert cli.platform_settings("go2aliyun local instance\n") == {
+        "provider": "local", "verify_boot": "provider"}
+    assert cli.platform_settings("Alibaba Cloud ECS") == {}
+    assert cli.platform_settings("") == {}

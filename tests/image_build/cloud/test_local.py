@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from image_build.cloud.local import (
+    PRODUCT,
     LocalCloud,
     _keep_boot_image,
     disk_id_for,
@@ -15,6 +16,7 @@ from image_build.cloud.local import (
     render_meta_data,
     unix_connect,
 )
+from receiver import cli
 from receiver.datachannel import free_port
 from wire.manifest import render_image_description
 
@@ -52,6 +54,17 @@ def test_qemu_argv_serials_forwards_and_seed():
     assert "-S" in render_instance_argv("/x", [], "/s", "a", {}, start_paused=True)
     assert argv[argv.index("-device", argv.index("virtio-net-pci,netdev=n0")) + 1] == \
         "virtio-rng-pci"
+
+
+def test_qemu_argv_of_an_instance_started_with_no_user_data():
+    """As from the ECS console: no NoCloud seed at all; the firmware names the machine
+    (what the receiver reads to know the host verifies and makes the image)."""
+    argv = render_instance_argv("/s/instances/i-1", [("/s/sys.qcow2", "d-a")], None,
+                                "10.250.0.2", {8080: 8080})
+    assert "cdrom" not in " ".join(argv) and "seed" not in " ".join(argv)
+    assert argv[argv.index("-smbios") + 1] == \
+        "type=1,manufacturer=go2aliyun,product=go2aliyun local instance"
+    assert cli.platform_settings(PRODUCT) == {"provider": "local", "verify_boot": "provider"}
 
 
 def test_qemu_argv_binds_the_monitor_relative_to_the_instance_folder():
