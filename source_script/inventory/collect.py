@@ -518,15 +518,10 @@ class _Collector(object):
         self.warn("arch", "no ELF binary or kernel name tells the architecture")
 
     def probe_initramfs_tool(self):
-        for tool, paths in (
-            ("initramfs-tools", ("/usr/sbin/update-initramfs", "/etc/initramfs-tools")),
-            ("dracut", ("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut")),
-            ("mkinitcpio", ("/usr/bin/mkinitcpio",)),
-            ("mkinitrd", ("/sbin/mkinitrd", "/usr/sbin/mkinitrd")),
-        ):
-            if any(probes.exists_target(self.root, p) for p in paths):
-                self.m["initramfs_tool"] = tool
-                return
+        """The tool whose programs are installed (wire.osfamily.INITRAMFS_TOOLS), not
+        the one whose configuration folder is left over."""
+        self.m["initramfs_tool"] = osfamily.initramfs_tool_of(
+            lambda p: probes.program_target(self.root, p))
 
     # ------------------------------------------------------------------ grub
     def probe_grub(self):

@@ -136,6 +136,24 @@ def exists_target(root, relpath):
     return os.path.lexists(target_path(root, relpath))
 
 
+def program_target(root, relpath):
+    """Whether ``relpath`` is an executable file of the system at ``root``, its symlinks
+    read as that system reads them (an absolute link from ``root``, as usrmerge's
+    ``/sbin/x -> /usr/sbin/x``)."""
+    path = target_path(root, relpath)
+    for _ in range(40):
+        if not os.path.islink(path):
+            break
+        link = os.readlink(path)
+        path = target_path(root, link) if link.startswith("/") else \
+            os.path.join(os.path.dirname(path), link)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return os.path.isfile(path) and bool(st.st_mode & 0o111)
+
+
 def walk_module_names(root, moddir):
     """Names of the module files under ``moddir`` (used when modules.dep is absent)."""
     names = set()
