@@ -60,6 +60,21 @@ def run_xfs_info(mountpoint_or_device):
     return runner.run(["xfs_info", mountpoint_or_device], timeout=60).stdout
 
 
+def run_btrfs(mountpoint):
+    """What the inventory records of a mounted btrfs filesystem: ``subvolume list -a -p
+    -u -q`` (every subvolume, whichever is mounted; ``-a``: paths from the top level,
+    where without it a subvolume below the mounted one is named relative to it),
+    ``subvolume get-default``, and whether ``qgroup show`` works (quotas enabled)."""
+    return {
+        "list": runner.run(["btrfs", "subvolume", "list", "-a", "-p", "-u", "-q",
+                            mountpoint], timeout=60).stdout,
+        "default": runner.run(["btrfs", "subvolume", "get-default", mountpoint],
+                              timeout=60).stdout,
+        "quota": runner.run(["btrfs", "qgroup", "show", mountpoint], ok_codes=None,
+                            timeout=60).returncode == 0,
+    }
+
+
 def run_lvm_report():
     common = ["--reportformat", "json", "--units", "b", "--nosuffix"]
     return {
