@@ -139,6 +139,7 @@ def evaluate(config, manifest, facts):
     out += _check_rsync(manifest)
     out += _check_selinux(manifest)
     out += _check_kernels(manifest)
+    out += _check_initramfs(manifest)
     out += _check_grub(manifest)
     out += _check_clock(facts.get("clock") or {}, config)
     out += _check_data_disks(config, manifest, facts)
@@ -298,6 +299,24 @@ def _check_kernels(manifest):
                            "in every kernel (%s)" % ", ".join(k.get("version") or "?"
                                                               for k in kernels)))
     return out
+
+
+def _check_initramfs(manifest):
+    """The receiver rebuilds every initramfs with the tool the source has installed
+    (found by its programs, wire.osfamily.INITRAMFS_TOOLS); one it does not run is
+    refused here, before the copy, as the conversion would refuse it after."""
+    tool = manifest.get("initramfs_tool")
+    known = " or ".join(osfamily.CONVERTED_INITRAMFS_TOOLS)
+    if tool in osfamily.CONVERTED_INITRAMFS_TOOLS:
+        return [finding("initramfs", "ok", "initramfs built by %s" % tool)]
+    if tool is None:
+        return [finding("initramfs", "blocker", "no initramfs tool is installed (none of "
+                        "update-initramfs with mkinitramfs, dracut, mkinitcpio, mkinitrd)",
+                        "install %s with the distribution's package manager" % known)]
+    return [finding("initramfs", "blocker", "the initramfs is built by %s, which go2aliyun "
+                    "cannot run to add the virtio drivers" % tool,
+                    "switch the system to %s (its initramfs must hold the virtio drivers) "
+                    "and check again" % known)]
 
 
 def _check_grub(manifest):

@@ -9,7 +9,9 @@ fstab entry without ``nofail`` is required by ``local-fs.target``; when one fail
 systemd goes to ``emergency.target`` and prints "You are in emergency mode" instead of
 starting the gettys. So login prompt + no failure marker => the required mounts are up.
 :func:`classify_console` also fails on any "[FAILED] Failed to mount" line, which
-covers ``nofail`` entries that systemd reports.
+covers ``nofail`` entries that systemd reports, and on a wait for a device that is not
+there ("Gave up waiting for", "Timed out waiting for device", "Dependency failed for":
+``verify.device_wait``) even when the login prompt follows.
 
 Pure parts (:func:`classify_console`, :func:`render_qemu_argv`) are unit-tested on
 captured consoles under tests/data/consoles/; :func:`boot_and_watch` runs qemu.
@@ -42,6 +44,13 @@ FAILURES = [
      "the initramfs could not find or mount the root filesystem"),
     ("verify.mount_failed", re.compile(r"\[FAILED\] Failed to mount .*"),
      "a filesystem failed to mount"),
+    # Not fatal for the boot, which goes on to a login prompt, but the machine waited
+    # (initramfs-tools 30 s for a resume device, systemd 90 s for an fstab device) for
+    # something the migration left behind (issue 18: a stale RESUME= in the initrd).
+    ("verify.device_wait",
+     re.compile(r"Gave up waiting for .*|Timed out waiting for device .*|"
+                r"Dependency failed for .*"),
+     "the boot was waiting for a device that is not there"),
     ("verify.bootloader",
      re.compile(r"grub rescue>|error: no such device|Boot failed: not a bootable disk|"
                 r"No bootable device|error: unknown filesystem|error: file .* not found"),

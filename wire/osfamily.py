@@ -11,17 +11,19 @@ import fnmatch
 # ids: os-release ID / ID_LIKE values (lower case, fnmatch patterns); efi_signed_flag:
 # grub-install's flag that keeps shim's chain (None: no grub-install on UEFI, the
 # distro's signed binaries stay as they are); install: the package manager's install
-OSFamily = collections.namedtuple("OSFamily", "name ids initramfs_tool grub_dir grub_install "
+# initrd: the name of a kernel's initramfs in /boot where the family's boot loader
+# scripts look for it (dracut on Debian writes initrd.img-<k> too)
+OSFamily = collections.namedtuple("OSFamily", "name ids initrd grub_dir grub_install "
                                   "grub_mkconfig efi_signed_flag install")
 DEBIAN = OSFamily("debian", ("debian", "ubuntu", "linuxmint", "raspbian", "kali", "devuan",
                              "deepin", "uos"),
-                  "initramfs-tools", "/boot/grub", "grub-install", "grub-mkconfig",
+                  "initrd.img-%s", "/boot/grub", "grub-install", "grub-mkconfig",
                   "--uefi-secure-boot", "apt-get install %s -y")
 RHEL = OSFamily("rhel", ("rhel", "centos", "fedora", "rocky", "almalinux", "ol", "amzn",
                          "alinux", "anolis", "openeuler", "kylin", "euleros", "scientific",
-                         "cloudlinux"), "dracut", "/boot/grub2", "grub2-install",
+                         "cloudlinux"), "initramfs-%s.img", "/boot/grub2", "grub2-install",
                 "grub2-mkconfig", None, "yum install %s -y")
-SUSE = OSFamily("suse", ("sles", "sled", "suse", "opensuse*"), "dracut", "/boot/grub2",
+SUSE = OSFamily("suse", ("sles", "sled", "suse", "opensuse*"), "initramfs-%s.img", "/boot/grub2",
                 "grub2-install", "grub2-mkconfig", "--suse-force-signed", "zypper install %s")
 FAMILIES = (DEBIAN, RHEL, SUSE)
 OTHER = "other"  # the manifest's family when no row takes the system: not converted
@@ -30,6 +32,23 @@ OTHER = "other"  # the manifest's family when no row takes the system: not conve
 EFI_DIRS = {"rhel": "redhat", "ol": "redhat", "opensuse-leap": "opensuse"}
 # UEFI: the first major release whose EFI/<id>/grub.cfg only loads /boot/grub2/grub.cfg
 EFI_WRAPPER_SINCE = {"rhel": 9, "fedora": 34}  # (another id of the family: as rhel)
+
+# The initramfs tools, each known by the programs it needs (any one path of each group,
+# an executable file), never by its configuration folders: /etc/initramfs-tools
+# survives a switch to dracut (Debian 13 supports both), and a conversion that ran the
+# tool of the leftover folder failed after the whole copy (issue 18). The first row
+# whose programs are all there wins.
+InitramfsTool = collections.namedtuple("InitramfsTool", "name programs")
+INITRAMFS_TOOLS = (
+    InitramfsTool("initramfs-tools", (("/usr/sbin/update-initramfs", "/sbin/update-initramfs"),
+                                      ("/usr/sbin/mkinitramfs", "/sbin/mkinitramfs"))),
+    InitramfsTool("dracut", (("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut"),)),
+    InitramfsTool("mkinitcpio", (("/usr/bin/mkinitcpio", "/usr/sbin/mkinitcpio"),)),
+    InitramfsTool("mkinitrd", (("/sbin/mkinitrd", "/usr/sbin/mkinitrd", "/usr/bin/mkinitrd"),)),
+)
+# The tools the receiver's conversion runs (receiver/convert/distro.py); any other is
+# refused by the source's preflight, and by the conversion if it gets that far.
+CONVERTED_INITRAMFS_TOOLS = ("initramfs-tools", "dracut")
 
 VIRTIO_DRIVERS = ("virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_scsi",
                   "virtio_net")
@@ -50,6 +69,15 @@ PSEUDO_FSTYPES = frozenset((
 # Optical media are not copied either, but their fstab entries are disabled on ECS
 # (there is no such drive there: systemd would wait for it).
 MEDIA_FSTYPES = frozenset(("iso9660", "udf"))
+
+
+def initramfs_tool_of(is_program):
+    """The name of the initramfs tool whose programs ``is_program(path)`` (an executable
+    file of the system, path absolute in it) all finds, or None (pure)."""
+    for tool in INITRAMFS_TOOLS:
+        if all(any(is_program(p) for p in group) for group in tool.programs):
+            return tool.name
+    return None
 
 
 def by_name(name):

@@ -386,6 +386,39 @@ def parse_xfs_info(text):
     }
 
 
+BTRFS_TOP_LEVEL = 5  # the id of a btrfs filesystem's top-level subvolume (FS_TREE)
+_BTRFS_LIST_RE = re.compile(
+    r"^ID (?P<id>\d+) gen \d+ parent (?P<parent>\d+) top level (?P<top_level>\d+)"
+    r" parent_uuid (?P<parent_uuid>\S+)\s+uuid (?P<uuid>\S+) path (?P<path>.+)$")
+
+
+def parse_btrfs_subvolume_list(text):
+    """``btrfs subvolume list -a -p -u -q MOUNTPOINT`` (every subvolume of the filesystem;
+    ``<FS_TREE>/`` dropped, the paths are from the top level): ``[{"id", "parent",
+    "top_level", "uuid", "path", "snapshot_of"}]``; ``snapshot_of`` is the uuid of the
+    subvolume it is a snapshot of (``parent_uuid``), None for one created empty."""
+    out = []
+    for line in text.splitlines():
+        m = _BTRFS_LIST_RE.match(line.strip())
+        if not m:
+            continue
+        path = m.group("path")
+        if path.startswith("<FS_TREE>/"):  # -a: outside the mounted subvolume
+            path = path[len("<FS_TREE>/"):]
+        out.append({"id": int(m.group("id")), "parent": int(m.group("parent")),
+                    "top_level": int(m.group("top_level")), "uuid": m.group("uuid"),
+                    "path": path, "snapshot_of": None if m.group("parent_uuid") == "-"
+                    else m.group("parent_uuid")})
+    return out
+
+
+def parse_btrfs_get_default(text):
+    """``btrfs subvolume get-default MOUNTPOINT`` -> the default subvolume's id (5, the
+    top level, when none was set: ``ID 5 (FS_TREE)``)."""
+    m = re.match(r"^ID (\d+)", text.strip())
+    return int(m.group(1)) if m else None
+
+
 def parse_lvm_report(pvs_json, vgs_json, lvs_json):
     """``pvs``/``vgs``/``lvs --reportformat json --units b --nosuffix -o ...`` -> the
     manifest's ``lvm`` object."""

@@ -81,8 +81,9 @@ def default_out_dir(cache_dir=None):
     return os.path.join(cache_dir or default_cache_dir(), "sample-server-" + build_key())
 
 
-def rootfs_key(suite=SUITE, mirror=MIRROR, variant=VARIANT, packages=PACKAGES):
-    blob = json.dumps([suite, mirror, variant, sorted(packages)]).encode()
+def rootfs_key(suite=SUITE, mirror=MIRROR, variant=VARIANT, packages=PACKAGES, recipe=None):
+    parts = [suite, mirror, variant, sorted(packages)] + ([recipe] if recipe else [])
+    blob = json.dumps(parts).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -135,29 +136,31 @@ def cache_lock(path):
         yield
 
 
-def ensure_rootfs(cache_dir=None, packages=PACKAGES, configure=None):
+def ensure_rootfs(cache_dir=None, packages=PACKAGES, configure=None, suite=SUITE,
+                  recipe=None):
     """Return the path of the cached debootstrap tarball of ``packages``, making it when
     missing. ``configure(tree)`` adjusts the tree before it is packed (default: the
-    sample server's hostname and network); the cache key is over the packages, so two
-    callers with different package lists never share a tarball."""
+    sample server's hostname and network); the cache key is over the suite, the packages
+    and ``recipe`` (a name for what ``configure`` does beyond them), so two callers with
+    different lists never share a tarball."""
     cache_dir = cache_dir or default_cache_dir()
     os.makedirs(cache_dir, exist_ok=True)
-    tarball = os.path.join(cache_dir, "debian-%s-%s.tar" % (SUITE, rootfs_key(
-        packages=packages)))
+    tarball = os.path.join(cache_dir, "debian-%s-%s.tar" % (suite, rootfs_key(
+        suite=suite, packages=packages, recipe=recipe)))
     with cache_lock(tarball):
-        return _ensure_rootfs(cache_dir, tarball, packages, configure)
+        return _ensure_rootfs(cache_dir, tarball, packages, configure, suite)
 
 
-def _ensure_rootfs(cache_dir, tarball, packages, configure):
+def _ensure_rootfs(cache_dir, tarball, packages, configure, suite=SUITE):
     if os.path.exists(tarball):
         log.info("using cached root tree %s", tarball)
         return tarball
     work = tempfile.mkdtemp(prefix="debootstrap-", dir=cache_dir)
     try:
         tree = os.path.join(work, "root")
-        log.info("debootstrap %s into %s (a few minutes)", SUITE, tree)
+        log.info("debootstrap %s into %s (a few minutes)", suite, tree)
         runner.run(["debootstrap", "--variant=" + VARIANT, "--include=" + ",".join(packages),
-                    SUITE, tree, MIRROR], timeout=1800)
+                    suite, tree, MIRROR], timeout=1800)
         (configure or _configure_tree)(tree)
         clean_apt_archives(tree)
         tmp = tarball + ".part"

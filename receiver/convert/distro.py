@@ -78,14 +78,18 @@ class Family:
             argv.append(self.efi_signed_flag)
         return argv
 
-    def initramfs_argvs(self, kernels):
-        """kernels: [(version, [drivers that are modules])]."""
+    def initramfs_argvs(self, tool, kernels):
+        """The commands that rebuild every kernel's initramfs with ``tool`` (a name of
+        :data:`wire.osfamily.CONVERTED_INITRAMFS_TOOLS`, found by :func:`initramfs_tool`);
+        kernels: [(version, [drivers that are modules])]."""
+        if tool == "initramfs-tools":
+            return [["update-initramfs", "-u", "-k", "all"]]
         out = []
         for kver, drivers in kernels:
             argv = ["dracut", "-f"]
             if drivers:
                 argv += ["--add-drivers", " ".join(drivers)]
-            argv += ["--kver", kver, "/boot/initramfs-%s.img" % kver]
+            argv += ["--kver", kver, "/boot/" + self.initrd % kver]
             out.append(argv)
         return out
 
@@ -95,9 +99,6 @@ class Debian(Family, row=osfamily.DEBIAN):
 
     def mkconfig_argv(self, firmware, efi_dir=None):
         return ["update-grub"]
-
-    def initramfs_argvs(self, kernels):
-        return [["update-initramfs", "-u", "-k", "all"]]
 
 
 class RHEL(Family, row=osfamily.RHEL):
@@ -110,6 +111,28 @@ class SUSE(Family, row=osfamily.SUSE):
 
 
 FAMILIES = (Debian, RHEL, SUSE)
+
+
+def _is_program(root, path):
+    p = in_root(root, path)
+    return os.path.isfile(p) and bool(os.stat(p).st_mode & 0o111)
+
+
+def initramfs_tool(root):
+    """The initramfs tool installed in the copy at ``root`` (by its programs, the rows
+    of :data:`wire.osfamily.INITRAMFS_TOOLS`); refuses one the conversion cannot run."""
+    tool = osfamily.initramfs_tool_of(lambda p: _is_program(root, p))
+    if tool not in osfamily.CONVERTED_INITRAMFS_TOOLS:
+        raise ConversionError(
+            "cannot rebuild the initramfs of the migrated system: %s" % (
+                "its initramfs tool is %s" % tool if tool else
+                "none of update-initramfs with mkinitramfs, dracut, mkinitcpio, mkinitrd "
+                "is installed"),
+            code="conversion.unsupported_initramfs", tool=tool,
+            hint="go2aliyun rebuilds initramfs images with %s: install one of them on "
+            "the source (with the virtio drivers) and migrate again"
+            % " or ".join(osfamily.CONVERTED_INITRAMFS_TOOLS))
+    return tool
 
 
 def family_for(os_release):
@@ -127,4 +150,5 @@ def family_for(os_release):
         hint="go2aliyun converts Debian/Ubuntu, RHEL/CentOS/Rocky/Alma and SUSE systems")
 
 
-__all__ = ["Family", "Debian", "RHEL", "SUSE", "family_for", "read_os_release"]
+__all__ = ["Family", "Debian", "RHEL", "SUSE", "family_for", "read_os_release",
+           "initramfs_tool"]

@@ -593,6 +593,7 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
         raise ConversionError("the prepared disks hold no filesystem for /",
                               code="conversion.unresolved_root")
     fam = distro_mod.family_for(distro_mod.read_os_release(root))
+    tool = distro_mod.initramfs_tool(root)  # what is installed, not the family's usual
     edits, commands, notes = [], [], []
 
     # references
@@ -644,7 +645,7 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
     # drivers
     kernels = plan_kernels(root)
     drivers = list(osfamily.DRIVERS)
-    if fam.initramfs_tool == "initramfs-tools":
+    if tool == "initramfs-tools":
         text = read_target(root, "/etc/initramfs-tools/modules")
         new = plan_initramfs_modules(text, drivers)
         if new is not None:
@@ -671,7 +672,7 @@ def plan_conversion(root, prepared, manifest, firmware="bios", system_device=Non
     else:
         plan_efi(root, fam, efi_dir, edits, commands, targets, notes)
     kargs = [(kver, [d for d in drivers if st[d] == "module"]) for kver, st in kernels]
-    for argv in fam.initramfs_argvs(kargs):
+    for argv in fam.initramfs_argvs(tool, kargs):
         _cmd(commands, argv, "initramfs with the virtio drivers")
     if ci:
         _cmd(commands, ["cloud-init", "clean", "--logs"], "cloud-init runs once on ECS")

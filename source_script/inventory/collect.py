@@ -192,8 +192,11 @@ class _Collector(object):
         wanted = set()
         mounted_numbers = {e["major_minor"] for e in self.mountinfo
                            if e["fstype"] not in PSEUDO_FSTYPES}
+        # btrfs reports an anonymous device number (0:N) in mountinfo: its source names
+        # the device
+        mounted_sources = {e["source"] for e in self.mountinfo if e["fstype"] == "btrfs"}
         for r in self.lsblk:
-            if r.get("maj_min") in mounted_numbers:
+            if r.get("maj_min") in mounted_numbers or r["name"] in mounted_sources:
                 wanted |= top(r["name"])
         if self.is_host:
             for r in self.lsblk:
@@ -308,6 +311,21 @@ class _Collector(object):
             fss.append(self.describe_fs(dev, fstype, tags))
         self.m["filesystems"] = fss
 
+    def describe_btrfs(self, out, dev):
+        """The subvolumes (each with where the system mounts it, and the uuid of the
+        subvolume it is a snapshot of), the default subvolume and the quota state."""
+        mounted = {}
+        number = probes.device_number(dev)
+        for e in self.mountinfo:
+            if e["fstype"] == "btrfs" and (e["source"] == dev or
+                                           (number and e["major_minor"] == number)):
+                mounted.setdefault(e["fs_root"].strip("/"), e["mountpoint"])
+        subs = parsers.parse_btrfs_subvolume_list(out["list"])
+        for s in subs:
+            s["mountpoint"] = mounted.get(s["path"])
+        return {"subvolumes": subs, "default_id": parsers.parse_btrfs_get_default(
+            out["default"]), "quota": bool(out["quota"])}
+
     def fallback_tags(self, dev):
         """What lsblk and the mount table know of a device blkid could not read."""
         row = self.devices.get(dev) or {}
@@ -351,6 +369,11 @@ class _Collector(object):
                           inode_size=info["inode_size"], size_bytes=info["size_bytes"])
             except Exception as e:  # noqa: BLE001
                 self.warn("filesystems", "xfs_info %s: %s" % (dev, e))
+        elif fstype == "btrfs" and mnt:
+            try:
+                fs["btrfs"] = self.describe_btrfs(probes.run_btrfs(mnt["host_mountpoint"]), dev)
+            except Exception as e:  # noqa: BLE001
+                self.warn("filesystems", "btrfs subvolume list %s: %s" % (dev, e))
         elif fstype == "vfat":
             fs["vfat_id"] = (tags.get("UUID") or "").replace("-", "") or None
             if not mnt:
@@ -518,15 +541,10 @@ class _Collector(object):
         self.warn("arch", "no ELF binary or kernel name tells the architecture")
 
     def probe_initramfs_tool(self):
-        for tool, paths in (
-            ("initramfs-tools", ("/usr/sbin/update-initramfs", "/etc/initramfs-tools")),
-            ("dracut", ("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut")),
-            ("mkinitcpio", ("/usr/bin/mkinitcpio",)),
-            ("mkinitrd", ("/sbin/mkinitrd", "/usr/sbin/mkinitrd")),
-        ):
-            if any(probes.exists_target(self.root, p) for p in paths):
-                self.m["initramfs_tool"] = tool
-                return
+        """The tool whose programs are installed (wire.osfamily.INITRAMFS_TOOLS), not
+        the one whose configuration folder is left over."""
+        self.m["initramfs_tool"] = osfamily.initramfs_tool_of(
+            lambda p: probes.program_target(self.root, p))
 
     # ------------------------------------------------------------------ grub
     def probe_grub(self):

@@ -60,6 +60,21 @@ def run_xfs_info(mountpoint_or_device):
     return runner.run(["xfs_info", mountpoint_or_device], timeout=60).stdout
 
 
+def run_btrfs(mountpoint):
+    """What the inventory records of a mounted btrfs filesystem: ``subvolume list -a -p
+    -u -q`` (every subvolume, whichever is mounted; ``-a``: paths from the top level,
+    where without it a subvolume below the mounted one is named relative to it),
+    ``subvolume get-default``, and whether ``qgroup show`` works (quotas enabled)."""
+    return {
+        "list": runner.run(["btrfs", "subvolume", "list", "-a", "-p", "-u", "-q",
+                            mountpoint], timeout=60).stdout,
+        "default": runner.run(["btrfs", "subvolume", "get-default", mountpoint],
+                              timeout=60).stdout,
+        "quota": runner.run(["btrfs", "qgroup", "show", mountpoint], ok_codes=None,
+                            timeout=60).returncode == 0,
+    }
+
+
 def run_lvm_report():
     common = ["--reportformat", "json", "--units", "b", "--nosuffix"]
     return {
@@ -134,6 +149,24 @@ def list_target(root, relpath):
 
 def exists_target(root, relpath):
     return os.path.lexists(target_path(root, relpath))
+
+
+def program_target(root, relpath):
+    """Whether ``relpath`` is an executable file of the system at ``root``, its symlinks
+    read as that system reads them (an absolute link from ``root``, as usrmerge's
+    ``/sbin/x -> /usr/sbin/x``)."""
+    path = target_path(root, relpath)
+    for _ in range(40):
+        if not os.path.islink(path):
+            break
+        link = os.readlink(path)
+        path = target_path(root, link) if link.startswith("/") else \
+            os.path.join(os.path.dirname(path), link)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return os.path.isfile(path) and bool(st.st_mode & 0o111)
 
 
 def walk_module_names(root, moddir):

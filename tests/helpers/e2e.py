@@ -46,7 +46,10 @@ CONFIG = {"access_id": "", "secret_key": "", "region_id": "", "image_name": IMAG
 # What the default excludes leave out of the system disk (the contents, not the folder).
 SYSTEM_EXCLUDED = ["dev/*", "proc/*", "sys/*", "run/*", "tmp/*", "media/*", "mnt/*",
                    "lost+found/*", "var/lib/lxcfs/*"]
-# Files the conversion regenerates rather than edits: no .pre-migration copy (a small
+# Where the conversion keeps the originals it replaces (receiver.convert.apply.BACKUP_DIR,
+# without its leading /).
+KEPT = "var/lib/go2aliyun/pre-migration"
+# Files the conversion regenerates rather than edits: no kept original (a small
 # /boot may not hold two initramfs images); checked by the boot instead.
 REGENERATED = ["boot/initrd.img-*", "boot/grub/*", "var/lib/initramfs-tools/*",
                "etc/initramfs-tools/*", "var/lib/dpkg/*", "var/cache/*", "var/log/*",
@@ -133,19 +136,20 @@ def writable_disk1(root, base):
 
 
 def unexplained(problems, src, dst):
-    """Differences that neither a .pre-migration copy nor a regeneration explains."""
+    """Differences that neither a kept original (under KEPT) nor a regeneration explains."""
     left = []
     for p in problems:
         if " for '" in p:
             rel = p.split(" for '", 1)[1].split("'", 1)[0]
         elif p.startswith("extra in copy: '"):
             rel = p.split("'", 2)[1]
-            if rel.endswith(".pre-migration") or fidelity.excluded(rel, REGENERATED):
+            if rel == KEPT or rel.startswith(KEPT + "/") or \
+                    fidelity.excluded(rel, REGENERATED) or rel in ("var/lib/go2aliyun",):
                 continue
         else:
             left.append(p)
             continue
-        pre = os.path.join(dst, rel + ".pre-migration")
+        pre = os.path.join(dst, KEPT, rel)
         if os.path.lexists(pre) and os.path.isfile(pre) and \
                 fidelity._sha256(pre) == fidelity._sha256(os.path.join(src, rel)):
             continue
@@ -340,7 +344,9 @@ def check_image_files(files, root, disk1_source, also=None):
         assert "/dev/sda" not in "\n".join(
             ln for ln in fstab.splitlines() if not ln.startswith("#"))
         assert "/mnt/disk1" in fstab
-        assert os.path.exists(os.path.join(system, "etc", "fstab.pre-migration"))
+        assert os.path.exists(os.path.join(system, KEPT, "etc", "fstab"))
+        assert not [n for n in os.listdir(os.path.join(system, "etc"))
+                    if n.endswith(".pre-migration")]
         if also is not None:
             also(system, data)
 

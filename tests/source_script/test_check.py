@@ -111,8 +111,8 @@ def test_a_good_source_has_no_blocker_and_no_warning():
     findings = run()
     assert by(findings, "blocker") == [] and by(findings, "warning") == []
     assert {f["check"] for f in findings} >= {
-        "config", "root", "platform", "architecture", "rsync", "selinux", "virtio", "grub",
-        "clock", "sizes"}
+        "config", "root", "platform", "architecture", "rsync", "selinux", "virtio",
+        "initramfs", "grub", "clock", "sizes"}
     assert not chk.blocked(findings)
 
 
@@ -145,6 +145,30 @@ def test_check_refuses_what_conversion_would_refuse(osid):
     except ConversionError:
         converts = False
     assert refused != converts
+
+
+@pytest.mark.parametrize("tool", [t.name for t in osfamily.INITRAMFS_TOOLS] + [None])
+def test_check_refuses_an_initramfs_tool_conversion_would_refuse(tool, tmp_path):
+    """The manifest's tool (found by its programs) against the receiver's own finding
+    on a tree holding that tool's programs: the check passes exactly what converts."""
+    findings = run(m=manifest(initramfs_tool=tool))
+    refused = [b["check"] for b in by(findings, "blocker")] == ["initramfs"]
+    row = next((t for t in osfamily.INITRAMFS_TOOLS if t.name == tool), None)
+    for group in (row.programs if row else ()):
+        path = tmp_path / group[0].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    try:
+        converts = distro.initramfs_tool(str(tmp_path)) == tool
+    except ConversionError as e:
+        assert e.code == "conversion.unsupported_initramfs" and e.details["tool"] == tool
+        converts = False
+    assert refused != converts
+    if refused:
+        (b,) = by(findings, "blocker")
+        assert "dracut" in b["fix"] and "initramfs-tools" in b["fix"]
+        assert (tool or "no initramfs tool") in b["message"]
 
 
 def test_rsync_versions():

@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -18,6 +19,13 @@ def console(name):
     ("debian12-panic-no-initrd.log", "verify.kernel_panic"),
     ("debian12-initramfs-alert.log", "verify.initramfs_shell"),
     ("debian12-missing-data-disk.log", "verify.emergency_shell"),
+    # the login prompt follows, but the boot waited for a device that is not there
+    # (issue 18): the real login console with initramfs-tools' lines for a missing resume
+    # device in place of its local-premount line, and with the real systemd lines of
+    # debian12-missing-data-disk.log (a nofail mount: no emergency shell) before the
+    # multi-user target
+    ("debian12-resume-gave-up-login.log", "verify.device_wait"),
+    ("debian12-device-timeout-login.log", "verify.device_wait"),
 ])
 def test_classify_real_consoles(name, code):
     verdict = bootcheck.classify_console(console(name))
@@ -37,6 +45,20 @@ def test_failure_wins_over_a_later_login_prompt():
     text = "[FAILED] Failed to mount mnt-data.mount - /data.\nhost login: "
     verdict = bootcheck.classify_console(text)
     assert verdict.code == "verify.mount_failed"
+
+
+@pytest.mark.parametrize("line", [
+    "Gave up waiting for suspend/resume device",
+    "\x1b[0;1;31m TIME \x1b[0m] Timed out waiting for device \x1b[0;1;39mdev-sda4.swap"
+    "\x1b[0m - /dev/sda4.",
+    "[\x1b[0;1;38;5;185mDEPEND\x1b[0m] Dependency failed for \x1b[0;1;39mswap.target"
+    "\x1b[0m - Swaps.",
+])
+def test_a_wait_for_a_missing_device_fails_even_with_a_login_prompt(line):
+    verdict = bootcheck.classify_console("Booting\r\n%s\r\nhost login: " % line)
+    assert not verdict.ok and verdict.code == "verify.device_wait"
+    assert "waiting for" in verdict.reason and re.sub(r"\x1b\[[0-9;]*m", "", line).split(
+        "] ")[-1] in verdict.reason  # the line itself, without its colours
 
 
 def test_qemu_argv_looks_like_ecs():

@@ -102,6 +102,21 @@ def test_dumpe2fs_features_replayable():
     assert "metadata_csum" in boot["features"] and boot["label"] == "boot"
 
 
+def test_btrfs_subvolumes():
+    """A root filesystem as SUSE and Fedora lay it out (captured from btrfs-progs 6.2
+    with @ mounted, tests/source_script/inventory/layouts.btrfs_subvolumes): @ (the
+    default), @home, a nested @/var/lib/machines and a read-only snapshot of @."""
+    subs = parsers.parse_btrfs_subvolume_list(captured("btrfs.subvolume_list.txt"))
+    assert [(s["id"], s["parent"], s["path"]) for s in subs] == [
+        (256, 5, "@"), (257, 5, "@home"), (258, 256, "@/var/lib/machines"),
+        (259, 5, "@snap-1")]
+    assert [s["snapshot_of"] for s in subs] == [
+        None, None, None, "3cc7358d-0755-2745-aff7-b2ebecb94a79"]
+    assert subs[3]["snapshot_of"] == subs[0]["uuid"]
+    assert parsers.parse_btrfs_get_default(captured("btrfs.get_default.txt")) == 256
+    assert parsers.parse_btrfs_get_default("ID 5 (FS_TREE)\n") == parsers.BTRFS_TOP_LEVEL
+
+
 def test_xfs_info_features():
     info = parsers.parse_xfs_info(captured("gpt.xfs_info.txt"))
     f = info["features"]

@@ -19,6 +19,7 @@ import pytest
 
 from receiver import blockdev
 from receiver.convert import convert
+from receiver.convert.chroot import sandbox
 from receiver.disks import apply as disks_apply
 from receiver.disks import probe
 from source_script.inventory.collect import collect
@@ -112,13 +113,19 @@ def build_converted(work):
             grub_cfg = read_text(target_path(result["modules"]["system"], "/boot/grub/grub.cfg"))
             resume = read_text(target_path(result["modules"]["system"],
                                        "/etc/initramfs-tools/conf.d/resume"))
+            # what the rebuilt initrds hold, listed by the copy's own lsinitramfs
+            with sandbox(result["modules"]["system"], "bios", disks["system"]) as run:
+                initrds = {k["version"]: run(["lsinitramfs",
+                                              "/boot/initrd.img-%s" % k["version"]]).stdout
+                           for k in report["kernels"]}
         finally:
             disks_apply.release(result)
         # the source's filesystems were attached here: every UUID collided and changed
         assert {c["kind"] for c in result["id_changes"]} >= {"filesystem"}
     _wait_detached(images.values())
     return {"images": images, "report": report, "result": result, "fstab": fstab,
-            "grub_cfg": grub_cfg, "resume": resume, "work": work, "manifest": manifest,
+            "grub_cfg": grub_cfg, "resume": resume, "initrds": initrds, "work": work,
+            "manifest": manifest,
             "source": desc}
 
 
@@ -131,6 +138,17 @@ def converted(tmp_path_factory):
 
 def _uuid(result, mountpoint):
     return next(f["uuid"] for f in result["filesystems"] if f["mountpoint"] == mountpoint)
+
+
+def test_the_rebuilt_initrd_holds_no_kept_original(converted):
+    """initramfs-tools packs every file of conf/conf.d: a backup kept next to
+    conf.d/resume would bring the source's RESUME= back into the initrd (issue 18)."""
+    assert converted["initrds"]
+    for version, listing in converted["initrds"].items():
+        confd = sorted(ln.rsplit("/", 1)[1] for ln in listing.splitlines()
+                       if re.search(r"(^|/)conf/conf\.d/[^/]+$", ln))
+        assert confd == ["resume"], (version, confd)
+        assert "pre-migration" not in listing, version
 
 
 def test_converted_sample_boots_on_virtio_with_its_data_disk(converted, tmp_path):

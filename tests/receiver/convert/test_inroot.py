@@ -106,7 +106,9 @@ def test_an_in_root_link_is_edited_where_it_points(tmp_path):
     os.symlink("/usr/share/netplan/50-cloud.yaml", link)
     apply_edits(root, [Edit("/etc/netplan/50-cloud.yaml", "new\n", "mac")])
     assert os.readlink(link) == "/usr/share/netplan/50-cloud.yaml"
-    assert _read(real) == "new\n" and _read(real + ".pre-migration") == "old\n"
+    assert _read(real) == "new\n"
+    assert _read(os.path.join(root, "var/lib/go2aliyun/pre-migration",
+                              "usr/share/netplan/50-cloud.yaml")) == "old\n"
 
 
 def test_a_removed_link_is_the_link_not_its_target(tmp_path, outside):
@@ -115,7 +117,10 @@ def test_a_removed_link_is_the_link_not_its_target(tmp_path, outside):
     os.makedirs(os.path.dirname(rules))
     os.symlink(os.path.join(outside, "fstab"), rules)
     apply_edits(root, [Edit("/etc/udev/rules.d/70-persistent-net.rules", None, "mac")])
-    assert os.path.islink(rules + ".pre-migration") and not os.path.lexists(rules)
+    kept = os.path.join(root, "var/lib/go2aliyun/pre-migration",
+                        "etc/udev/rules.d/70-persistent-net.rules")
+    assert os.path.islink(kept) and not os.path.lexists(rules)
+    assert os.readlink(kept) == os.path.join(outside, "fstab")
     assert _read(os.path.join(outside, "fstab")) == "receiver's own fstab\n"
 
 

@@ -99,6 +99,52 @@ def test_debian12_bios(debian12):
     assert ConversionPlan.from_json(doc) == plan
 
 
+def _switch_initramfs_tool(root, tool):
+    """As ``apt install dracut`` (or mkinitcpio) leaves a Debian system: initramfs-tools'
+    programs gone, /etc/initramfs-tools (with its modules and conf.d) still there."""
+    for name in ("update-initramfs", "mkinitramfs"):
+        os.unlink(os.path.join(root, "usr", "sbin", name))
+    program = os.path.join(root, "usr", "bin", tool)
+    with open(program, "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(program, 0o755)
+
+
+def test_debian_with_dracut_runs_dracut_for_each_kernel(debian12):
+    """Debian 13 supports dracut; the leftover /etc/initramfs-tools made the conversion
+    run update-initramfs, which is not there (issue 18)."""
+    _switch_initramfs_tool(debian12, "dracut")
+    plan = plan_conversion(debian12, T.DEBIAN12, debian12_manifest(), "bios", "/dev/vdb")
+    ed = edits_of(plan)
+    assert "/etc/initramfs-tools/modules" not in ed
+    assert ed["/etc/dracut.conf.d/90-go2aliyun-virtio.conf"] == (
+        '# go2aliyun: drivers of the ECS instance\nadd_drivers+=" virtio virtio_ring '
+        'virtio_pci virtio_blk virtio_scsi virtio_net nvme "\n')
+    cmds = argvs(plan)
+    assert cmds[0] == ["grub-install", "--target=i386-pc", "/dev/vdb"]
+    assert cmds[-1] == ["update-grub"]
+    # Debian's grub scripts look for initrd.img-<k>, which Debian's dracut writes too
+    assert [(c[0], c[-3:]) for c in cmds[1:-1]] == [
+        ("dracut", ["--kver", k, "/boot/initrd.img-%s" % k])
+        for k in ("6.1.0-13-amd64", "6.1.0-27-amd64")]
+    assert ["update-initramfs", "-u", "-k", "all"] not in cmds
+
+
+@pytest.mark.parametrize("tool", ["mkinitcpio", None])
+def test_an_initramfs_tool_conversion_cannot_run_is_refused(debian12, tool):
+    if tool:
+        _switch_initramfs_tool(debian12, tool)
+    else:
+        for name in ("update-initramfs", "mkinitramfs"):
+            os.unlink(os.path.join(debian12, "usr", "sbin", name))
+    with pytest.raises(ConversionError) as e:
+        plan_conversion(debian12, T.DEBIAN12, debian12_manifest(), "bios", "/dev/vdb")
+    assert e.value.code == "conversion.unsupported_initramfs"
+    assert e.value.details["tool"] == tool
+    assert (tool or "none of update-initramfs") in e.value.message
+    assert "dracut" in e.value.hint
+
+
 def test_kernel_without_virtio_is_refused(tmp_path):
     root = T.copy_tree("debian12", tmp_path)
     with pytest.raises(ConversionError) as e:

@@ -190,6 +190,39 @@ def lvm_root():
         yield lay
 
 
+@contextlib.contextmanager
+def btrfs_subvolumes():
+    """dos: p1 btrfs as SUSE and Fedora install it: subvolumes @ (the default, mounted at
+    /), @home (at /home), a nested @/var/lib/machines, a read-only snapshot of @ (not
+    mounted), quotas enabled; fstab by subvol=."""
+    script = "label: dos\nstart=2048, type=83\n"
+    with _layout(320, script, (1,)) as lay:
+        lay.mkfs(["mkfs.btrfs", "-q", "-f", "-L", "rootfs", "-U",
+                  "0b7e2f1a-9c3d-4e5f-a6b7-c8d9e0f1a2b3", lay.part(1)])
+        top = os.path.join(lay.workdir, "top")
+        os.makedirs(top)
+        runner.run(["mount", lay.part(1), top])
+        try:
+            for sub in ("@", "@home"):
+                runner.run(["btrfs", "subvolume", "create", os.path.join(top, sub)])
+            os.makedirs(os.path.join(top, "@", "var", "lib"))
+            runner.run(["btrfs", "subvolume", "create",
+                        os.path.join(top, "@", "var", "lib", "machines")])
+            runner.run(["btrfs", "subvolume", "snapshot", "-r", os.path.join(top, "@"),
+                        os.path.join(top, "@snap-1")])
+            runner.run(["btrfs", "subvolume", "set-default", os.path.join(top, "@")])
+            runner.run(["btrfs", "quota", "enable", top])
+        finally:
+            runner.run(["umount", top])
+        lay.mount(lay.part(1), "/", "subvol=@")
+        lay.mount(lay.part(1), "/home", "subvol=@home,compress=zstd")
+        lay.write("/etc/fstab", FSTAB_HEAD +
+                  "UUID=0b7e2f1a-9c3d-4e5f-a6b7-c8d9e0f1a2b3 / btrfs subvol=@ 0 0\n"
+                  "UUID=0b7e2f1a-9c3d-4e5f-a6b7-c8d9e0f1a2b3 /home btrfs "
+                  "subvol=@home,compress=zstd 0 0\n")
+        yield lay
+
+
 def _only_vg(text, vg, norm):
     """Keep the report rows of our VG only (others may have PVs on this machine)."""
     import json

@@ -75,6 +75,26 @@ def test_gpt_esp_unmounted_and_xfs_root():
         assert m["firmware"] == "uefi"  # an ESP in fstab and no BIOS GRUB
 
 
+def test_btrfs_subvolumes_default_snapshot_and_quota():
+    with layouts.btrfs_subvolumes() as lay:
+        m = collect(lay.root)
+        validate(m)
+        fs = by(m["filesystems"], "mountpoint")
+        root = fs["/"]
+        assert (root["type"], root["uuid"]) == ("btrfs", "0b7e2f1a-9c3d-4e5f-a6b7-c8d9e0f1a2b3")
+        assert len(m["filesystems"]) == 1  # one filesystem, however many mounts
+        b = root["btrfs"]
+        subs = by(b["subvolumes"], "path")
+        assert sorted(subs) == ["@", "@/var/lib/machines", "@home", "@snap-1"]
+        assert (subs["@"]["mountpoint"], subs["@home"]["mountpoint"]) == ("/", "/home")
+        assert subs["@snap-1"]["mountpoint"] is None
+        assert subs["@snap-1"]["snapshot_of"] == subs["@"]["uuid"]
+        assert subs["@home"]["snapshot_of"] is None
+        assert subs["@/var/lib/machines"]["parent"] == subs["@"]["id"]
+        assert b["default_id"] == subs["@"]["id"] and b["quota"] is True
+        assert not [w for w in m["warnings"] if w["probe"] == "filesystems"]
+
+
 def test_lvm_root_metadata():
     # No device-mapper here: the LVs exist in the metadata only (never activated), so
     # PV, VG and LV names, UUIDs and sizes are read; the LVs' filesystems cannot be.

@@ -2,6 +2,7 @@
 host probes stubbed by captured output, validated against wire/manifest.schema.json."""
 
 import os
+import shutil
 
 import pytest
 
@@ -111,6 +112,35 @@ def test_rhel9_uefi(no_host_probes):
     assert mac["kind"] == "networkmanager-mac"
     assert m["cloud_init"]["datasource"] == ["Azure"]
     assert m["initramfs_tool"] == "dracut"
+
+
+def _as_switched_to(root, tool):
+    """The debian12 tree after ``apt install <tool>``: initramfs-tools' programs gone,
+    its /etc/initramfs-tools left over (as Debian's dracut and mkinitcpio leave it)."""
+    for name in ("update-initramfs", "mkinitramfs"):
+        os.unlink(os.path.join(root, "usr", "sbin", name))
+    program = os.path.join(root, "usr", "bin", tool)
+    with open(program, "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(program, 0o755)
+    assert os.path.isdir(os.path.join(root, "etc", "initramfs-tools"))
+
+
+@pytest.mark.parametrize("tool", ["dracut", "mkinitcpio"])
+def test_the_initramfs_tool_is_the_one_installed_not_the_leftover_folder(
+        no_host_probes, tmp_path, tool):
+    """Debian 13 supports dracut: /etc/initramfs-tools survives the switch (issue 18)."""
+    root = str(tmp_path / "debian13")
+    shutil.copytree(os.path.join(TREES, "debian12"), root, symlinks=True)
+    _as_switched_to(root, tool)
+    assert collect(root)["initramfs_tool"] == tool
+    # a program that is not executable, or a dangling link, is not installed
+    os.chmod(os.path.join(root, "usr", "bin", tool), 0o644)
+    os.symlink("/usr/sbin/nowhere", os.path.join(root, "usr", "sbin", "update-initramfs"))
+    os.symlink("/usr/sbin/nowhere", os.path.join(root, "usr", "sbin", "mkinitramfs"))
+    m = collect(root)
+    validate(m)
+    assert m["initramfs_tool"] is None
 
 
 def test_redhat_release_fallback(no_host_probes, tmp_path):
