@@ -18,7 +18,8 @@ from tests.receiver.convert import trees as T
 from wire import runner
 from wire.paths import target_path
 
-pytestmark = pytest.mark.root
+# about 2 min with the cached trixie+dracut tree, ~13 more to build it on a new machine
+pytestmark = [pytest.mark.root, pytest.mark.long(minutes=4)]
 
 SOURCE_ROOT_UUID = "6c1f0b9e-2a3d-4e5f-8a7b-9c0d1e2f3a4b"
 NEW_ROOT_UUID = "7d2e1c0f-3b4a-4f6e-9b8c-0d1e2f3a4b5c"
