@@ -2,6 +2,7 @@
 (import them into a conftest.py)."""
 
 import base64
+import json
 
 import pytest
 import yaml
@@ -10,6 +11,26 @@ from receiver import cloudimage
 from tests.fakecloud.server import OPERATOR_KEY, FakeCloud
 
 REGION = "cn-hangzhou"
+
+
+def cloud_workdir(tmp_path, monkeypatch):
+    """A go2aliyun-cloud workdir: the operator's keys and a 40 + 50 GiB server in its
+    user_config.json, and no keys in the environment."""
+    (tmp_path / "user_config.json").write_text(json.dumps({
+        "access_id": OPERATOR_KEY[0], "secret_key": OPERATOR_KEY[1],
+        "region_id": REGION, "image_name": "web01-migrated", "system_disk_size": 40,
+        "platform": "Debian", "architecture": "x86_64", "bandwidth_limit": 0,
+        "data_disks": [{"data_disk_index": 1, "data_disk_size": 50, "src_path": "/data"}]}))
+    for var in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                "ALIBABA_CLOUD_SECURITY_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def cloud_cli_args(fake, workdir, *rest):
+    """go2aliyun-cloud's options that point it at the fake, then ``rest``."""
+    return ["--workdir", str(workdir), "--endpoint", fake.endpoint, "--protocol", "http",
+            "--poll-interval", "0.01"] + list(rest)
 
 
 class FakeClock(object):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from image_build.cli import main
-from tests.fakecloud.server import OPERATOR_KEY
+from tests.fakecloud.fixtures import cloud_cli_args, cloud_workdir
 from wire import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,20 +26,10 @@ LIMIT = 120  # seconds, from the kill to the end of cleanup
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    (tmp_path / "user_config.json").write_text(json.dumps({
-        "access_id": OPERATOR_KEY[0], "secret_key": OPERATOR_KEY[1],
-        "region_id": "cn-hangzhou", "image_name": "web01-migrated", "system_disk_size": 40,
-        "platform": "Debian", "architecture": "x86_64", "bandwidth_limit": 0,
-        "data_disks": [{"data_disk_index": 1, "data_disk_size": 50, "src_path": "/data"}]}))
-    for var in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                "ALIBABA_CLOUD_SECURITY_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
+    return cloud_workdir(tmp_path, monkeypatch)
 
 
-def cli_args(fake, workdir, *rest):
-    return ["--workdir", str(workdir), "--endpoint", fake.endpoint, "--protocol", "http",
-            "--poll-interval", "0.01"] + list(rest)
+cli_args = cloud_cli_args
 
 
 def command(fake, name):

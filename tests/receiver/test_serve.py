@@ -154,9 +154,10 @@ def _data_port_up(port):
         return False
 
 
-@pytest.fixture
-def receiver(tmp_path):
-    base = str(tmp_path / ("g2a-%s" % os.urandom(3).hex()))
+@contextlib.contextmanager
+def running(base):
+    """A started receiver in the new folder ``base``, stopped after, with every process of
+    that folder (and only of it) killed."""
     os.makedirs(base)
     r = Receiver(base)
     try:
@@ -164,9 +165,15 @@ def receiver(tmp_path):
         yield r
     finally:
         r.stop()
-        for pid in r.leftovers(wait=5):  # only processes of this test's folder
+        for pid in r.leftovers(wait=5):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    with running(str(tmp_path / ("g2a-%s" % os.urandom(3).hex()))) as r:
+        yield r
 
 
 def _ready_for_data(r, s):

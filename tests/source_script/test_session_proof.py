@@ -19,7 +19,6 @@ source sends it (wire/proof.py, ``POST /v1/session/proof``), on real receivers
 import contextlib
 import json
 import os
-import signal
 import socket
 import ssl
 import threading
@@ -30,25 +29,13 @@ import pytest
 from receiver import datachannel, tls
 from receiver import state as st
 from source_script import session as sess
-from tests.receiver.test_serve import Receiver
+from tests.receiver.test_serve import running
 from wire import proof
 from wire.errors import TrustError
 
 pytestmark = pytest.mark.root
 
 
-@contextlib.contextmanager
-def running(base):
-    os.makedirs(base)
-    r = Receiver(base)
-    try:
-        r.start()
-        yield r
-    finally:
-        r.stop()
-        for pid in r.leftovers(wait=5):  # only processes of this receiver's folder
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
 
 class InterceptingProxy(object):
