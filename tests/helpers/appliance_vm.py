@@ -131,11 +131,7 @@ def console_launched(base, config, appliance_image, data_disks_gib, timeout=900)
     :class:`Launched` whose ``launched`` holds what an operator reads there (address is
     the one the source dials: the ``ecs`` address, forwarded by qemu). Whatever happens,
     no qemu of ours outlives it and the namespaces go."""
-    work = os.path.join(base, "work")
-    os.makedirs(os.path.join(work, "Excludes"))
-    with open(os.path.join(work, "user_config.json"), "w") as f:
-        json.dump(config, f)
-    local_dir = os.path.join(base, "local")
+    work, local_dir = _folders(base, config)
     with netns_pair() as net:
         try:
             vm = Launched(net, work, local_dir)
@@ -165,16 +161,22 @@ def console_launched(base, config, appliance_image, data_disks_gib, timeout=900)
             release_local_instances(local_dir)
 
 
+def _folders(base, config):
+    """The source's workdir (``config`` as its user_config.json, an empty Excludes/) and
+    the local provider's folder, under ``base``."""
+    work = os.path.join(base, "work")
+    os.makedirs(os.path.join(work, "Excludes"))
+    with open(os.path.join(work, "user_config.json"), "w") as f:
+        json.dump(config, f)
+    return work, os.path.join(base, "local")
+
+
 @contextlib.contextmanager
 def launched(base, config, appliance_image):
     """Launch ``appliance_image`` for ``config`` (a user_config.json dict) from ``src``;
     yields a :class:`Launched`. Whatever happens, no qemu of ours outlives it and the
     namespaces go."""
-    work = os.path.join(base, "work")
-    os.makedirs(os.path.join(work, "Excludes"))
-    with open(os.path.join(work, "user_config.json"), "w") as f:
-        json.dump(config, f)
-    local_dir = os.path.join(base, "local")
+    work, local_dir = _folders(base, config)
     with netns_pair() as net:
         try:
             vm = Launched(net, work, local_dir)

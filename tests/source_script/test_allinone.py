@@ -201,20 +201,25 @@ def _files_under(*folders):
                         yield path, f.read()
 
 
-@pytest.mark.root
-def test_migrate_launches_its_own_receiver_and_cleans_up(tmp_path):
-    base = str(tmp_path)
-    key_id, secret = OPERATOR_KEY
+def _aio_workdir(base, keys=OPERATOR_KEY):
     work = os.path.join(base, "work")
     source = os.path.join(base, "source")
     os.makedirs(work)
     os.makedirs(source)
     build_tree(source)
     with open(os.path.join(work, "user_config.json"), "w") as f:
-        json.dump({"access_id": key_id, "secret_key": secret, "region_id": "cn-hangzhou",
+        json.dump({"access_id": keys[0], "secret_key": keys[1], "region_id": "cn-hangzhou",
                    "image_name": "AIO_IMAGE", "system_disk_size": 40, "platform": "Debian",
                    "architecture": "x86_64", "bandwidth_limit": 0, "data_disks": []}, f)
     os.chmod(os.path.join(work, "user_config.json"), 0o600)
+    return work, source
+
+
+@pytest.mark.root
+def test_migrate_launches_its_own_receiver_and_cleans_up(tmp_path):
+    base = str(tmp_path)
+    key_id, secret = OPERATOR_KEY
+    work, source = _aio_workdir(base)
     watch = None
     with netns_pair() as net, fake_aliyun(net, base, record=True) as cloud:
         fake, appliance, api, instances = (cloud.fake, cloud.appliance, cloud.api,
@@ -383,18 +388,6 @@ def test_all_in_one_makes_the_cloud_image_and_releases_what_it_launched(tmp_path
 
 # ------------------------------------------------------------------ issue 15, part 3 and 6
 
-def _aio_workdir(base, keys=OPERATOR_KEY):
-    work = os.path.join(base, "work")
-    source = os.path.join(base, "source")
-    os.makedirs(work)
-    os.makedirs(source)
-    build_tree(source)
-    with open(os.path.join(work, "user_config.json"), "w") as f:
-        json.dump({"access_id": keys[0], "secret_key": keys[1], "region_id": "cn-hangzhou",
-                   "image_name": "AIO_IMAGE", "system_disk_size": 40, "platform": "Debian",
-                   "architecture": "x86_64", "bandwidth_limit": 0, "data_disks": []}, f)
-    os.chmod(os.path.join(work, "user_config.json"), 0o600)
-    return work, source
 
 
 @pytest.mark.commands
