@@ -27,6 +27,14 @@ def cloud_workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def users_network(cloud):
+    """A VPC and vSwitch the user made before (ids), as the private mode is given them."""
+    vpc_id = cloud.create_vpc("10.0.0.0/16", "users", "users-vpc")
+    cloud.wait_vpc_available(vpc_id)
+    return vpc_id, cloud.create_vswitch(vpc_id, REGION + "-i", "10.0.1.0/24", "users",
+                                        "users-vsw")
+
+
 def cloud_cli_args(fake, workdir, *rest):
     """go2aliyun-cloud's options that point it at the fake, then ``rest``."""
     return ["--workdir", str(workdir), "--endpoint", fake.endpoint, "--protocol", "http",

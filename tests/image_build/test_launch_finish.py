@@ -9,7 +9,7 @@ import yaml
 
 from image_build import finish, launch
 from image_build.state import StateFile
-from tests.fakecloud.fixtures import REGION, aliyun_cloud, receiver_of
+from tests.fakecloud.fixtures import REGION, aliyun_cloud, receiver_of, users_network
 from wire.errors import CloudError, ConfigError, UsageError
 
 SOURCE = "203.0.113.7"
@@ -89,9 +89,7 @@ def test_duplicate_image_name_is_refused_before_anything_is_made(fake, clock, tm
 
 def test_private_mode_reuses_the_users_network_and_never_deletes_it(fake, clock, tmp_path):
     cloud = aliyun_cloud(fake, clock)
-    vpc_id = cloud.create_vpc("10.0.0.0/16", "users", "users-vpc")
-    cloud.wait_vpc_available(vpc_id)
-    vsw_id = cloud.create_vswitch(vpc_id, REGION + "-i", "10.0.1.0/24", "users", "users-vsw")
+    vpc_id, vsw_id = users_network(cloud)
     state = StateFile.in_workdir(str(tmp_path))
     result = launch.launch(cloud, state, settings_for(
         fake, private=True, vpc_id=vpc_id, vswitch_id=vsw_id, source_cidr="10.8.0.0/24"))

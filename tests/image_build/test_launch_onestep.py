@@ -12,7 +12,7 @@ import yaml
 from image_build import launch, userdata
 from image_build.state import StateFile
 from receiver.datachannel import free_port
-from tests.fakecloud.fixtures import REGION, aliyun_cloud
+from tests.fakecloud.fixtures import aliyun_cloud, users_network
 from tests.image_build.test_launch_finish import settings_for
 from wire import runner
 from wire.errors import CloudError
@@ -106,9 +106,7 @@ def test_private_one_step_asks_no_public_address_and_uses_the_intranet_mirror(
         fake, clock, tmp_path):
     stock_images(fake.world)
     cloud = aliyun_cloud(fake, clock)
-    vpc_id = cloud.create_vpc("10.0.0.0/16", "users", "users-vpc")
-    cloud.wait_vpc_available(vpc_id)
-    vsw_id = cloud.create_vswitch(vpc_id, REGION + "-i", "10.0.1.0/24", "users", "users-vsw")
+    vpc_id, vsw_id = users_network(cloud)
     state = StateFile.in_workdir(str(tmp_path))
     result = launch.launch(cloud, state, settings_for(
         fake, receiver_image_id=None, private=True, vpc_id=vpc_id, vswitch_id=vsw_id,
